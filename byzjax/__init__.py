@@ -1,0 +1,1 @@
+"""byzjax: a JAX simulator for Byzantine-robust distributed optimization."""
