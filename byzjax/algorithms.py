@@ -1,0 +1,177 @@
+"""Server algorithms as pure ``init``/``step`` pairs (PAPER.md section 4).
+
+An algorithm reaches the workers only through ``env.query`` (one communication
+round per call, counted in the oracle state). ``step`` returns the new state and
+per-iteration metrics measured at the query point, before the update.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from byzjax._validation import ConfigError, concrete_values, float_array
+from byzjax.oracle import OracleOutput, OracleState, RobustOracle
+from byzjax.solvers import lbfgs_minimize
+
+
+class Environment(eqx.Module):
+    """What the server can use: the robust oracle over the workers' data, and its own loss."""
+
+    oracle: RobustOracle
+    shards: object
+
+    def query(self, x, state: OracleState, key) -> tuple[OracleOutput, OracleState]:
+        """One communication round at ``x``."""
+        return self.oracle(x, self.shards, state, key)
+
+    def local_loss(self, x, worker: int = 0):
+        """Loss of honest worker ``worker`` (the PIGS server holds worker 0's data)."""
+        shard = jax.tree.map(lambda a: a[worker], self.shards)
+        return self.oracle.problem.loss(x, shard)
+
+
+def round_metrics(out: OracleOutput) -> dict[str, jax.Array]:
+    """Per-round quantities of PAPER.md section 2 at the query point."""
+    spread = jnp.mean(jnp.sum((out.honest_grads - out.honest_grad) ** 2, axis=1))
+    return {
+        "loss": out.honest_loss,
+        "grad_norm": jnp.linalg.norm(out.honest_grad),
+        "error": out.error,
+        "spread": spread,  # (1/|H|) sum_i ||grad L_i - grad L_H||^2, the (G,B) left side
+    }
+
+
+def _positive(name, value):
+    values = concrete_values(value)
+    if values is not None and (np.any(~np.isfinite(values)) or np.any(values <= 0)):
+        raise ConfigError(f"{name} must be a positive number, got {values.tolist()}")
+
+
+class AbstractAlgorithm(eqx.Module):
+    rounds_per_step: ClassVar[int] = 1
+
+    @abc.abstractmethod
+    def init(self, x0: jax.Array):
+        """Initial state from the initial point."""
+
+    @abc.abstractmethod
+    def params(self, state) -> jax.Array:
+        """The model of the state (the point evaluated and logged)."""
+
+    @abc.abstractmethod
+    def step(self, state, oracle_state: OracleState, env: Environment, key):
+        """One iteration -> ``(state, oracle_state, metrics)``."""
+
+
+class ServerState(eqx.Module):
+    params: jax.Array
+    opt_state: optax.OptState
+
+
+class AbstractOptaxAlgorithm(AbstractAlgorithm):
+    """``x <- x + optax_update(g_hat(x))``: any optax transformation as the server."""
+
+    @abc.abstractmethod
+    def optimizer(self) -> optax.GradientTransformation: ...
+
+    def init(self, x0):
+        return ServerState(x0, self.optimizer().init(x0))
+
+    def params(self, state):
+        return state.params
+
+    def step(self, state, oracle_state, env, key):
+        out, oracle_state = env.query(state.params, oracle_state, key)
+        updates, opt_state = self.optimizer().update(out.g_hat, state.opt_state, state.params)
+        return ServerState(optax.apply_updates(state.params, updates), opt_state), oracle_state, round_metrics(out)
+
+
+class DGD(AbstractOptaxAlgorithm):
+    """Robust distributed GD (code name moDSGD): ``x_{t+1} = x_t - lr g_hat(x_t)``."""
+
+    lr: jax.Array = eqx.field(converter=float_array, default=0.1)
+
+    def __check_init__(self):
+        _positive("DGD lr", self.lr)
+
+    def optimizer(self):
+        return optax.sgd(self.lr)
+
+
+class DNAG(AbstractOptaxAlgorithm):
+    """Robust Nesterov (code name DSGD; PyTorch SGD nesterov=True, PAPER.md section 4).
+
+    ``x_{t+1} = y_t - lr g_hat(y_t)``, ``y_{t+1} = x_{t+1} + momentum (x_{t+1} - x_t)``;
+    in optax's (= PyTorch's) form the parameters are ``y_t``, so gradients and
+    the logged loss are taken at ``y_t``.
+    """
+
+    lr: jax.Array = eqx.field(converter=float_array, default=0.1)
+    momentum: jax.Array = eqx.field(converter=float_array, default=0.9)
+
+    def __check_init__(self):
+        _positive("DNAG lr", self.lr)
+        values = concrete_values(self.momentum)
+        if values is not None and np.any((values < 0) | (values >= 1)):
+            raise ConfigError(f"DNAG momentum must be in [0, 1), got {values.tolist()}")
+
+    def optimizer(self):
+        return optax.sgd(self.lr, momentum=self.momentum, nesterov=True)
+
+
+class PIGSState(eqx.Module):
+    params: jax.Array
+
+
+class PIGS(AbstractAlgorithm):
+    """Proximal inexact gradient under similarity (code name FedProxyProx).
+
+    The server is honest worker 0 with loss ``L_0``. Each round
+    ``x_{k+1} = argmin_x L_0(x) + <g_hat_k - grad L_0(x_k), x> + ||x - x_k||^2 / (2 eta)``,
+    solved by L-BFGS warm-started at ``x_k`` to ``||grad|| < inner_tol`` (at most
+    ``inner_max_iter`` iterations; both reported per round). One communication
+    round per iteration; the inner solve is server-local.
+    """
+
+    eta: jax.Array = eqx.field(converter=float_array, default=4.0)
+    inner_tol: jax.Array = eqx.field(converter=float_array, default=1e-5)
+    inner_max_iter: int = eqx.field(static=True, default=200)
+    memory: int = eqx.field(static=True, default=20)
+
+    def __check_init__(self):
+        _positive("PIGS eta", self.eta)
+        _positive("PIGS inner_tol", self.inner_tol)
+        if self.inner_max_iter < 1:
+            raise ConfigError(f"PIGS inner_max_iter must be >= 1, got {self.inner_max_iter}")
+
+    def init(self, x0):
+        return PIGSState(x0)
+
+    def params(self, state):
+        return state.params
+
+    def prox_objective(self, env: Environment, x_k, correction):
+        """``z -> L_0(z) + <correction, z> + ||z - x_k||^2 / (2 eta)``."""
+
+        def phi(z):
+            return env.local_loss(z, 0) + correction @ z + jnp.sum((z - x_k) ** 2) / (2.0 * self.eta)
+
+        return phi
+
+    def step(self, state, oracle_state, env, key):
+        x_k = state.params
+        out, oracle_state = env.query(x_k, oracle_state, key)
+        phi = self.prox_objective(env, x_k, out.g_hat - out.honest_grads[0])
+        inner = lbfgs_minimize(phi, x_k, tol=self.inner_tol, max_iter=self.inner_max_iter, memory=self.memory)
+        metrics = round_metrics(out) | {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm}
+        return PIGSState(inner.x), oracle_state, metrics
+
+
+

@@ -1,0 +1,112 @@
+"""The ``byzjax`` command line: ``run``, ``plot``, ``reproduce``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = "Config format and examples: see README.md (section 'Config files')."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="byzjax", description="JAX simulator for Byzantine-robust distributed optimization.",
+                                epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the experiment grid described by a TOML config file",
+                       description="Run every configuration x seed of CONFIG (one compiled program per static "
+                                   "structure) and write config.json, metrics.csv, summary.csv and figures to --out.")
+    r.add_argument("config", help="TOML experiment file (see README.md)")
+    r.add_argument("--out", required=True, help="output folder (created)")
+    r.add_argument("--data", help="override [data].source: 'fashion-mnist', 'synthetic' or a folder of MNIST-format IDX files")
+    r.add_argument("--seeds", type=int, help="override the number of seeds (0..S-1)")
+    r.add_argument("--rounds", type=int, help="override the number of rounds")
+    r.add_argument("--x64", action="store_true", help="run in float64 (default float32)")
+    r.add_argument("--no-plot", action="store_true", help="do not draw figures")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    pl = sub.add_parser("plot", help="draw the curves of a result folder",
+                        description="Read DIR/metrics.csv and write convergence and accuracy figures (PNG and PDF).")
+    pl.add_argument("dir", help="output folder of 'byzjax run'")
+    pl.add_argument("--out", help="figure folder (default DIR/figures)")
+
+    rp = sub.add_parser("reproduce", help="reproduce the paper's Experiment A (short) or B (long)",
+                        description="Run the paper's experiments (PAPER.md section 6): results, figures and the "
+                                    "rounds-to-suboptimality tables go to --out.")
+    rp.add_argument("which", choices=["short", "long"], help="short = Experiment A, long = Experiment B")
+    rp.add_argument("--quick", action="store_true", help="reduced grid (f=1, iid, a few dozen rounds) for a first try")
+    rp.add_argument("--data", help="'fashion-mnist' (default, Debian package), 'synthetic', or a folder of MNIST-format files")
+    rp.add_argument("--seeds", type=int, default=1, help="number of seeds: data split and initialisation (default 1)")
+    rp.add_argument("--out", help="output folder (default results/paper_<which>[_quick])")
+    rp.add_argument("--steps", choices=["tuned", "paper"], default="tuned",
+                    help="tuned: step sizes tuned at f=0 (default, needed on Fashion-MNIST); paper: the paper's exact ones")
+    rp.add_argument("--eval-every", type=int, default=2, help="accuracy evaluation interval in rounds (paper: 2)")
+    rp.add_argument("--max-batch", type=int, help="cap on runs per compiled call (memory)")
+    rp.add_argument("--x64", action="store_true", help="run in float64")
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "x64", False):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    from byzjax._validation import ConfigError
+
+    try:
+        return _dispatch(args)
+    except ConfigError as err:
+        print(f"byzjax: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    if args.command == "run":
+        from byzjax.config import load_config
+        from byzjax.plotting import plot_dir
+        from byzjax.runner import describe, execute
+
+        cfg = load_config(args.config)
+        if args.seeds is not None:
+            cfg.seeds = list(range(args.seeds))
+        if args.rounds is not None:
+            cfg.rounds = args.rounds
+        if args.x64:
+            cfg.x64 = True
+        if cfg.x64:
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
+        _, _, meta = execute(cfg, args.out, data_source=args.data, show_progress=not args.quiet)
+        print(f"wrote {args.out}/metrics.csv, summary.csv, config.json  {describe(meta)}")
+        if not args.no_plot:
+            for p in plot_dir(args.out):
+                print(f"wrote {p}")
+        return 0
+    if args.command == "plot":
+        from byzjax.plotting import plot_dir
+
+        for p in plot_dir(args.dir, args.out):
+            print(f"wrote {p}")
+        return 0
+    if args.command == "reproduce":
+        from byzjax.reproduce import reproduce
+
+        out = Path(args.out or f"results/paper_{args.which}{'_quick' if args.quick else ''}")
+        log = reproduce(args.which, out, quick=args.quick, data_source=args.data, seeds=args.seeds, mode=args.steps,
+                        x64=args.x64, eval_every=args.eval_every, max_batch=args.max_batch,
+                        show_progress=not args.quiet)
+        total = sum(s["wall_s"] for s in log["stages"])
+        comp = sum(s["compile_s"] for s in log["stages"])
+        print(f"wrote {out}/ (metrics.csv, summary.csv, {args.which}_rounds.csv, {args.which}_floor.csv, figures/)")
+        print(f"steps: {log.get('chosen_steps')}  device: {log['environment']['device']}  "
+              f"wall {total:.1f}s of which compile {comp:.1f}s")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Experiment description files (TOML) -> a grid of runs.
+
+See README.md ("Config files") for the format. Any component parameter given as
+a list is swept (Cartesian product); ``byzantine.f`` and ``byzantine.attack`` may
+be lists too. Runs that share their static structure are compiled once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+from byzjax import registry
+from byzjax._validation import ConfigError
+from byzjax.data import DEFAULT_DATA_DIR
+
+TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
+            "aggregator", "algorithm"}
+DATA_KEYS = {"source", "split", "alpha", "n_honest", "normalization", "val_fraction"}
+
+
+@dataclass
+class RunSpec:
+    """One configuration of a grid: its label columns and how to build it."""
+
+    columns: dict
+    f: int
+    attack: tuple  # (name, params)
+    aggregator: dict
+    algorithm: tuple  # (name, params)
+
+
+@dataclass
+class GridConfig:
+    name: str
+    seeds: list[int]
+    rounds: int
+    eval_every: int
+    x64: bool
+    max_batch: int | None
+    data: dict
+    problem: dict
+    runs: list[RunSpec]
+    raw: dict = field(default_factory=dict)
+
+
+def _component(entry, what: str) -> tuple[str, dict]:
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        return entry["name"], {k: v for k, v in entry.items() if k != "name"}
+    raise ConfigError(f"{what} must be a name or a table with a 'name' key, got {entry!r}")
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _product(params: dict) -> list[dict]:
+    """Cartesian product over list-valued parameters."""
+    keys = list(params)
+    choices = [_as_list(params[k]) for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def method_label(name: str, params: dict) -> str:
+    """``D-GD(lr=0.1)``-style label used in tables and legends."""
+    short = {"DGD": "D-GD", "DNAG": "D-NAG"}.get(registry.ALIASES.get(name, name), registry.ALIASES.get(name, name))
+    inner = ",".join(f"{k}={_fmt(v)}" for k, v in params.items())
+    return f"{short}({inner})" if inner else short
+
+
+def parse_config(raw: dict) -> GridConfig:
+    """Validate a config dictionary and expand it into a grid of runs."""
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise ConfigError(f"config: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+    seeds = raw.get("seeds", 1)
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"config: seeds must be a positive count or a list of non-negative integers, got {raw.get('seeds')!r}")
+    rounds = raw.get("rounds", 100)
+    eval_every = raw.get("eval_every", 10)
+    for key, val in (("rounds", rounds), ("eval_every", eval_every)):
+        if not isinstance(val, int) or val < 1:
+            raise ConfigError(f"config: {key} must be a positive integer, got {val!r}")
+
+    data = dict(raw.get("data", {}))
+    bad = set(data) - DATA_KEYS
+    if bad:
+        raise ConfigError(f"config [data]: unknown key(s) {sorted(bad)}; allowed: {sorted(DATA_KEYS)}")
+    data.setdefault("source", "fashion-mnist")
+    data.setdefault("split", "iid")
+    data.setdefault("n_honest", 20)
+    data.setdefault("normalization", "dataset")
+    if data["split"] not in ("iid", "dirichlet"):
+        raise ConfigError(f"config [data]: split must be 'iid' or 'dirichlet', got {data['split']!r}")
+    if data["split"] == "dirichlet" and not isinstance(data.get("alpha"), (int, float)):
+        raise ConfigError("config [data]: split 'dirichlet' needs a numeric alpha")
+    if not isinstance(data["n_honest"], int) or data["n_honest"] < 1:
+        raise ConfigError(f"config [data]: n_honest must be a positive integer, got {data['n_honest']!r}")
+
+    problem = dict(raw.get("problem", {"name": "LogisticRegression"}))
+    problem.setdefault("name", "LogisticRegression")
+    registry.lookup("problem", problem["name"])
+
+    byz = dict(raw.get("byzantine", {}))
+    bad = set(byz) - {"f", "attack"}
+    if bad:
+        raise ConfigError(f"config [byzantine]: unknown key(s) {sorted(bad)}; allowed: ['attack', 'f']")
+    fs = _as_list(byz.get("f", 0))
+    if not all(isinstance(f, int) and f >= 0 for f in fs):
+        raise ConfigError(f"config [byzantine]: f must be a non-negative integer or a list of them, got {byz.get('f')!r}")
+    attacks = [_component(a, "byzantine.attack") for a in _as_list(byz.get("attack", "NoAttack"))]
+    for name, _ in attacks:
+        registry.lookup("attack", name)
+
+    agg = dict(raw.get("aggregator", {"name": "Average"}))
+    agg_name, agg_params = _component(agg, "aggregator")
+    pre = [_component(p, "aggregator.pre_aggs") for p in _as_list(agg_params.pop("pre_aggs", []))]
+    registry.lookup("aggregator", agg_name)
+    for name, _ in pre:
+        registry.lookup("preaggregator", name)
+
+    algs = raw.get("algorithm")
+    if not algs:
+        raise ConfigError("config: at least one [[algorithm]] table is required (e.g. name = \"DGD\", lr = 0.1)")
+    algs = [_component(a, "algorithm") for a in _as_list(algs)]
+    for name, _ in algs:
+        registry.lookup("algorithm", name)
+
+    runs = []
+    for f in fs:
+        for att_name, att_params in attacks:
+            for att_p in _product(att_params):
+                for alg_name, alg_params in algs:
+                    for alg_p in _product(alg_params):
+                        cols = {
+                            "f": f, "attack": att_name if f else "none", "aggregator": _pipeline_label(agg_name, pre),
+                            "method": method_label(alg_name, alg_p), "split": data["split"],
+                            "alpha": data.get("alpha", ""), "lam": problem.get("lam", ""),
+                        }
+                        cols |= {f"attack_{k}": v for k, v in att_p.items()}
+                        runs.append(RunSpec(cols, f, (att_name, att_p), {"name": agg_name, "params": agg_params, "pre": pre},
+                                            (alg_name, alg_p)))
+    return GridConfig(raw.get("name", "experiment"), seeds, rounds, eval_every, bool(raw.get("x64", False)),
+                      raw.get("max_batch"), data, problem, runs, raw)
+
+
+def _pipeline_label(agg: str, pre: list) -> str:
+    return "+".join([p for p, _ in pre] + [agg])
+
+
+def load_config(path: str | os.PathLike) -> GridConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: malformed TOML: {err}") from None
+    try:
+        return parse_config(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def resolve_source(source: str) -> str:
+    """``fashion-mnist`` -> the Debian package's folder; other values pass through."""
+    return str(DEFAULT_DATA_DIR) if source in ("fashion-mnist", "default") else source
+
+
+def _with_f(kind: str, name: str, params: dict, f: int) -> dict:
+    """Fill a rule's ``f`` with the number of Byzantine workers when not given."""
+    cls = registry.lookup(kind, name)
+    if "f" in inspect.signature(cls).parameters and "f" not in params:
+        return params | {"f": f}
+    return params
+
+
+def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_every: int):
+    """The ``Experiment`` of one grid entry (components instantiated and bound)."""
+    from byzjax.oracle import RobustOracle
+    from byzjax.preaggregators import Pipeline
+    from byzjax.simulate import Experiment
+
+    f = spec.f
+    pre = [registry.build("preaggregator", n, _with_f("preaggregator", n, p, f)) for n, p in spec.aggregator["pre"]]
+    agg_name, agg_params = spec.aggregator["name"], spec.aggregator["params"]
+    agg = registry.build("aggregator", agg_name, _with_f("aggregator", agg_name, agg_params, f))
+    pipeline = Pipeline(pre, agg)
+    att_name, att_params = spec.attack
+    attack = registry.build("attack", att_name, att_params) if f else None
+    oracle = RobustOracle(problem, pipeline, attack, n_honest=n_honest, n_byz=f)
+    alg = registry.build("algorithm", *spec.algorithm)
+    exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every)
+    exp.check()
+    return exp

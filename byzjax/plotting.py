@@ -1,0 +1,165 @@
+"""Figures from ``metrics.csv``: the paper's convergence and accuracy panels.
+
+Per figure (one per f, split, lambda, aggregator), one panel per attack: log-scale
+``L_H(x_t) - L_ref`` against communication rounds with an inset on rounds 0-100,
+the seed median as a line and the seed range as a band (PAPER.md section 6).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from byzjax.results import read_csv  # noqa: E402
+
+FIGURE_KEYS = ("f", "split", "alpha", "lam", "aggregator")
+
+
+def _float(v):
+    return float(v) if v not in ("", None) else np.nan
+
+
+def curves(rows: list[dict], y: str) -> dict:
+    """``{(attack, method): (x [T], values [S, T])}`` with one row per seed."""
+    by = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        v = _float(r.get(y, ""))
+        if np.isnan(v):
+            continue
+        by[(r["attack"], r["method"])][r["seed"]][int(r["comm_round"])] = v
+    out = {}
+    for key, seeds in by.items():
+        xs = sorted(set.intersection(*(set(s) for s in seeds.values())))
+        out[key] = (np.array(xs), np.array([[s[x] for x in xs] for s in seeds.values()]))
+    return out
+
+
+def _method_order(methods):
+    def key(m):
+        return (0 if m.startswith("D-GD") else 1 if m.startswith("D-NAG") else 2, m)
+
+    return sorted(methods, key=key)
+
+
+def _draw(ax, x, vals, label, color, log):
+    med = np.median(vals, axis=0)
+    ax.plot(x, med, label=label, color=color, lw=1.4)
+    if vals.shape[0] > 1:
+        ax.fill_between(x, vals.min(axis=0), vals.max(axis=0), color=color, alpha=0.2, lw=0)
+    if log:
+        ax.set_yscale("log")
+
+
+def figure_groups(rows):
+    groups = defaultdict(list)
+    for r in rows:
+        groups[tuple(r.get(k, "") for k in FIGURE_KEYS)].append(r)
+    return groups
+
+
+def _title(key, n_honest=None):
+    f, split, alpha, lam, agg = key
+    split_s = f"Dirichlet(alpha={alpha})" if split == "dirichlet" else split
+    n = f"n={int(n_honest) + int(f)} ({n_honest} honest), " if n_honest else ""
+    return f"{n}f={f}, {split_s}, lambda={lam}, {agg}"
+
+
+def plot_convergence(rows, path: Path, l_ref: float | None = None, title: str = "", inset: int = 100,
+                     reference_rows=()) -> None:
+    """Loss-gap panels (one per attack) for rows sharing f/split/lambda/aggregator."""
+    losses = [_float(r["loss"]) for r in list(rows) + list(reference_rows) if r.get("loss", "") != ""]
+    l_ref = np.nanmin(losses) if l_ref is None else l_ref
+    data = curves(rows, "loss")
+    ref = curves(reference_rows, "loss") if reference_rows else {}
+    attacks = sorted({a for a, _ in data})
+    methods = _method_order({m for _, m in data} | {m for _, m in ref})
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5.2 * len(attacks), 4.2), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        sub = ax.inset_axes([0.5, 0.5, 0.47, 0.45]) if inset else None
+        for m in methods:
+            for src, style in ((data, "-"), (ref, "--")):
+                key = (attack, m) if src is data else next((k for k in src if k[1] == m), None)
+                if key not in src:
+                    continue
+                x, vals = src[key]
+                gap = np.maximum(vals - l_ref, 1e-12)
+                label = m if src is data else f"{m}, f=0 reference"
+                _draw(ax, x, gap, label, colors[m], True)
+                ax.lines[-1].set_linestyle(style)
+                if sub is not None:
+                    keep = x <= inset
+                    _draw(sub, x[keep], gap[:, keep], None, colors[m], True)
+                    sub.lines[-1].set_linestyle(style)
+        ax.set_title(f"attack: {attack}")
+        ax.set_xlabel("communication rounds")
+        ax.set_ylabel(r"$L_H(x_t) - L_{ref}$")
+        ax.grid(alpha=0.3, which="both")
+        if sub is not None:
+            sub.set_xlim(0, inset)
+            sub.tick_params(labelsize=7)
+            sub.set_title(f"rounds 0-{inset}", fontsize=7)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{title}\nL_ref = {l_ref:.6g}; median over seeds, band = min-max", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_accuracy(rows, path: Path, title: str = "", ylim=(0.80, 0.94)) -> None:
+    """Validation and test accuracy against communication rounds, one column per attack."""
+    attacks = sorted({r["attack"] for r in rows})
+    fig, axes = plt.subplots(2, len(attacks), figsize=(5.2 * len(attacks), 7), squeeze=False)
+    for row_i, metric in enumerate(("val_acc", "test_acc")):
+        data = curves(rows, metric)
+        methods = _method_order({m for _, m in data})
+        for col, attack in enumerate(attacks):
+            ax = axes[row_i][col]
+            for i, m in enumerate(methods):
+                if (attack, m) in data:
+                    x, vals = data[(attack, m)]
+                    _draw(ax, x, vals, m, plt.cm.tab10(i % 10), False)
+            ax.set_title(f"{metric.replace('_acc', '')} accuracy, attack: {attack}", fontsize=9)
+            ax.set_xlabel("communication rounds")
+            if ylim:
+                ax.set_ylim(*ylim)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path.with_suffix(".png"), dpi=130)
+    fig.savefig(path.with_suffix(".pdf"))
+    plt.close(fig)
+
+
+def plot_dir(run_dir: str | Path, out_dir: str | Path | None = None, acc_ylim=None) -> list[Path]:
+    """Draw every figure of a result folder (``metrics.csv``) into ``out_dir``."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.csv"
+    if not metrics.exists():
+        from byzjax._validation import ConfigError
+
+        raise ConfigError(f"{run_dir} has no metrics.csv (is it an output folder of 'byzjax run'?)")
+    rows = read_csv(metrics)
+    out_dir = Path(out_dir) if out_dir else run_dir / "figures"
+    l_ref = np.nanmin([_float(r["loss"]) for r in rows if r.get("loss", "") != ""])
+    made = []
+    for key, sub in figure_groups(rows).items():
+        stem = "f{}_{}{}".format(key[0], key[1], f"_alpha{key[2]}" if key[1] == "dirichlet" else "")
+        plot_convergence(sub, out_dir / f"loss_{stem}", l_ref, _title(key))
+        made.append(out_dir / f"loss_{stem}.png")
+        if any(r.get("val_acc", "") != "" for r in sub):
+            plot_accuracy(sub, out_dir / f"accuracy_{stem}", _title(key), ylim=acc_ylim)
+            made.append(out_dir / f"accuracy_{stem}.png")
+    return made

@@ -1,0 +1,139 @@
+"""Per-worker losses. A problem maps ``(x, one worker's shard) -> scalar loss``.
+
+Parameters are one flat vector ``x in R^d`` (aggregators work on ``[n, d]``);
+per-worker gradients of all workers come from one ``vmap(value_and_grad(loss))``.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from byzjax._validation import ConfigError, float_array
+from byzjax.data import FederatedData, Shards
+
+
+class AbstractProblem(eqx.Module):
+    """A federated objective: local losses, an initial point, evaluation metrics."""
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """Number of parameters d."""
+
+    @abc.abstractmethod
+    def init(self, key) -> jax.Array:
+        """Initial parameters ``[d]`` drawn from ``key``."""
+
+    @abc.abstractmethod
+    def loss(self, x: jax.Array, shard) -> jax.Array:
+        """Local loss ``L_i(x)`` of one worker, given its shard."""
+
+    def evaluate(self, x: jax.Array, evaluation: dict) -> dict[str, jax.Array]:
+        """Scalar metrics on held-out data (default: none)."""
+        return {}
+
+    def flip_labels(self, shards):
+        """Shards with flipped labels (for LabelFlipping); not every problem has labels."""
+        raise ConfigError(f"{type(self).__name__} has no labels to flip")
+
+
+class LogisticRegression(AbstractProblem):
+    """Multinomial logistic regression with bias, PAPER.md section 6.
+
+    ``L_i(theta) = (1/m_i) sum_{j in shard i} -log softmax(W^T a_j + b)_{y_j} + (lam/2)||theta||^2``
+    with ``theta = (W, b)`` flattened (d = (p + 1) c = 7850 for MNIST). Padded
+    samples carry mask 0 and do not count in ``m_i``.
+    """
+
+    num_features: int = eqx.field(static=True)
+    num_classes: int = eqx.field(static=True)
+    lam: jax.Array = eqx.field(converter=float_array, default=1e-3)
+
+    @property
+    def dim(self):
+        return (self.num_features + 1) * self.num_classes
+
+    def unpack(self, x):
+        p, c = self.num_features, self.num_classes
+        return x[: p * c].reshape(p, c), x[p * c :]
+
+    def init(self, key):
+        """Uniform(-1/sqrt(p), 1/sqrt(p)) on weights and bias, as ``torch.nn.Linear``."""
+        bound = 1.0 / np.sqrt(self.num_features)
+        return jax.random.uniform(key, (self.dim,), minval=-bound, maxval=bound, dtype=jnp.result_type(float))
+
+    def logits(self, x, features):
+        w, b = self.unpack(x)
+        return features @ w + b
+
+    def loss(self, x, shard: Shards):
+        logp = jax.nn.log_softmax(self.logits(x, shard.x))
+        nll = -jnp.take_along_axis(logp, shard.y[:, None], axis=1)[:, 0]
+        data_term = jnp.sum(nll * shard.mask) / jnp.maximum(jnp.sum(shard.mask), 1.0)
+        return data_term + 0.5 * self.lam * jnp.sum(x * x)
+
+    def evaluate(self, x, evaluation):
+        return {
+            f"{name}_acc": jnp.mean(jnp.argmax(self.logits(x, feats), axis=1) == labels)
+            for name, (feats, labels) in evaluation.items()
+        }
+
+    def flip_labels(self, shards: Shards):
+        return shards._replace(y=self.num_classes - 1 - shards.y)
+
+
+class QuadraticShard(eqx.Module):
+    a: jax.Array  # [d, d] symmetric PSD
+    b: jax.Array  # [d]
+
+
+class Quadratic(AbstractProblem):
+    """``L_i(x) = 0.5 (x - b_i)^T A_i (x - b_i)``: known optimum, L and mu.
+
+    ``L_H`` has Hessian ``A = mean_i A_i`` and minimiser ``A^{-1} mean_i A_i b_i``;
+    see ``make_quadratic`` for data with a prescribed spectrum.
+    """
+
+    d: int = eqx.field(static=True)
+
+    @property
+    def dim(self):
+        return self.d
+
+    def init(self, key):
+        return jnp.zeros((self.d,), dtype=jnp.result_type(float))
+
+    def loss(self, x, shard: QuadraticShard):
+        r = x - shard.b
+        return 0.5 * r @ (shard.a @ r)
+
+
+def make_quadratic(n_workers: int, d: int, *, mu: float = 1.0, L: float = 10.0, spread: float = 1.0,
+                   hessian_spread: float = 0.0, seed: int = 0) -> tuple[Quadratic, FederatedData, dict]:
+    """A quadratic federated problem with eigenvalues of ``mean A_i`` in ``[mu, L]``.
+
+    ``A_i = Q diag(s) Q^T + E_i`` with ``mean_i E_i = 0`` (``hessian_spread`` sets
+    the size of ``E_i``, kept PSD-safe by construction), ``b_i = spread * N(0, I)``.
+    Returns the problem, the data, and ``{"x_star", "L", "mu", "loss_star"}``.
+    """
+    if not 0 < mu <= L:
+        raise ConfigError(f"need 0 < mu <= L, got mu={mu}, L={L}")
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    spectrum = np.geomspace(mu, L, d)
+    a_mean = (q * spectrum) @ q.T
+    perturb = rng.standard_normal((n_workers, d, d))
+    perturb = 0.5 * (perturb + perturb.transpose(0, 2, 1))
+    perturb -= perturb.mean(axis=0)
+    scale = hessian_spread * mu / max(np.abs(np.linalg.eigvalsh(perturb)).max(), 1e-12)
+    a = a_mean + scale * perturb
+    b = spread * rng.standard_normal((n_workers, d))
+    x_star = np.linalg.solve(a_mean, np.einsum("wij,wj->i", a, b) / n_workers)
+    losses = [0.5 * (x_star - b[i]) @ a[i] @ (x_star - b[i]) for i in range(n_workers)]
+    info = {"x_star": x_star, "L": float(spectrum[-1]), "mu": float(spectrum[0]), "loss_star": float(np.mean(losses))}
+    return Quadratic(d=d), FederatedData(QuadraticShard(a, b), {}), info

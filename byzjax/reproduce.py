@@ -1,0 +1,207 @@
+"""The paper's experiments (PAPER.md section 6) as grids: ``byzjax reproduce short|long``.
+
+Two step-size modes:
+
+* ``tuned`` (default, and the only sensible one on Fashion-MNIST): the protocol
+  of the authors' later experiments. At f = 0 with no attack (the reference
+  runs) D-GD and D-NAG take the lr in {0.003, 0.01, 0.03, 0.1} with the lowest
+  final training loss (D-NAG momentum 0.9); PIGS takes eta = lr_DGD x
+  {5, 10, 20, 50} likewise. Those steps are then fixed for every attacked run.
+* ``paper``: the paper's exact hyperparameters (lr 0.1, momentum 0.9, PIGS eta in
+  {32, 16, 8, 4, 2, 1} or 4), meaningful with MNIST (``--data DIR``).
+
+Each stage is one grid: runs that share a structure are one compiled program.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from byzjax.config import parse_config
+from byzjax.plotting import _title, plot_accuracy, plot_convergence
+from byzjax.results import read_csv, rounds_to_gap, write_csv, write_results
+from byzjax.runner import environment, execute, prepare
+
+LR_GRID = [0.003, 0.01, 0.03, 0.1]
+ETA_MULTIPLIERS = [5, 10, 20, 50]
+ATTACKS = ["Optimal_InnerProductManipulation", "Optimal_ALittleIsEnough"]
+SHORT_ATTACK_NAMES = {"Optimal_InnerProductManipulation": "Optimal IPM", "Optimal_ALittleIsEnough": "Optimal ALIE"}
+
+
+def settings(which: str, quick: bool) -> dict:
+    """The grid of Experiment A ("short") or B ("long"), or its reduced ``--quick`` form."""
+    if which == "short":
+        s = {"fs": [1, 5], "splits": [("iid", None), ("dirichlet", 1.0)], "lam": 1e-3, "rounds": 500,
+             "ref_rounds": 750, "attacks": ATTACKS, "paper_etas": [32.0, 16.0, 8.0, 4.0, 2.0, 1.0]}
+        if quick:
+            s |= {"fs": [1], "splits": [("iid", None)], "rounds": 40, "ref_rounds": 60}
+    elif which == "long":
+        s = {"fs": [1], "splits": [("dirichlet", 5.0)], "lam": 1e-2, "rounds": 5000, "ref_rounds": 5000,
+             "attacks": ["Optimal_ALittleIsEnough"], "paper_etas": [4.0]}
+        if quick:
+            s |= {"rounds": 60, "ref_rounds": 60}
+    else:
+        raise ValueError(f"unknown experiment {which!r} (allowed: short, long)")
+    return s
+
+
+def _raw(name, split, alpha, lam, rounds, seeds, fs, attacks, algorithms, aggregator, eval_every, x64, max_batch):
+    data = {"split": split, "n_honest": 20}
+    if alpha is not None:
+        data["alpha"] = alpha
+    raw = {"name": name, "seeds": seeds, "rounds": rounds, "eval_every": eval_every, "x64": x64,
+           "data": data, "problem": {"name": "LogisticRegression", "lam": lam},
+           "byzantine": {"f": fs, "attack": attacks}, "aggregator": aggregator, "algorithm": algorithms}
+    if max_batch:
+        raw["max_batch"] = max_batch
+    return raw
+
+
+def _best(runs, method_prefix):
+    """Hyperparameter row with the lowest median final loss among methods starting with the prefix."""
+    finals = defaultdict(list)
+    for _, _, cols, trace in runs:
+        if cols["method"].startswith(method_prefix):
+            finals[cols["method"]].append(float(np.asarray(trace.metrics["loss"])[-1]))
+    scored = {m: np.median(v) if np.all(np.isfinite(v)) else np.inf for m, v in finals.items()}
+    return min(scored, key=scored.get), scored
+
+
+def _param(method: str) -> float:
+    return float(method.split("=")[1].split(",")[0].rstrip(")"))
+
+
+def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds=1, mode="tuned",
+              x64=False, eval_every=2, max_batch=None, show_progress=True) -> dict:
+    """Run Experiment A or B; write results, figures and rounds tables into ``out_dir``."""
+    s = settings(which, quick)
+    out_dir = Path(out_dir)
+    all_runs, timing, log = [], {}, {"experiment": which, "quick": quick, "mode": mode, "stages": []}
+    run_offset = 0
+    agg = {"name": "TrMean", "pre_aggs": ["NNM"]}
+    for split, alpha in s["splits"]:
+        common = dict(split=split, alpha=alpha, lam=s["lam"], seeds=seeds, eval_every=eval_every, x64=x64,
+                      max_batch=max_batch)
+        prepared = None
+
+        def stage(name, rounds, fs, attacks, algorithms, aggregator, extra):
+            nonlocal prepared, run_offset
+            cfg = parse_config(_raw(f"{which}:{name}:{split}", rounds=rounds, fs=fs, attacks=attacks,
+                                    algorithms=algorithms, aggregator=aggregator, **common))
+            prepared = prepared or prepare(cfg, data_source)
+            runs, tim, meta = execute(cfg, None, show_progress=show_progress, prepared=prepared)
+            shifted = [(rid + run_offset, seed, cols | extra, tr) for rid, seed, cols, tr in runs]
+            timing.update({rid + run_offset: t for rid, t in tim.items()})
+            run_offset += len(cfg.runs)
+            log["stages"].append({"stage": name, "split": split, "alpha": alpha, "runs": len(cfg.runs),
+                                  "seeds": len(seeds) if isinstance(seeds, list) else seeds} | meta)
+            all_runs.extend(shifted)
+            return shifted
+
+        reference = {"name": "Average"}
+        if mode == "tuned":
+            ref1 = stage("reference", s["ref_rounds"], [0], ["NoAttack"],
+                         [{"name": "DGD", "lr": LR_GRID}, {"name": "DNAG", "lr": LR_GRID, "momentum": 0.9}],
+                         reference, {"stage": "tuning"})
+            best_gd, _ = _best(ref1, "D-GD")
+            best_nag, _ = _best(ref1, "D-NAG")
+            lr_gd, lr_nag = _param(best_gd), _param(best_nag)
+            etas = [m * lr_gd for m in ETA_MULTIPLIERS]
+            ref2 = stage("reference", s["ref_rounds"], [0], ["NoAttack"], [{"name": "PIGS", "eta": etas}],
+                         reference, {"stage": "tuning"})
+            best_pigs, _ = _best(ref2, "PIGS")
+            algorithms = [{"name": "DGD", "lr": lr_gd}, {"name": "DNAG", "lr": lr_nag, "momentum": 0.9},
+                          {"name": "PIGS", "eta": _param(best_pigs)}]
+            chosen = {"D-GD": best_gd, "D-NAG": best_nag, "PIGS": best_pigs}
+            for r in ref1 + ref2:
+                r[2]["stage"] = "reference" if r[2]["method"] in chosen.values() else "tuning"
+        else:
+            algorithms = [{"name": "DGD", "lr": 0.1}, {"name": "DNAG", "lr": 0.1, "momentum": 0.9},
+                          {"name": "PIGS", "eta": s["paper_etas"]}]
+            stage("reference", s["ref_rounds"], [0], ["NoAttack"], algorithms, reference, {"stage": "reference"})
+            chosen = None
+        stage("attacked", s["rounds"], s["fs"], s["attacks"], algorithms, agg, {"stage": "attacked"})
+        log.setdefault("chosen_steps", {})[f"{split}{'' if alpha is None else f'(alpha={alpha})'}"] = chosen
+    l_ref = min(float(np.nanmin(t.metrics["loss"])) for _, _, cols, t in all_runs if cols["stage"] != "tuning")
+    log["environment"] = environment()
+    write_results(out_dir, log, all_runs, timing, l_ref)
+    figures = make_figures(out_dir, which)
+    tables = rounds_table(out_dir, which)
+    (out_dir / "reproduce.json").write_text(json.dumps(log | {"figures": [str(p) for p in figures],
+                                                              "tables": [str(t) for t in tables]}, indent=2, default=str))
+    return log
+
+
+def make_figures(out_dir: Path, which: str) -> list[Path]:
+    """The paper's panels from ``out_dir/metrics.csv``: per (f, split), one panel per attack."""
+    rows = read_csv(out_dir / "metrics.csv")
+    attacked = [r for r in rows if r["stage"] == "attacked"]
+    reference = [r for r in rows if r["stage"] == "reference"]
+    l_ref = min(float(r["loss"]) for r in attacked + reference if r["loss"])
+    made = []
+    groups = defaultdict(list)
+    for r in attacked:
+        groups[(r["f"], r["split"], r["alpha"], r["lam"], r["aggregator"])].append(r)
+    for key, sub in sorted(groups.items()):
+        refs = [r for r in reference if (r["split"], r["alpha"]) == (key[1], key[2])]
+        stem = f"{which}_f{key[0]}_{key[1]}" + (f"_alpha{key[2]}" if key[1] == "dirichlet" else "")
+        title = f"Experiment {'A (short)' if which == 'short' else 'B (long)'}: " + _title(key, 20)
+        plot_convergence(sub, out_dir / "figures" / f"loss_{stem}", l_ref, title, reference_rows=refs)
+        plot_accuracy(sub, out_dir / "figures" / f"accuracy_{stem}", title, ylim=None)
+        made += [out_dir / "figures" / f"loss_{stem}.png", out_dir / "figures" / f"accuracy_{stem}.png"]
+    return made
+
+
+def _method_family(m: str) -> str:
+    return m.split("(")[0]
+
+
+def rounds_table(out_dir: Path, which: str) -> list[Path]:
+    """``{which}_rounds.csv`` (rounds to L_H - L_ref <= 1e-2 / 1e-3, speed-up over D-GD)
+    and ``{which}_floor.csv`` (final gap and its ratio to the f = 0 reference)."""
+    rows = read_csv(out_dir / "metrics.csv")
+    usable = [r for r in rows if r["stage"] in ("attacked", "reference") and r["loss"]]
+    l_ref = min(float(r["loss"]) for r in usable)
+    series = defaultdict(lambda: defaultdict(list))
+    for r in usable:
+        key = (r["stage"], r["f"], r["split"], r["alpha"], r["attack"], r["method"])
+        series[key][r["seed"]].append((int(r["comm_round"]), float(r["loss"])))
+    table, floor = [], []
+    medians = {}
+    for key, seeds in series.items():
+        per_seed = {g: [] for g in (1e-2, 1e-3)}
+        finals = []
+        for pts in seeds.values():
+            pts.sort()
+            comm = np.array([p[0] for p in pts])
+            loss = np.array([p[1] for p in pts])
+            finals.append(loss[-1] - l_ref)
+            for g in per_seed:
+                hit = rounds_to_gap(loss, comm, l_ref, g)
+                per_seed[g].append(np.inf if hit is None else hit)
+        medians[key] = ({g: float(np.median(v)) for g, v in per_seed.items()}, float(np.median(finals)))
+    for key, (rounds, final) in sorted(medians.items()):
+        stage, f, split, alpha, attack, method = key
+        if stage != "attacked":
+            continue
+        split_s = split if split == "iid" else f"dirichlet({alpha})"
+        gd = next((v[0] for k, v in medians.items() if k[:5] == key[:5] and _method_family(k[5]) == "D-GD"), None)
+        row = {"f": f, "split": split_s, "attack": SHORT_ATTACK_NAMES.get(attack, attack), "method": method}
+        for g, tag in ((1e-2, "1e-2"), (1e-3, "1e-3")):
+            row[f"rounds_{tag}"] = "" if np.isinf(rounds[g]) else int(rounds[g])
+            ok = gd is not None and np.isfinite(gd[g]) and np.isfinite(rounds[g]) and rounds[g] > 0
+            row[f"speedup_{tag}"] = f"{gd[g] / rounds[g]:.2f}" if ok else ""
+        table.append(row)
+        ref = next((v[1] for k, v in medians.items() if k[0] == "reference" and k[2:4] == key[2:4]
+                    and _method_family(k[5]) == _method_family(method)), None)
+        floor.append({"f": f, "split": split_s, "attack": row["attack"], "method": method, "final_gap": f"{final:.4g}",
+                      "reference_final_gap": "" if ref is None else f"{ref:.4g}",
+                      "ratio_to_reference": "" if not ref else f"{final / ref:.3g}"})
+    paths = [out_dir / f"{which}_rounds.csv", out_dir / f"{which}_floor.csv"]
+    write_csv(paths[0], table)
+    write_csv(paths[1], floor)
+    return paths
