@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from byzjax.results import read_csv  # noqa: E402
 
+GAP_FLOOR = 1e-6  # gaps below this are float32 rounding noise; drawn at the floor
 FIGURE_KEYS = ("f", "split", "alpha", "lam", "aggregator")
 
 
@@ -89,7 +90,7 @@ def plot_convergence(rows, path: Path, l_ref: float | None = None, title: str = 
                 if key not in src:
                     continue
                 x, vals = src[key]
-                gap = np.maximum(vals - l_ref, 1e-12)
+                gap = np.maximum(vals - l_ref, GAP_FLOOR)
                 label = m if src is data else f"{m}, f=0 reference"
                 _draw(ax, x, gap, label, colors[m], True)
                 ax.lines[-1].set_linestyle(style)

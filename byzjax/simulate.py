@@ -98,9 +98,10 @@ def run(key, experiment: Experiment, data: FederatedData, *, progress_every: int
     metrics = jax.tree.map(lambda m: m.reshape((-1,) + m.shape[2:]), metrics)
     eval_iters = k * jnp.arange(n_blocks)
     if rest:
+        evals = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), evals, evaluate(carry))
+        eval_iters = jnp.append(eval_iters, n_blocks * k)
         carry, tail = jax.lax.scan(iteration, carry, n_blocks * k + jnp.arange(rest))
         metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, tail)
-    final = evaluate(carry)
-    evals = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), evals, final)
-    eval_iters = jnp.concatenate([eval_iters, jnp.array([total])])
+    evals = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), evals, evaluate(carry))
+    eval_iters = jnp.append(eval_iters, total)
     return Trace(metrics, evals, eval_iters, alg.params(carry.state))

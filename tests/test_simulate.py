@@ -1,0 +1,135 @@
+"""Runner and sweep: transforms, determinism, recompilation, bad input."""
+
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from byzjax import progress
+from byzjax._validation import ConfigError
+from byzjax.aggregators import Average, TrMean
+from byzjax.algorithms import DGD, DNAG, PIGS
+from byzjax.attacks import ALittleIsEnough, AbstractAttack, Optimal_ALittleIsEnough
+from byzjax.data import stack_seeds, federated_classification
+from byzjax.oracle import RobustOracle
+from byzjax.preaggregators import NNM, Pipeline
+from byzjax.simulate import Experiment, run
+from byzjax.sweep import group_by_structure, run_grid, stack_experiments, sweep_function
+from helpers import tiny_classification
+
+
+def setup(n_h=5, f=1, attack=None):
+    ds, data, problem = tiny_classification(n_honest=n_h)
+    oracle = RobustOracle(problem, Pipeline([NNM(f)], TrMean(f)), attack or Optimal_ALittleIsEnough(),
+                          n_honest=n_h, n_byz=f)
+    return ds, data, problem, oracle
+
+
+def test_sweep_row_equals_single_run_and_same_key_is_identical():
+    ds, data, problem, oracle = setup()
+    exps = [Experiment(oracle, DNAG(lr=lr, momentum=0.9), rounds=7, eval_every=3) for lr in (0.05, 0.2)]
+    datas = stack_seeds([data, federated_classification(ds, 5, "dirichlet", 1.0, 1)])
+    keys = jax.vmap(jax.random.key)(jnp.arange(2))
+    res = run_grid(exps, keys, datas, show_progress=False)
+    assert res.programs == 1
+    for c, exp in enumerate(exps):
+        for s in range(2):
+            single = run(keys[s], exp, jax.tree.map(lambda a: jnp.asarray(a[s]), datas))
+            np.testing.assert_allclose(res.traces[c].metrics["loss"][s], single.metrics["loss"], rtol=1e-10)
+            np.testing.assert_allclose(res.traces[c].eval_metrics["val_acc"][s], single.eval_metrics["val_acc"])
+    again = run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
+    first = run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), again, first))
+
+
+def test_swept_number_does_not_recompile():
+    ds, data, problem, oracle = setup()
+    exps = [Experiment(oracle, DGD(lr=lr), rounds=3, eval_every=3) for lr in (0.1, 0.2, 0.3, 0.4)]
+    import equinox as eqx
+
+    st = eqx.partition(exps[0], eqx.is_array)[1]
+    fn = sweep_function(st)
+    datas = stack_seeds([data])
+    keys = jax.vmap(jax.random.key)(jnp.arange(1))
+    for pair in (exps[:2], exps[2:]):
+        arrays = eqx.partition(stack_experiments(pair), eqx.is_array)[0]
+        fn(arrays, keys, jax.tree.map(jnp.asarray, datas))
+    assert fn._cache_size() == 1
+    # a different f of the rules is a number too: same program
+    ds, data, problem, oracle2 = setup(f=1)
+    assert len(group_by_structure(exps + [Experiment(eqx.tree_at(lambda o: o.aggregator.agg.f, oracle, jnp.asarray(0, jnp.int32)),
+                                                                 DGD(lr=0.1), rounds=3, eval_every=3)])) == 1
+    assert len(group_by_structure(exps + [Experiment(oracle, DNAG(), rounds=3, eval_every=3)])) == 2
+
+
+def test_eval_schedule_and_comm_rounds():
+    ds, data, problem, oracle = setup()
+    trace = run(jax.random.key(0), Experiment(oracle, DGD(lr=0.1), rounds=7, eval_every=3), data)
+    np.testing.assert_array_equal(trace.eval_iters, [0, 3, 6, 7])
+    np.testing.assert_array_equal(trace.metrics["comm_rounds"], np.arange(1, 8))
+    assert trace.metrics["loss"].shape == (7,) and trace.eval_metrics["test_acc"].shape == (4,)
+    acc0 = np.mean(np.argmax(ds.val_x @ np.asarray(problem.unpack(problem.init(jax.random.fold_in(jax.random.key(0), 0)))[0])
+                             + np.asarray(problem.unpack(problem.init(jax.random.fold_in(jax.random.key(0), 0)))[1]), 1) == ds.val_y)
+    np.testing.assert_allclose(trace.eval_metrics["val_acc"][0], acc0)
+
+
+class NaNInf(AbstractAttack):
+    def byzantine_vectors(self, honest, n_byz, key):
+        rows = jnp.full((n_byz, honest.shape[1]), jnp.inf)
+        return rows.at[0, ::2].set(jnp.nan)
+
+    def byzantine_vector(self, honest, key):
+        raise NotImplementedError
+
+
+def test_inf_and_nan_rows_never_poison_a_run():
+    ds, data, problem, oracle = setup(f=2, attack=NaNInf())
+    trace = run(jax.random.key(0), Experiment(oracle, DNAG(lr=0.2), rounds=10, eval_every=5), data)
+    assert np.all(np.isfinite(trace.metrics["loss"])) and np.all(np.isfinite(trace.final_params))
+    assert trace.metrics["loss"][-1] < trace.metrics["loss"][0]
+
+
+def test_bad_input_is_a_one_line_error_before_compiling():
+    ds, data, problem = tiny_classification(n_honest=4)
+    with pytest.raises(ConfigError, match=r"TrMean: needs 2f < n, got f=3 with n=6"):
+        RobustOracle(problem, TrMean(3), ALittleIsEnough(), n_honest=4, n_byz=2).check()
+    with pytest.raises(ConfigError, match="f must be >= 0"):
+        TrMean(-1)
+    with pytest.raises(ConfigError, match="NNM: needs f < n"):
+        Pipeline([NNM(7)], Average()).check(6)
+    with pytest.raises(ConfigError, match="DGD lr must be a positive"):
+        DGD(lr=-0.1)
+    with pytest.raises(ConfigError, match="momentum must be in"):
+        DNAG(momentum=1.5)
+    with pytest.raises(ConfigError, match="eta must be a positive"):
+        PIGS(eta=0.0)
+    with pytest.raises(ConfigError, match="ratio must be in"):
+        Optimal_ALittleIsEnough(ratio=0.3)
+    with pytest.raises(ConfigError, match="rounds must be >= 1"):
+        Experiment(RobustOracle(problem, Average(), None, n_honest=4, n_byz=0), DGD(), rounds=0)
+    with pytest.raises(ConfigError, match="expected an integer"):
+        TrMean(1.5)
+
+
+def test_progress_reports_once_per_round_for_vmapped_runs():
+    ds, data, problem, oracle = setup()
+    exps = [Experiment(oracle, DGD(lr=lr), rounds=20, eval_every=5) for lr in (0.1, 0.2, 0.3)]
+    seen = []
+
+    class Recorder(progress.ProgressBar):
+        def update(self, t):
+            seen.append(t)
+
+    datas = stack_seeds([data, data])
+    keys = jax.vmap(jax.random.key)(jnp.arange(2))
+    from byzjax import sweep as sweep_mod
+
+    orig = sweep_mod.progress.ProgressBar
+    sweep_mod.progress.ProgressBar = lambda total, **kw: Recorder(total, stream=io.StringIO())
+    try:
+        run_grid(exps, keys, datas)
+    finally:
+        sweep_mod.progress.ProgressBar = orig
+    assert sorted(seen) == sorted(set(seen)) and seen[-1] == 19 and len(seen) <= 21
