@@ -139,8 +139,8 @@ def plot_accuracy(rows, path: Path, title: str = "", ylim=(0.80, 0.94)) -> None:
 def _save(fig, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path.with_suffix(".png"), dpi=130)
-    fig.savefig(path.with_suffix(".pdf"))
+    fig.savefig(path.parent / f"{path.name}.png", dpi=130)
+    fig.savefig(path.parent / f"{path.name}.pdf")
     plt.close(fig)
 
 

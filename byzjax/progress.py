@@ -21,6 +21,8 @@ class ProgressBar:
         self.start = time.perf_counter()
         self.first = None  # time of the first report (excludes compilation)
         self.last = -1
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.printed_decile = -1
 
     def update(self, t: int) -> None:
         if not self.enabled or t <= self.last:
@@ -33,14 +35,19 @@ class ProgressBar:
         t0, r0 = self.first
         rate = (done - r0 - 1) / (now - t0) if now > t0 and done - r0 > 1 else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("nan")
+        if not self.tty:  # logs: one line per 10%
+            decile = 10 * done // max(self.total, 1)
+            if decile == self.printed_decile:
+                return
+            self.printed_decile = decile
         width = 30
         filled = int(width * done / max(self.total, 1))
         bar = "#" * filled + "." * (width - filled)
         msg = f"\r{self.label} [{bar}] {done}/{self.total} rounds"
         if rate > 0:
             msg += f"  {rate:.1f} rounds/s  ETA {eta:.0f}s"
-        self.stream.write(msg)
-        if done >= self.total:
+        self.stream.write(msg if self.tty else msg[1:] + "\n")
+        if self.tty and done >= self.total:
             self.stream.write("\n")
         self.stream.flush()
 

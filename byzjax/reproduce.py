@@ -193,6 +193,7 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
         row = {"f": f, "split": split_s, "attack": SHORT_ATTACK_NAMES.get(attack, attack), "method": method}
         for g, tag in ((1e-2, "1e-2"), (1e-3, "1e-3")):
             row[f"rounds_{tag}"] = "" if np.isinf(rounds[g]) else int(rounds[g])
+        for g, tag in ((1e-2, "1e-2"), (1e-3, "1e-3")):
             ok = gd is not None and np.isfinite(gd[g]) and np.isfinite(rounds[g]) and rounds[g] > 0
             row[f"speedup_{tag}"] = f"{gd[g] / rounds[g]:.2f}" if ok else ""
         table.append(row)

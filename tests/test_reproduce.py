@@ -1,0 +1,75 @@
+"""``byzjax reproduce short --quick`` on synthetic data: files, properties, table consistency."""
+
+import csv
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from byzjax.cli import main
+
+ROUNDS_COLUMNS = ["f", "split", "attack", "method", "rounds_1e-2", "rounds_1e-3", "speedup_1e-2", "speedup_1e-3"]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro") / "short"
+    assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def rows(path):
+    return list(csv.DictReader(open(path)))
+
+
+def test_files_exist_and_are_well_formed(quick):
+    for name in ("metrics.csv", "summary.csv", "short_rounds.csv", "short_floor.csv", "config.json", "reproduce.json"):
+        assert (quick / name).stat().st_size > 0, name
+    for stem in ("loss_short_f1_iid", "accuracy_short_f1_iid"):
+        for ext in ("png", "pdf"):
+            assert (quick / "figures" / f"{stem}.{ext}").stat().st_size > 1000
+    table = rows(quick / "short_rounds.csv")
+    assert list(table[0]) == ROUNDS_COLUMNS
+    assert {r["attack"] for r in table} == {"Optimal IPM", "Optimal ALIE"}
+    assert {r["method"].split("(")[0] for r in table} == {"D-GD", "D-NAG", "PIGS"}
+    metrics = rows(quick / "metrics.csv")
+    attacked = [r for r in metrics if r["stage"] == "attacked"]
+    assert {int(r["iteration"]) for r in attacked} == set(range(41))
+    assert all(np.isfinite(float(r["loss"])) for r in metrics if r["loss"])
+
+
+def test_nesterov_below_gd_without_attack(quick):
+    """Same lr, f = 0, no attack: D-NAG's training loss is below D-GD's after the same rounds."""
+    final = {}
+    for r in rows(quick / "metrics.csv"):
+        if r["f"] == "0" and r["loss"] and r["method"].startswith(("D-GD", "D-NAG")):
+            lr = r["method"].split("lr=")[1].split(",")[0].rstrip(")")
+            final[(r["method"][:4], lr, int(r["iteration"]))] = float(r["loss"])
+    last = max(t for *_, t in final)
+    lrs = {lr for _, lr, _ in final}
+    assert len(lrs) == 4
+    for lr in lrs:
+        for t in (10, last):
+            assert final[("D-NA", lr, t)] < final[("D-GD", lr, t)], (lr, t)
+
+
+def test_rounds_table_agrees_with_metrics(quick):
+    metrics = [r for r in rows(quick / "metrics.csv") if r["stage"] in ("attacked", "reference") and r["loss"]]
+    l_ref = min(float(r["loss"]) for r in metrics)
+    series = defaultdict(list)
+    for r in metrics:
+        if r["stage"] == "attacked":
+            series[(r["attack"], r["method"])].append((int(r["comm_round"]), float(r["loss"])))
+    names = {"Optimal_InnerProductManipulation": "Optimal IPM", "Optimal_ALittleIsEnough": "Optimal ALIE"}
+    checked = 0
+    for row in rows(quick / "short_rounds.csv"):
+        key = next(k for k in series if names[k[0]] == row["attack"] and k[1] == row["method"])
+        pts = sorted(series[key])
+        for tag, gap in (("1e-2", 1e-2), ("1e-3", 1e-3)):
+            hit = [c for c, l in pts if l - l_ref <= gap]
+            assert row[f"rounds_{tag}"] == (str(hit[0]) if hit else "")
+            checked += 1
+        gd = next(r for r in rows(quick / "short_rounds.csv") if r["attack"] == row["attack"] and r["method"].startswith("D-GD"))
+        if row["rounds_1e-2"] and gd["rounds_1e-2"] and int(row["rounds_1e-2"]) > 0:
+            assert float(row["speedup_1e-2"]) == pytest.approx(int(gd["rounds_1e-2"]) / int(row["rounds_1e-2"]), abs=0.01)
+    assert checked == 12
