@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="output folder (default results/paper_<which>[_quick])")
     rp.add_argument("--steps", choices=["tuned", "paper"], default="tuned",
                     help="tuned: step sizes tuned at f=0 (default, needed on Fashion-MNIST); paper: the paper's exact ones")
+    rp.add_argument("--tune-rounds", type=int,
+                    help="tuned mode: length of the tuning runs (default: the reference length); the chosen steps "
+                         "are then rerun at full length")
     rp.add_argument("--eval-every", type=int, default=2, help="accuracy evaluation interval in rounds (paper: 2)")
     rp.add_argument("--max-batch", type=int, help="cap on runs per compiled call (memory)")
     rp.add_argument("--x64", action="store_true", help="run in float64")
@@ -98,7 +101,7 @@ def _dispatch(args) -> int:
         out = Path(args.out or f"results/paper_{args.which}{'_quick' if args.quick else ''}")
         log = reproduce(args.which, out, quick=args.quick, data_source=args.data, seeds=args.seeds, mode=args.steps,
                         x64=args.x64, eval_every=args.eval_every, max_batch=args.max_batch,
-                        show_progress=not args.quiet)
+                        show_progress=not args.quiet, tune_rounds=args.tune_rounds)
         total = sum(s["wall_s"] for s in log["stages"])
         comp = sum(s["compile_s"] for s in log["stages"])
         print(f"wrote {out}/ (metrics.csv, summary.csv, {args.which}_rounds.csv, {args.which}_floor.csv, figures/)")
