@@ -1,9 +1,11 @@
 """Byzantine attacks: ByzFL's (same names, parameters, defaults) and a few from the literature.
 
 What an attack sees. Every attack here is omniscient about the current round: it receives the
-gradients ``honest [n_h, d]`` of all honest workers. Adaptive attacks also see the aggregation
-pipeline, given once by ``bind(aggregator, n_byz)`` before compilation. No attack sees the current
-point or earlier rounds (attacks keep no state). Each class's docstring says what it uses.
+gradients ``honest [n_h, d]`` of all honest workers. The Optimal_* attacks also see the
+aggregation pipeline, given once by ``bind(aggregator, n_byz)`` before compilation; MinMax, MinSum
+and Fang adapt to the honest vectors only (the versions of their papers used here need no
+parameter of the aggregator). No attack sees the current point or earlier rounds (attacks keep no
+state). Each class's docstring says what it uses.
 
 Protocol, as the round oracle calls it: ``attack.bind(aggregator, n_byz)`` and
 ``attack.check(n_honest, n_byz)`` once, before compilation (``ConfigError`` on a bad setting); then
@@ -323,14 +325,16 @@ class _DistanceBoundedAttack(AbstractAttack):
 
 
 class MinMax(_DistanceBoundedAttack):
-    """Min-Max: ``max_i ||b - h_i|| <= max_ij ||h_i - h_j||`` (Shejwalkar & Houmansadr, NDSS 2021)."""
+    """Min-Max: ``max_i ||b - h_i|| <= max_ij ||h_i - h_j||`` (Shejwalkar & Houmansadr, NDSS 2021).
+    Sees: honest vectors."""
 
     def within_budget(self, sq_to_b, sq_dists):
         return jnp.max(sq_to_b) <= jnp.max(sq_dists)
 
 
 class MinSum(_DistanceBoundedAttack):
-    """Min-Sum: ``sum_i ||b - h_i||^2 <= max_i sum_j ||h_i - h_j||^2`` (Shejwalkar & Houmansadr, NDSS 2021)."""
+    """Min-Sum: ``sum_i ||b - h_i||^2 <= max_i sum_j ||h_i - h_j||^2`` (Shejwalkar & Houmansadr,
+    NDSS 2021). Sees: honest vectors."""
 
     def within_budget(self, sq_to_b, sq_dists):
         return jnp.sum(sq_to_b) <= jnp.max(jnp.sum(sq_dists, axis=1))

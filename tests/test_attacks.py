@@ -211,7 +211,7 @@ def numpy_base_and_direction(cls, h):
 @pytest.mark.parametrize("cls", [A.Optimal_InnerProductManipulation, A.Optimal_ALittleIsEnough])
 @pytest.mark.parametrize("f", [1, 5])
 def test_optimal_tau_matches_byzfl_search(cls, f):
-    honest = np.stack([honest_data(seed, n=8, d=100, offset=1.0) for seed in range(4)])
+    honest = np.stack([honest_data(seed, n=6, d=100, offset=1.0) for seed in range(4)])
     attack = cls(agg=TrMean(f), pre_agg_list=[NNM(f)], f=f)
     search = jax.jit(lambda x: attack.tau(x, f, KEY))
     taus = [float(search(h)) for h in honest]
@@ -226,23 +226,33 @@ def test_optimal_tau_matches_byzfl_search(cls, f):
         assert tau == pytest.approx(expected, rel=1e-12, abs=1e-12)
         if cls is A.Optimal_ALittleIsEnough:
             # Adaptive vs baseline. Not a theorem: with n_h = 8, d = 20 ByzFL's search misses
-            # ALIE(1.5)'s damage for several seeds; with d = 100 it did not in 20 seeds.
+            # ALIE(1.5)'s damage for several seeds; with n_h = 6, d = 100 it did not in 20 seeds.
             assert evaluate(expected) >= evaluate(1.5)
     assert np.count_nonzero(taus) == len(taus)  # the searches moved: the data are not degenerate
 
 
 @pytest.mark.parametrize(
     "pipe",
-    [Pipeline([NNM(3)], TrMean(3)), TrMean(3), Pipeline([], Median())],
+    [Pipeline([NNM(2)], TrMean(2)), TrMean(2), Pipeline([], Median())],
     ids=["nnm-trmean", "trmean", "median"],
 )
 def test_reusing_objective_equals_generic(pipe):
-    h = jnp.asarray(honest_data(2, n=8, offset=1.0))
-    attack = A.Optimal_ALittleIsEnough().bind(pipe, 3)
+    h = jnp.asarray(honest_data(2, n=6, offset=1.0))
+    attack = A.Optimal_ALittleIsEnough().bind(pipe, 2)
     taus = jnp.linspace(-6.0, 30.0, 97)
-
-    fast, generic = jax.jit(lambda a, x: [jax.vmap(a.objective(x, 3, KEY, r))(taus) for r in (True, False)])(attack, h)
+    fast, generic = jax.jit(lambda a, x: [jax.vmap(a.objective(x, 2, KEY, r))(taus) for r in (True, False)])(attack, h)
     np.testing.assert_allclose(fast, generic, rtol=1e-10, atol=1e-12)
+
+
+def test_inserted_order_statistic_with_ties():
+    h = np.random.default_rng(0).integers(-2, 3, size=(9, 30)).astype(float)
+    bs = np.stack([h[3], h[3] + 0.5, np.full(30, 9.0)])
+    for agg, reference in ((TrMean(2), lambda x: np_trmean(x, 2)), (Median(), lambda x: np.median(x, axis=0))):
+        for n_byz in (0, 3):
+            weights = A._rank_weights(agg, 9 + n_byz, h.dtype)
+            got = jax.vmap(A._inserted_order_statistic(jnp.asarray(h), n_byz, weights))(jnp.asarray(bs))
+            for b, row in zip(bs, got):
+                np.testing.assert_allclose(row, reference(np.concatenate([h, np.tile(b, (n_byz, 1))])), atol=1e-12)
 
 
 def test_bind_takes_pipeline_and_count_from_experiment():
@@ -299,7 +309,7 @@ def test_rows_shape_and_honest_input_untouched(attack):
     [
         [A.InnerProductManipulation(tau=t) for t in (0.5, 2.0, -1.0)],
         [A.ALittleIsEnough(tau=t) for t in (0.5, 1.5, 3.0)],
-        [A.Mimic(e) for e in (0, 4, 7)],
+        [A.Mimic(e) for e in (0, 3, 5)],
         [A.Gaussian(mu=m, sigma=s) for m, s in ((0.0, 1.0), (1.0, 0.5), (-2.0, 0.0))],
         [A.Fang(b=b) for b in (1.0, 2.0, 4.0)],
         [
@@ -310,7 +320,7 @@ def test_rows_shape_and_honest_input_untouched(attack):
     ids=["ipm", "alie", "mimic", "gaussian", "fang", "optimal-alie"],
 )
 def test_eager_jit_vmap_agree(batch):
-    h = jnp.asarray(honest_data(4, n=8, offset=1.0))
+    h = jnp.asarray(honest_data(4, n=6, offset=1.0))
     n_byz = 2
     call = lambda a: a.byzantine_vectors(h, n_byz, KEY)  # noqa: E731
     eager = np.stack([call(a) for a in batch])
