@@ -93,7 +93,8 @@ def main() -> None:
     honest, key = batch[0], jax.random.key(0)
     keys = jax.random.split(key, args.batch)
 
-    header = f"{'attack':34s} {'f':>2s} {'compile 1':>10s} {'ms 1':>9s} {'compile vmap':>13s} {'ms vmap':>9s} {'ms/input':>9s}"
+    columns = ("compile 1", "ms 1", "compile vmap", "ms vmap", "ms/input")
+    header = f"{'attack':34s} {'f':>2s} " + " ".join(f"{c:>12s}" for c in columns)
     print(header)
     print("-" * len(header))
     for f in (1, 5):
@@ -104,7 +105,7 @@ def main() -> None:
             one, many = single_and_vmapped(lambda a, h, k: a.byzantine_vectors(h, f, k))
             c1, t1 = timed(one, (bound, honest, key), args.reps)
             cb, tb = timed(many, (bound, batch, keys), args.reps)
-            print(f"{name:34s} {f:2d} {c1:9.2f}s {t1:9.2f} {cb:12.2f}s {tb:9.1f} {tb / args.batch:9.2f}")
+            print(f"{name:34s} {f:2d} {c1:11.2f}s {t1:12.2f} {cb:11.2f}s {tb:12.1f} {tb / args.batch:12.2f}")
 
     print("\nOptimal_ALittleIsEnough search (tau only), median ms: reusing tau-independent work vs generic")
     for label, pipe_of in (("NNM -> TrMean", lambda f: Pipeline([NNM(f)], TrMean(f))), ("TrMean", TrMean)):
@@ -113,7 +114,8 @@ def main() -> None:
             cells = []
             for inputs in ((bound, honest, key), (bound, batch, keys)):
                 vmapped = inputs[1].ndim == 3
-                fns = [single_and_vmapped(lambda a, h, k, r=reuse: a.tau(h, f, k, r))[vmapped] for reuse in (True, False)]
+                searches = [lambda a, h, k, r=reuse: a.tau(h, f, k, r) for reuse in (True, False)]
+                fns = [single_and_vmapped(search)[vmapped] for search in searches]
                 fast, generic = median_ms([compiled_with_time(fn, inputs)[0] for fn in fns], inputs, args.reps)
                 cells.append(f"{fast:8.2f} ms vs {generic:8.2f} ms (x{generic / fast:.2f})")
             print(f"  {label:14s} f={f}: single {cells[0]};  vmap {cells[1]}")

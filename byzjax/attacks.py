@@ -157,8 +157,13 @@ class ALittleIsEnough(AbstractAttack):
         """
         n, f = int_array(n), int_array(f)
         s = n // 2 + 1 - f
-        if is_concrete(s) and np.any((np.asarray(f) < 0) | (np.asarray(s) < 1) | (np.asarray(s) >= np.asarray(n))):
-            raise ConfigError(f"ALittleIsEnough.from_baruch: needs f >= 0 and 1 <= floor(n/2 + 1) - f < n, got n={n}, f={f}")
+        if is_concrete(s):
+            nv, fv, sv = np.broadcast_arrays(np.asarray(n), np.asarray(f), np.asarray(s))
+            if np.any((fv < 0) | (sv < 1) | (sv >= nv)):
+                raise ConfigError(
+                    "ALittleIsEnough.from_baruch: needs f >= 0 and 1 <= floor(n/2 + 1) - f < n, "
+                    f"got n={nv.tolist()}, f={fv.tolist()}"
+                )
         return cls(tau=norm.ppf(float_array(n - s) / float_array(n)))
 
     def byzantine_vector(self, honest, key):
@@ -279,15 +284,16 @@ def _halving_search(feasible, steps: int) -> jax.Array:
 
 
 class _DistanceBoundedAttack(AbstractAttack):
-    """``b = mean + gamma * p`` with the largest ``gamma`` keeping ``b`` within a distance budget of
-    the honest vectors (Shejwalkar & Houmansadr, NDSS 2021, aggregator-agnostic attacks).
+    """``b = mean + gamma * p`` with the largest ``gamma`` keeping a spread of the squared distances
+    from ``b`` to the honest vectors within a budget ``r^2`` set by the honest vectors (Shejwalkar &
+    Houmansadr, NDSS 2021, aggregator-agnostic attacks).
 
     ``direction`` picks ``p``: ``"std"`` (``-std``, ddof 1), ``"unit_vec"`` (``-mean / ||mean||``) or
     ``"sign"`` (``-sign(mean)``). ``gamma`` is found by the paper's halving search in units of
-    ``R / ||p||`` with ``R = max_ij ||h_i - h_j||``, in which every feasible value lies in
-    ``[0, 2]`` (the paper searches in absolute units from ``gamma_init = 10``, which caps gamma at
-    20 whatever the gradients' scale). Distances to ``b`` are a quadratic in gamma, so each of
-    the ``steps`` tries costs O(n_h). Sees: honest vectors; not the aggregator.
+    ``r / ||p||``, in which every feasible value lies in ``[0, 2]`` (the paper searches in absolute
+    units from ``gamma_init = 10``, which caps gamma at 20 whatever the gradients' scale). Distances
+    to ``b`` are a quadratic in gamma, so each of the ``steps`` tries costs O(n_h).
+    Sees: honest vectors; not the aggregator.
     """
 
     direction: str = eqx.field(static=True, default="std")
@@ -300,9 +306,12 @@ class _DistanceBoundedAttack(AbstractAttack):
         _require_count(name, "steps", self.steps)
 
     @abc.abstractmethod
-    def within_budget(self, sq_to_b: jax.Array, sq_dists: jax.Array) -> jax.Array:
-        """Whether squared distances ``[n_h]`` from ``b`` to the honest vectors fit the budget set
-        by the honest squared distances ``[n_h, n_h]``."""
+    def budget(self, honest: jax.Array, sq_to_mean: jax.Array) -> jax.Array:
+        """The squared radius ``r^2``, from ``honest [n_h, d]`` and ``||h_i - mean||^2 [n_h]``."""
+
+    @abc.abstractmethod
+    def spread(self, sq_to_b: jax.Array) -> jax.Array:
+        """The statistic of the squared distances ``||b - h_i||^2 [n_h]`` kept ``<= r^2``."""
 
     def byzantine_vector(self, honest, key):
         mean = jnp.mean(honest, axis=0)
@@ -313,13 +322,13 @@ class _DistanceBoundedAttack(AbstractAttack):
         else:
             p = -jnp.sign(mean)
         offsets = mean - honest
-        sq_mean, cross, pp = jnp.sum(offsets * offsets, axis=1), offsets @ p, p @ p
-        sq_dists = _kernels.pairwise_sq_dists(honest)
-        unit = jnp.where(pp > 0, jnp.sqrt(jnp.max(sq_dists) / jnp.where(pp > 0, pp, 1.0)), 0.0)
+        sq_to_mean, cross, pp = jnp.sum(offsets * offsets, axis=1), offsets @ p, p @ p
+        r2 = self.budget(honest, sq_to_mean)
+        unit = jnp.where(pp > 0, jnp.sqrt(r2 / jnp.where(pp > 0, pp, 1.0)), 0.0)
 
         def feasible(t):
             gamma = t * unit
-            return self.within_budget(sq_mean + 2 * gamma * cross + gamma * gamma * pp, sq_dists)
+            return self.spread(sq_to_mean + 2 * gamma * cross + gamma * gamma * pp) <= r2
 
         return mean + unit * _halving_search(feasible, self.steps) * p
 
@@ -328,16 +337,23 @@ class MinMax(_DistanceBoundedAttack):
     """Min-Max: ``max_i ||b - h_i|| <= max_ij ||h_i - h_j||`` (Shejwalkar & Houmansadr, NDSS 2021).
     Sees: honest vectors."""
 
-    def within_budget(self, sq_to_b, sq_dists):
-        return jnp.max(sq_to_b) <= jnp.max(sq_dists)
+    def budget(self, honest, sq_to_mean):
+        return jnp.max(_kernels.pairwise_sq_dists(honest))
+
+    def spread(self, sq_to_b):
+        return jnp.max(sq_to_b)
 
 
 class MinSum(_DistanceBoundedAttack):
     """Min-Sum: ``sum_i ||b - h_i||^2 <= max_i sum_j ||h_i - h_j||^2`` (Shejwalkar & Houmansadr,
-    NDSS 2021). Sees: honest vectors."""
+    NDSS 2021), divided by n_h; ``sum_j ||h_i - h_j||^2 = n_h ||h_i - mean||^2 + sum_j ||h_j - mean||^2``
+    needs no pairwise distance. Sees: honest vectors."""
 
-    def within_budget(self, sq_to_b, sq_dists):
-        return jnp.sum(sq_to_b) <= jnp.max(jnp.sum(sq_dists, axis=1))
+    def budget(self, honest, sq_to_mean):
+        return jnp.max(sq_to_mean) + jnp.mean(sq_to_mean)
+
+    def spread(self, sq_to_b):
+        return jnp.mean(sq_to_b)
 
 
 class LineSearchState(NamedTuple):
@@ -476,7 +492,8 @@ class _OptimalAttack(AbstractAttack):
 
     def check(self, n_honest, n_byz):
         if self.f is not None and self.f != n_byz:
-            raise ConfigError(f"{type(self).__name__}: f={self.f} but the experiment has {n_byz} Byzantine workers")
+            name = type(self).__name__
+            raise ConfigError(f"{name}: f={self.f} but the experiment has {n_byz} Byzantine workers")
         self.pipeline().check(n_honest + n_byz)
 
     def _eager_n_byz(self):
