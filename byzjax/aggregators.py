@@ -497,7 +497,7 @@ class CAF(AbstractAggregator):
     step on the weighted covariance from a random unit ``v`` gives
     ``w = sum_i c_i (x_i - mu) <x_i - mu, v> / sum c``, ``lambda = ||w||``,
     direction ``u = w / lambda``; ``tau_i = <x_i - mu, u>^2``;
-    ``c_i <- c_i (1 - tau_i / max_j tau_j)``. Returns the ``mu`` with the smallest
+    ``c_i <- c_i (1 - tau_i / max_j tau_j)`` (exactly 0 for the maximiser). Returns the ``mu`` with the smallest
     ``lambda`` seen. The start vector of pass ``t`` is
     ``_unit_normal(jax.random.fold_in(key, t), d)``. Cost O(passes * n d), at most
     ``n`` passes. Needs ``2f < n``.
@@ -532,7 +532,8 @@ class CAF(AbstractAggregator):
             tau = (diffs @ u) ** 2
             tau_max = jnp.max(jnp.where(c > 0, tau, 0.0))
             stuck = tau_max <= 0
-            c = jnp.where(stuck, c, c * (1.0 - tau / jnp.where(stuck, 1.0, tau_max)))
+            shrunk = jnp.where(tau >= tau_max, 0.0, c * (1.0 - tau / jnp.where(stuck, 1.0, tau_max)))
+            c = jnp.where(stuck, c, shrunk)  # the farthest row exactly 0 (XLA may divide via a reciprocal)
             return c, jnp.where(better, lam, best), jnp.where(better, mu, best_mu), it + 1, stuck
 
         def cond(carry):
@@ -584,10 +585,11 @@ class SMEA(AbstractAggregator):
             return m * (y - jnp.sum(m * y, axis=1, keepdims=True) / k)
 
         def eigenvalue_sq(m):
-            a = centred(m, p[None, :])
-            for _ in range(self.power_iters - 1):
+            def power_step(_, a):
                 lam = jnp.sqrt(jnp.maximum(jnp.sum((a @ gram) * a, axis=1, keepdims=True), 0.0))
-                a = centred(m, a @ gram) / jnp.where(lam > 0, lam, 1.0)
+                return centred(m, a @ gram) / jnp.where(lam > 0, lam, 1.0)
+
+            a = jax.lax.fori_loop(0, self.power_iters - 1, power_step, centred(m, p[None, :]))
             return jnp.sum((a @ gram) * a, axis=1)
 
         best = _best_subset("SMEA", n, self.f, eigenvalue_sq).astype(vectors.dtype)
@@ -632,12 +634,13 @@ class DnC(AbstractAggregator):
     """Divide-and-conquer (Shejwalkar & Houmansadr, NDSS 2021), as in the Blades benchmark.
 
     ``num_iters`` times: draw ``b = min(sub_dim, d)`` coordinates without replacement
-    (``jax.random.choice`` on ``jax.random.split(key, num_iters)``), centre the
+    (the ``b`` largest of ``d`` uniforms, ``lax.top_k``, one key of
+    ``jax.random.split(key, num_iters)`` per round; Blades: ``randperm(d)[:b]``), centre the
     sub-vectors, score ``s_i = <x_i - mu, v>^2`` with ``v`` their top right singular
     vector (computed as ``lambda_1 u_1^2`` from the ``[n, n]`` Gram), keep the
     ``n - floor(filter_frac * f)`` lowest scores (ties: lower index). Output: mean of
     the inputs kept in every round (the zero vector if none is). Cost
-    O(num_iters (n^2 b + n^3)) plus the O(d) coordinate draws.
+    O(num_iters (n^2 b + n^3 + d log b)).
     """
 
     f: jax.Array = eqx.field(converter=int_array, default=0)
@@ -663,7 +666,7 @@ class DnC(AbstractAggregator):
         kept = self._kept(n)
 
         def good(k):
-            sub = vectors if b == d else vectors[:, jax.random.choice(k, d, (b,), replace=False)]
+            sub = vectors if b == d else vectors[:, jax.lax.top_k(jax.random.uniform(k, (d,)), b)[1]]
             sub = sub - jnp.mean(sub, axis=0)
             lam, u = jnp.linalg.eigh(sub @ sub.T)
             return _kernels.k_smallest_mask(lam[-1] * u[None, :, -1] ** 2, kept)[0]

@@ -14,6 +14,8 @@ measurement does not depend on the attack library.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +30,7 @@ FAR = (3.0, 30.0, 1e3)
 """Distances of the far rows, in units of the honest root-mean-square spread."""
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def byzantine_candidates(honest: jax.Array, f: int, key) -> dict[str, jax.Array]:
     """Named ``[f, d]`` blocks of Byzantine rows built from ``honest [n - f, d]``.
 
@@ -44,15 +47,13 @@ def byzantine_candidates(honest: jax.Array, f: int, key) -> dict[str, jax.Array]
     centred = honest - mean
     spread = jnp.sqrt(jnp.sum(centred**2) / m)
     std = jnp.sqrt(jnp.sum(centred**2, axis=0) / max(m - 1, 1))
-    k_dir, k_noise = jax.random.split(key)
-    u = jax.random.normal(k_dir, (d,), honest.dtype)
-    u = u / jnp.linalg.norm(u)
+    gaussians = jax.random.normal(key, (f + 1, d), honest.dtype)
+    u = gaussians[0] / jnp.linalg.norm(gaussians[0])
     copies = lambda b: jnp.broadcast_to(b, (f, d))
     rows = {f"far_{r:g}": copies(mean + r * spread * u) for r in FAR}
     rows |= {f"alie_{z:g}": copies(mean + z * std) for z in ALIE_Z}
     rows["sign_flip"] = copies(-mean)
-    noise = jax.random.normal(k_noise, (f, d), honest.dtype) / np.sqrt(d)
-    rows |= {f"gaussian_{r:g}": mean + r * spread * noise for r in FAR}
+    rows |= {f"gaussian_{r:g}": mean + r * spread * gaussians[1:] / np.sqrt(d) for r in FAR}
     rows["mimic"] = copies(honest[jnp.argmax(jnp.sum(centred**2, axis=1))])
     return rows
 
