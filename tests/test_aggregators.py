@@ -200,25 +200,24 @@ def ref_signguard(x, lower=0.1, upper=3.0):
     return x[chosen].mean(axis=0)
 
 
-def ref_clusters(dist, linkage="average"):
-    """Naive agglomerative clustering to two clusters (linkage recomputed from scratch)."""
+def ref_clusters(dist):
+    """Naive average-linkage clustering into two clusters (linkage recomputed from scratch)."""
     clusters = [[i] for i in range(len(dist))]
-    link = np.mean if linkage == "average" else np.min
     while len(clusters) > 2:
         _, p, q = min(
-            (link([dist[i, j] for i in clusters[p] for j in clusters[q]]), p, q)
+            (np.mean([dist[i, j] for i in clusters[p] for j in clusters[q]]), p, q)
             for p, q in itertools.combinations(range(len(clusters)), 2)
         )
         clusters[p] += clusters.pop(q)
     return clusters
 
 
-def ref_clipped_clustering(x, past_norms=(), max_tau=1e5, linkage="average"):
+def ref_clipped_clustering(x, past_norms=(), max_tau=1e5):
     n = len(x)
     history = np.concatenate([past_norms, np.linalg.norm(x, axis=1)])
     x = clip_rows(x, min(np.median(history), max_tau))
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    first, second = ref_clusters(1.0 - unit @ unit.T, linkage)
+    first, second = ref_clusters(1.0 - unit @ unit.T)
     chosen = second if len(second) > n // 2 else first
     return x[sorted(chosen)].mean(axis=0), history
 
@@ -296,8 +295,9 @@ CASES = {
     "Bulyan": Case(A.Bulyan, lambda x, f, k: ref_bulyan(x, f), (0, 1, FBULYAN)),
     "DnC": Case(lambda f: A.DnC(f, sub_dim=8, num_iters=3), ref_dnc, (0, F, FMAX), datasets=("gauss",)),
     "SignGuard": Case(lambda lo: A.SignGuard(lower=lo), lambda x, lo, k: ref_signguard(x, lo), (0.1, 0.5), datasets=("gauss",), translation=False),
-    "ClippedClustering": Case(
-        lambda tau: A.ClippedClustering(max_tau=tau), lambda x, tau, k: ref_clipped_clustering(x, max_tau=tau)[0],
+    "ClippedClustering": Case(  # a short history: the round test below wraps it
+        lambda tau: A.ClippedClustering(max_tau=tau, history=25),
+        lambda x, tau, k: ref_clipped_clustering(x, max_tau=tau)[0],
         (1e5, 3.0), datasets=("gauss",), translation=False,
     ),
     "HuberMean": Case(lambda dl: A.HuberMean(dl), lambda x, dl, k: ref_huber(x, dl), (0.5, 2.0)),
@@ -328,6 +328,19 @@ def test_matches_numpy_reference(name):
             out = case.make(v)(DATA[data], KEY)
             assert isinstance(out, np.ndarray) and out.shape == (D,)
             np.testing.assert_allclose(out, case.ref(DATA[data], v, KEY), rtol=1e-9, atol=1e-9, err_msg=f"{data}, {v}")
+
+
+@pytest.mark.parametrize("n", [1, 5, 17])
+def test_sort_workers(n):
+    x = np.random.default_rng(n).integers(-2, 3, size=(n, 6)).astype(float)  # many ties
+    x[0, 0] = np.inf
+    np.testing.assert_array_equal(jax.jit(A.sort_workers)(x), np.sort(x, axis=0))
+
+
+def test_coordinatewise_blocks_with_a_remainder():
+    x = np.random.default_rng(3).normal(size=(N, 2 * A.COLUMN_BLOCK + 37))
+    out = jax.jit(lambda x: A.coordinatewise(lambda cols: jnp.max(cols, axis=0) - cols[3], x))(x)
+    np.testing.assert_array_equal(out, x.max(axis=0) - x[3])
 
 
 def test_geometric_median_drops_inf_rows():
@@ -369,13 +382,11 @@ def test_identical_rows_give_that_row(name):
     np.testing.assert_allclose(out, clip_rows(row[None], clip)[0], atol=1e-9)
 
 
-F_SWEPT = ["TrMean", "Krum", "MultiKrum", "MoNNA", "Meamed", "CAF", "Bulyan", "DnC", "NNM+TrMean", "ARC+Krum"]
-
-
-@pytest.mark.parametrize("name", F_SWEPT + ["CenteredClipping"])
+@pytest.mark.parametrize("name", ["TrMean", "CAF", "Bulyan", "NNM+TrMean", "CenteredClipping"])
 def test_vmap_over_modules_matches_eager(name):
     """A stacked batch of modules (different f; tau for CenteredClipping) in one jit(vmap)
-    == each eager call, which is the compiled ``apply`` of one module."""
+    == each eager call, which is the compiled ``apply`` of one module. One rule per
+    mechanism: sorting, while_loop, traced loop bound, pipeline with rank masks, state."""
     case = CASES[name]
     rules = [case.make(v) for v in case.variants]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *rules)
@@ -385,16 +396,15 @@ def test_vmap_over_modules_matches_eager(name):
         np.testing.assert_allclose(row, rule(GAUSS, KEY), atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["MDA", "SMEA"])
-def test_vmap_over_inputs_static_f(name):
-    rule = CASES[name].make(F)
+def test_vmap_over_inputs_static_f():
+    rule = A.MDA(F)  # (SMEA enumerates the same way)
     xs = jnp.stack([jnp.asarray(GAUSS), jnp.asarray(GAUSS[::-1]) * 2.0])
     batched = jax.jit(jax.vmap(lambda x: rule.aggregate(x, None, KEY)[0]))(xs)
     for row, x in zip(np.asarray(batched), np.asarray(xs)):
         np.testing.assert_allclose(row, rule(x, KEY), atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["Average", "TrMean"])
+@pytest.mark.parametrize("name", ["Average", "FLTrust"])
 def test_op_by_op_matches_compiled(name):
     rule = CASES[name].make(CASES[name].variants[-1])
     out, _ = rule.aggregate(jnp.asarray(GAUSS), None, KEY)  # not jitted: op by op
@@ -473,12 +483,12 @@ def test_centered_clipping_carries_its_centre_across_rounds():
 
 def test_clipped_clustering_norm_history_across_rounds():
     history = 25  # the ring buffer wraps in the third round (33 norms)
-    rule = A.ClippedClustering(linkage="single", history=history)
+    rule = A.ClippedClustering(history=history)
     state, past = rule.init(D, jnp.float64), np.zeros(0)
     for t in range(3):
         x = GAUSS * (1.0 + t)
         out, state = A.apply(rule, jnp.asarray(x), state, KEY)
-        expected, past = ref_clipped_clustering(x, past[max(0, len(past) - (history - N)) :], linkage="single")
+        expected, past = ref_clipped_clustering(x, past[max(0, len(past) - (history - N)) :])
         np.testing.assert_allclose(out, expected, atol=1e-12)
 
 
@@ -528,7 +538,6 @@ BAD = [
     (lambda: P.Clipping(0.0), r"Clipping: c must be > 0"),
     (lambda: P.Bucketing(0), r"Bucketing: s must be an integer >= 1"),
     (lambda: A.DnC(FMAX, filter_frac=3.0).check(N), rf"DnC: n - floor\(filter_frac \* f\) \(n={N}\) must be >= 1"),
-    (lambda: A.ClippedClustering(linkage="ward"), r"linkage must be 'average' or 'single'"),
     (lambda: A.ClippedClustering(history=10).check(N), r"needs n <= history"),
     (lambda: A.FLTrust(trusted=N).check(N), r"FLTrust: needs trusted < n"),
     (lambda: A.SignGuard(upper=0.5), r"SignGuard: upper must be >= 1"),
