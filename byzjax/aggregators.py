@@ -148,21 +148,42 @@ def sort_workers(vectors: jax.Array) -> jax.Array:
     return x[:n]
 
 
-def coordinatewise(fn, vectors: jax.Array) -> jax.Array:
-    """``fn`` (column-local, ``[n, b] -> [b]``) applied to blocks of ``COLUMN_BLOCK``
-    columns in a ``fori_loop``, so that each block is sorted in cache (~2x faster
-    than one pass over ``[30, 1e6]``); ``fn(vectors)`` directly when ``d`` is small."""
+def _by_column_blocks(fn, vectors, *params):
     d = vectors.shape[1]
     blocks, rest = divmod(d, COLUMN_BLOCK)
-    if blocks < 2:
-        return fn(vectors)
 
     def block(i, out):
         cols = jax.lax.dynamic_slice_in_dim(vectors, i * COLUMN_BLOCK, COLUMN_BLOCK, axis=1)
-        return jax.lax.dynamic_update_slice_in_dim(out, fn(cols), i * COLUMN_BLOCK, axis=0)
+        return jax.lax.dynamic_update_slice_in_dim(out, fn(cols, *params), i * COLUMN_BLOCK, axis=0)
 
     out = jax.lax.fori_loop(0, blocks, block, jnp.zeros(d, vectors.dtype))
-    return out.at[blocks * COLUMN_BLOCK :].set(fn(vectors[:, blocks * COLUMN_BLOCK :])) if rest else out
+    return out.at[blocks * COLUMN_BLOCK :].set(fn(vectors[:, blocks * COLUMN_BLOCK :], *params)) if rest else out
+
+
+def coordinatewise(fn, vectors: jax.Array, *params) -> jax.Array:
+    """``fn(cols [n, b], *params) -> [b]`` (column-local) applied to ``vectors [n, d]``.
+
+    On CPU, in blocks of ``COLUMN_BLOCK`` columns in a ``fori_loop``, so that each
+    block is sorted in cache (~5x faster than one pass over ``[30, 1e6]``), and a
+    vmapped batch is mapped item by item (``custom_vmap``: batching would otherwise
+    grow every block by the batch size; ~5x per item at ``[1000, 30, 1e4]``).
+    Elsewhere, or below two blocks, ``fn(vectors, *params)`` in one pass. Traced
+    values that ``fn`` uses must come in through ``params``. Not differentiable
+    (``custom_vmap``) when ``d >= 2 * COLUMN_BLOCK``.
+    """
+    if vectors.shape[1] < 2 * COLUMN_BLOCK:
+        return fn(vectors, *params)
+
+    @jax.custom_batching.custom_vmap
+    def blocked(vectors, *params):
+        return _by_column_blocks(fn, vectors, *params)
+
+    @blocked.def_vmap
+    def _(axis_size, in_batched, *args):
+        args = [a if b else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a)) for a, b in zip(args, in_batched)]
+        return jax.lax.map(lambda a: blocked(*a), tuple(args)), True
+
+    return jax.lax.platform_dependent(vectors, *params, cpu=blocked, default=fn)
 
 
 def _median(values: jax.Array) -> jax.Array:
@@ -254,7 +275,7 @@ class TrMean(AbstractAggregator):
     def aggregate(self, vectors, state, key):
         n = vectors.shape[0]
         w = _kernels.trimmed_weights(n, self.f, vectors.dtype)
-        return coordinatewise(lambda cols: w @ sort_workers(cols), vectors), state
+        return coordinatewise(lambda cols, w: w @ sort_workers(cols), vectors, w), state
 
 
 def _finite_rows(vectors: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -536,7 +557,8 @@ class Meamed(AbstractAggregator):
 
     def aggregate(self, vectors, state, key):
         n = vectors.shape[0]
-        return coordinatewise(lambda cols: _mean_around_median(sort_workers(cols), n, self.f), vectors), state
+        around = lambda cols, f: _mean_around_median(sort_workers(cols), n, f)
+        return coordinatewise(around, vectors, self.f), state
 
 
 def _unit_normal(key, d: int, dtype) -> jax.Array:
@@ -681,8 +703,8 @@ class Bulyan(AbstractAggregator):
             return selected.at[jnp.argmin(jnp.where(left, scores, jnp.inf))].set(True)
 
         selected = jax.lax.fori_loop(0, theta, select, jnp.zeros(n, bool))
-        around = lambda cols: _mean_around_median(sort_workers(cols), theta, 2 * self.f)
-        return coordinatewise(around, jnp.where(selected[:, None], vectors, jnp.inf)), state
+        around = lambda cols, theta, drop: _mean_around_median(sort_workers(cols), theta, drop)
+        return coordinatewise(around, jnp.where(selected[:, None], vectors, jnp.inf), theta, 2 * self.f), state
 
 
 class DnC(AbstractAggregator):

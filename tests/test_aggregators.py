@@ -337,10 +337,13 @@ def test_sort_workers(n):
     np.testing.assert_array_equal(jax.jit(A.sort_workers)(x), np.sort(x, axis=0))
 
 
-def test_coordinatewise_blocks_with_a_remainder():
-    x = np.random.default_rng(3).normal(size=(N, 2 * A.COLUMN_BLOCK + 37))
-    out = jax.jit(lambda x: A.coordinatewise(lambda cols: jnp.max(cols, axis=0) - cols[3], x))(x)
-    np.testing.assert_array_equal(out, x.max(axis=0) - x[3])
+def test_coordinatewise_blocks_with_a_remainder_under_vmap():
+    """Column blocks plus a remainder, and the item-by-item batching rule with a batched parameter."""
+    xs = np.random.default_rng(3).normal(size=(2, N, 2 * A.COLUMN_BLOCK + 37))
+    fn = lambda cols, i: jnp.sum(jnp.where(jnp.arange(N)[:, None] >= i, A.sort_workers(cols), 0.0), axis=0)
+    out = jax.jit(jax.vmap(lambda x, i: A.coordinatewise(fn, x, i)))(xs, jnp.array([0, 3]))
+    np.testing.assert_allclose(out[0], xs[0].sum(axis=0), atol=1e-12)
+    np.testing.assert_allclose(out[1], np.sort(xs[1], axis=0)[3:].sum(axis=0), atol=1e-12)
 
 
 def test_geometric_median_drops_inf_rows():
