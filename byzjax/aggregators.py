@@ -574,16 +574,17 @@ class CAF(AbstractAggregator):
     step on the weighted covariance from a random unit ``v`` gives
     ``w = sum_i c_i (x_i - mu) <x_i - mu, v> / sum c``, ``lambda = ||w||``,
     direction ``u = w / lambda``; ``tau_i = <x_i - mu, u>^2``;
-    ``c_i <- c_i (1 - tau_i / max_j tau_j)`` (exactly 0 for the maximiser). Returns the ``mu`` with the smallest
-    ``lambda`` seen. The start vector of pass ``t`` is
+    ``c_i <- c_i (1 - tau_i / max_j tau_j)`` (exactly 0 for the maximiser). Returns
+    the ``mu`` with the smallest ``lambda`` seen. The start vector of pass ``t`` is
     ``_unit_normal(jax.random.fold_in(key, t), d)``. Cost O(passes * n d), at most
     ``n`` passes. Needs ``2f < n``.
 
     Differs from ByzFL: ``max_j tau_j`` runs over rows still carrying weight, so
-    every pass zeroes a row and the loop ends within ``n`` passes (ByzFL's max
-    over all rows can crawl for thousands of passes once a far row is zeroed);
-    ``f = 0`` and a pass where every weighted row sits on ``mu`` end the loop with
-    the best mean so far (ByzFL returns None / NaN there).
+    every pass zeroes a row and the loop ends within ``n`` passes (in ByzFL a
+    zeroed far row keeps setting the scale and the others shrink slowly: up to
+    ~100 passes for n = 10 with two far rows); ``f = 0`` and a pass where every
+    weighted row sits on ``mu`` end with the best mean so far (ByzFL returns None
+    / NaN there).
     """
 
     f: jax.Array = eqx.field(converter=int_array, default=0)
