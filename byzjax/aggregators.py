@@ -204,8 +204,8 @@ def _mean_around_median(s: jax.Array, count, drop) -> jax.Array:
     (the rest may be +inf); ``drop <= n // 2``. The values kept form a window
     ``[L, L + count - drop)`` of the sorted column; ``L`` is how many of the
     ``drop`` farthest values lie below the median, read off the merge of the two
-    ends: ``L = #{i < drop : med - s[i] >= s[count - drop + i] - med}`` (a
-    monotone predicate). On equal distances the lower value is dropped. O(n d),
+    ends: ``L = #{i < drop : med - s[i] > s[count - drop + i] - med}`` (a
+    monotone predicate). On equal distances the higher value is dropped. O(n d),
     no gathers, ``count`` and ``drop`` may be traced.
     """
     n, d = s.shape
@@ -214,7 +214,7 @@ def _mean_around_median(s: jax.Array, count, drop) -> jax.Array:
     padded = jnp.concatenate([s, jnp.zeros((max_drop, d), s.dtype)])
     high = jax.lax.dynamic_slice_in_dim(padded, count - drop, max_drop)
     i = jnp.arange(max_drop)[:, None]
-    below = jnp.sum((i < drop) & (med - s[:max_drop] >= high - med), axis=0)
+    below = jnp.sum((i < drop) & (med - s[:max_drop] > high - med), axis=0)
     r = jnp.arange(n)[:, None]
     keep = (r >= below) & (r < below + count - drop)
     return jnp.sum(jnp.where(keep, s, 0.0), axis=0) / (count - drop).astype(s.dtype)
@@ -543,7 +543,8 @@ class Meamed(AbstractAggregator):
 
     Median with NumPy's convention (mean of the two middle values for even ``n``;
     ByzFL-torch takes the lower one). When two values are equally far on both sides
-    of the median, the lower one is dropped (ByzFL: arbitrary). Needs ``2f < n``.
+    of the median, the higher one is dropped (ByzFL: argpartition's choice, which
+    keeps the lower one in its documented example). Needs ``2f < n``.
     Cost O(n log^2 n d) (``sort_workers``) + O(n d).
     """
 

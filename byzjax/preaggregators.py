@@ -84,7 +84,8 @@ class Bucketing(AbstractPreAggregator):
     Rows are shuffled by ``jax.random.permutation(key, n)`` (so the output is a
     function of the key), then averaged in consecutive buckets of ``s``; a last,
     smaller bucket takes the ``n mod s`` leftover rows. ``ceil(n / s)`` rows out.
-    ``s`` is static (it fixes the output shape); ``s >= 1``. Cost O(n d).
+    ``s`` is static (it fixes the output shape); ``s >= 1``. Cost O(n d). Differs
+    from ByzFL only in the source of randomness (ByzFL: the global NumPy/torch RNG).
     """
 
     s: int = eqx.field(static=True, default=1)

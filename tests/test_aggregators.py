@@ -118,8 +118,8 @@ def ref_monna(x, f, idx=0):
 
 def ref_meamed(x, f):
     med, out = np.median(x, axis=0), np.empty(x.shape[1])
-    for k in range(x.shape[1]):  # nearest to the median first; equal distance: larger value first
-        order = np.lexsort((-x[:, k], np.abs(x[:, k] - med[k])))
+    for k in range(x.shape[1]):  # nearest to the median first; equal distance: smaller value first
+        order = np.lexsort((x[:, k], np.abs(x[:, k] - med[k])))
         out[k] = x[order[: len(x) - f], k].mean()
     return out
 
@@ -344,6 +344,19 @@ def test_coordinatewise_blocks_with_a_remainder_under_vmap():
     out = jax.jit(jax.vmap(lambda x, i: A.coordinatewise(fn, x, i)))(xs, jnp.array([0, 3]))
     np.testing.assert_allclose(out[0], xs[0].sum(axis=0), atol=1e-12)
     np.testing.assert_allclose(out[1], np.sort(xs[1], axis=0)[3:].sum(axis=0), atol=1e-12)
+
+
+def test_byzfl_documented_examples():
+    """The outputs printed in ByzFL's docstrings for x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]."""
+    x = np.arange(1.0, 10.0).reshape(3, 3)
+    np.testing.assert_allclose(A.GeometricMedian()(x), [3.78788764, 4.78788764, 5.78788764], atol=1e-8)
+    np.testing.assert_allclose(A.Krum(1)(x), [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(A.Meamed(1)(x), [2.5, 3.5, 4.5])
+    np.testing.assert_allclose(P.NNM(1)(x), [[2.5, 3.5, 4.5], [2.5, 3.5, 4.5], [5.5, 6.5, 7.5]])
+    clipped = [[0.53452248, 1.06904497, 1.60356745], [0.91168461, 1.13960576, 1.36752692],
+               [1.00514142, 1.14873305, 1.29232469]]
+    np.testing.assert_allclose(P.Clipping(2.0)(x), clipped, atol=1e-8)
+    np.testing.assert_allclose(P.ARC(1)(x)[2], [4.41004009, 5.04004582, 5.67005155], atol=1e-8)
 
 
 def test_geometric_median_drops_inf_rows():
