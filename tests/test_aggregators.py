@@ -434,7 +434,7 @@ def test_op_by_op_matches_compiled():
 # Bounds for n = N, f = F (r = f / (n - 2f)). Upper bounds on kappa, so the
 # empirical ratio must stay below them whatever the Byzantine rows.
 r = F / (N - 2 * F)
-CWTM = 6 * r * (1 + r)  # Allouah et al., AISTATS 2023, Table 1 (coordinate-wise trimmed mean)
+CWTM = 6 * r * (1 + r)  # "Fixing by mixing", Allouah et al., AISTATS 2023, Table 1 (CWTM)
 CWMED_GM = 4 * (1 + r) ** 2  # ibid. (coordinate-wise median; geometric median)
 KRUM = 6 * (1 + r)  # ibid.; MultiKrum's bound is no worse (Bareilles et al., arXiv:2602.03899)
 # MDA: S* has diameter <= diam(H) <= 2R (R = max_H ||x - mean_H||, R^2 <= (n-f) sigma^2);
@@ -451,7 +451,7 @@ LITERATURE = {
     "SmoothedWeiszfeld": (A.SmoothedWeiszfeld(), CWMED_GM),
     "Krum": (A.Krum(F), KRUM),
     "MultiKrum": (A.MultiKrum(F), KRUM),
-    # NNM o F is (f, 8f/(n-f) (kappa_F + 1))-robust: Allouah et al., AISTATS 2023, Theorem 1.
+    # NNM o F is (f, 8f/(n-f) (kappa_F + 1))-robust (Allouah et al., AISTATS 2023, the NNM lemma).
     "NNM+TrMean": (P.Pipeline((P.NNM(F),), A.TrMean(F)), 8 * F / (N - F) * (CWTM + 1)),
     "NNM+Krum": (P.Pipeline((P.NNM(F),), A.Krum(F)), 8 * F / (N - F) * (KRUM + 1)),
     "MDA": (A.MDA(F), MDA_BOUND),
