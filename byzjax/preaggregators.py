@@ -1,7 +1,9 @@
 """Pre-aggregation rules ``[n, d] -> [n', d]`` and their composition with a rule.
 
 ``Pipeline(pre_aggs=(NNM(f),), agg=TrMean(f))`` is ByzFL's ``pre_agg_list``
-followed by ``agg``; it is itself an aggregator.
+followed by ``agg``; it is itself an aggregator. Rules: NNM, Bucketing, Clipping,
+ARC (ByzFL names, parameters and defaults). All are pure: ByzFL's Clipping and ARC
+modify their input in place, these return new arrays.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import _kernels
-from byzjax._validation import as_matrix, int_array
-from byzjax.aggregators import AbstractAggregator, Average, check_f
+from byzjax._validation import as_matrix, float_array, int_array
+from byzjax.aggregators import AbstractAggregator, Average, check_count, check_f, check_param, clip_scale
 
 
 class AbstractPreAggregator(eqx.Module):
@@ -32,13 +34,19 @@ class AbstractPreAggregator(eqx.Module):
         """Transform ``vectors [n, d]`` -> ``[output_rows(n), d]``; pure and jittable."""
 
     def __call__(self, vectors, key=None):
-        """ByzFL-style eager call on a NumPy or JAX ``[n, d]`` array."""
+        """ByzFL-style eager call on a NumPy or JAX ``[n, d]`` array (compiled once per
+        rule structure and input shape; NumPy in gives NumPy out)."""
         was_numpy = isinstance(vectors, np.ndarray)
         vectors = as_matrix(vectors)
         self.check(vectors.shape[0])
         key = jax.random.key(0) if key is None else key
-        out = self.pre_aggregate(vectors, key)
+        out = _pre_aggregate(self, vectors, key)
         return np.asarray(out) if was_numpy else out
+
+
+@jax.jit
+def _pre_aggregate(pre: AbstractPreAggregator, vectors: jax.Array, key) -> jax.Array:
+    return pre.pre_aggregate(vectors, key)
 
 
 def nnm_mixing_matrix(sq_dists: jax.Array, f: jax.Array) -> jax.Array:
@@ -70,8 +78,85 @@ class NNM(AbstractPreAggregator):
         return mix @ vectors
 
 
+class Bucketing(AbstractPreAggregator):
+    """Bucketing (Karimireddy, He & Jaggi, 2022).
+
+    Rows are shuffled by ``jax.random.permutation(key, n)`` (so the output is a
+    function of the key), then averaged in consecutive buckets of ``s``; a last,
+    smaller bucket takes the ``n mod s`` leftover rows. ``ceil(n / s)`` rows out.
+    ``s`` is static (it fixes the output shape); ``s >= 1``. Cost O(n d). Differs
+    from ByzFL only in the source of randomness (ByzFL: the global NumPy/torch RNG).
+    """
+
+    s: int = eqx.field(static=True, default=1)
+
+    def __check_init__(self):
+        check_count("Bucketing", "s", self.s, 1)
+
+    def output_rows(self, n):
+        return -(-n // self.s)
+
+    def pre_aggregate(self, vectors, key):
+        n, d = vectors.shape
+        x = vectors[jax.random.permutation(key, n)]
+        full = n // self.s
+        buckets = [jnp.mean(x[: full * self.s].reshape(full, self.s, d), axis=1)]
+        if n % self.s:
+            buckets.append(jnp.mean(x[full * self.s :], axis=0, keepdims=True))
+        return jnp.concatenate(buckets)
+
+
+class Clipping(AbstractPreAggregator):
+    """Static clipping: ``x_i <- min(1, c / ||x_i||) x_i``. Cost O(n d).
+
+    Differs from ByzFL: pure (ByzFL rescales its input rows in place), and ``c > 0``
+    is required (ByzFL accepts ``c = 0``, which sends every input to zero).
+    """
+
+    c: jax.Array = eqx.field(converter=float_array, default=2.0)
+
+    def __check_init__(self):
+        check_param("Clipping", "c", self.c, lambda v: v > 0, "> 0")
+
+    def pre_aggregate(self, vectors, key):
+        scale = clip_scale(jnp.linalg.norm(vectors, axis=1), self.c.astype(vectors.dtype))
+        return vectors * scale[:, None]
+
+
+class ARC(AbstractPreAggregator):
+    """Adaptive robust clipping (Allouah et al., 2024).
+
+    The ``k = floor(2 f (n - f) / n)`` largest-norm inputs are clipped to the
+    ``(n - k)``-th smallest norm (equivalently, every input is clipped to that
+    norm); ``f = 0`` changes nothing. Needs ``f <= n``. Cost O(n d + n log n).
+
+    Differs from ByzFL: pure (ByzFL clips in place), and ``k`` is the exact integer
+    floor; ByzFL's float ``int((2 f / n) (n - f))`` comes out one lower for a few
+    ``(n, f)`` where the product is an integer, e.g. ``(121, 66)``.
+    """
+
+    f: jax.Array = eqx.field(converter=int_array, default=0)
+
+    def __check_init__(self):
+        check_f("ARC", self.f)
+
+    def check(self, n):
+        check_f("ARC", self.f, n, need="f <= n")
+
+    def pre_aggregate(self, vectors, key):
+        n = vectors.shape[0]
+        norms = jnp.linalg.norm(vectors, axis=1)
+        clipped = (2 * self.f * (n - self.f)) // n
+        threshold = jnp.sort(norms)[n - clipped - 1]
+        return vectors * clip_scale(norms, threshold)[:, None]
+
+
 class Pipeline(AbstractAggregator):
-    """Pre-aggregators applied in order, then an aggregator (ByzFL's ``pre_agg_list``)."""
+    """Pre-aggregators applied in order, then an aggregator (ByzFL's ``pre_agg_list``).
+
+    Each stage gets its own key (``jax.random.split(key, len(pre_aggs) + 1)``);
+    the state is the aggregator's.
+    """
 
     pre_aggs: tuple[AbstractPreAggregator, ...]
     agg: AbstractAggregator
@@ -94,4 +179,3 @@ class Pipeline(AbstractAggregator):
         for pre, k in zip(self.pre_aggs, keys[:-1]):
             vectors = pre.pre_aggregate(vectors, k)
         return self.agg.aggregate(vectors, state, keys[-1])
-
