@@ -7,54 +7,39 @@ as masks and weights, never as slices whose size depends on ``f``.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
 
-@functools.lru_cache(maxsize=None)
-def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
-    """Comparators of Batcher's odd-even merge sort for ``n`` inputs.
-
-    The network is generated for the next power of two and every comparator that
-    touches an index >= n is dropped: those virtual inputs are +inf and such a
-    comparator never moves anything (Knuth, TAOCP vol. 3, 5.3.4).
-    """
-    size = 1
-    while size < n:
-        size *= 2
-    pairs = []
-    p = 1
-    while p < size:
-        k = p
-        while k >= 1:
-            for j in range(k % p, size - k, 2 * k):
-                for i in range(min(k, size - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        pairs.append((i + j, i + j + k))
-            k //= 2
-        p *= 2
-    return tuple((a, b) for a, b in pairs if b < n)
-
-
 def sort_rows(vectors: jax.Array) -> jax.Array:
-    """Sort ``[n, d]`` coordinate-wise along the worker axis (ascending).
+    """Sort ``[n, d]`` along the worker axis (ascending), for the coordinate-wise rules.
 
-    A compare-exchange network over whole rows: ``O(n log^2 n)`` elementwise
-    min/max of length-d vectors, which XLA fuses. On CPU this is ~10x faster than
-    ``jnp.sort(axis=0)`` for the n <= 64 of federated experiments. NaN rows are
-    not expected here (the oracle sanitises inputs first).
+    Bitonic network on ``n`` padded with +inf to a power of two ``m``: each of its
+    ``log2(m) (log2(m) + 1) / 2`` stages is one reshape + min/max over all rows,
+    and an ``optimization_barrier`` after each stage stops XLA from fusing stages
+    (which duplicates work exponentially). On XLA:CPU at n = 30 this compiles in
+    ~1 s and runs several times faster than ``jnp.sort(axis=0)`` and than an
+    unrolled row-by-row odd-even merge network (whose per-row fusions re-evaluate
+    shared comparators, ~8 s to compile).
     """
-    n = vectors.shape[0]
-    if n > 256:
-        return jnp.sort(vectors, axis=0)
-    rows = list(vectors)
-    for a, b in sorting_network(n):
-        lo = jnp.minimum(rows[a], rows[b])
-        hi = jnp.maximum(rows[a], rows[b])
-        rows[a], rows[b] = lo, hi
-    return jnp.stack(rows)
+    n, d = vectors.shape
+    m = 1 << max(n - 1, 0).bit_length()
+    x = jnp.concatenate([vectors, jnp.full((m - n, d), jnp.inf, vectors.dtype)])
+    k = 2
+    while k <= m:  # merge sorted runs of k/2 into runs of k: first compare mirrored pairs,
+        y = x.reshape(m // k, 2, k // 2, d)  # then half-cleaners at distance k/4, ..., 1
+        a, b = y[:, 0], y[:, 1, ::-1]
+        x = jax.lax.optimization_barrier(
+            jnp.concatenate([jnp.minimum(a, b), jnp.maximum(a, b)[:, ::-1]], axis=1).reshape(m, d)
+        )
+        j = k // 4
+        while j >= 1:
+            y = x.reshape(m // (2 * j), 2, j, d)
+            lo, hi = jnp.minimum(y[:, 0], y[:, 1]), jnp.maximum(y[:, 0], y[:, 1])
+            x = jax.lax.optimization_barrier(jnp.stack([lo, hi], axis=1).reshape(m, d))
+            j //= 2
+        k *= 2
+    return x[:n]
 
 
 def trimmed_weights(n: int, f: jax.Array, dtype) -> jax.Array:

@@ -118,36 +118,6 @@ COLUMN_BLOCK = 512
 """Columns per block of the coordinate-wise rules (a block of 32 sorted rows stays in L2)."""
 
 
-def sort_workers(vectors: jax.Array) -> jax.Array:
-    """Sort ``[n, d]`` along the worker axis (ascending), for the coordinate-wise rules.
-
-    Bitonic network on ``n`` padded with +inf to a power of two ``m``: each of its
-    ``log2(m) (log2(m) + 1) / 2`` stages is one reshape + min/max over all rows,
-    and an ``optimization_barrier`` after each stage stops XLA from fusing stages
-    (which duplicates work exponentially). On XLA:CPU at n = 30 this compiles in
-    ~1 s and runs several times faster than ``_kernels.sort_rows``, whose
-    per-row fusions re-evaluate shared comparators (~8 s to compile).
-    """
-    n, d = vectors.shape
-    m = 1 << max(n - 1, 0).bit_length()
-    x = jnp.concatenate([vectors, jnp.full((m - n, d), jnp.inf, vectors.dtype)])
-    k = 2
-    while k <= m:  # merge sorted runs of k/2 into runs of k: first compare mirrored pairs,
-        y = x.reshape(m // k, 2, k // 2, d)  # then half-cleaners at distance k/4, ..., 1
-        a, b = y[:, 0], y[:, 1, ::-1]
-        x = jax.lax.optimization_barrier(
-            jnp.concatenate([jnp.minimum(a, b), jnp.maximum(a, b)[:, ::-1]], axis=1).reshape(m, d)
-        )
-        j = k // 4
-        while j >= 1:
-            y = x.reshape(m // (2 * j), 2, j, d)
-            lo, hi = jnp.minimum(y[:, 0], y[:, 1]), jnp.maximum(y[:, 0], y[:, 1])
-            x = jax.lax.optimization_barrier(jnp.stack([lo, hi], axis=1).reshape(m, d))
-            j //= 2
-        k *= 2
-    return x[:n]
-
-
 def _by_column_blocks(fn, vectors, *params):
     d = vectors.shape[1]
     blocks, rest = divmod(d, COLUMN_BLOCK)
@@ -240,7 +210,7 @@ class Average(AbstractAggregator):
 
 
 class Median(AbstractAggregator):
-    """Coordinate-wise median (Yin et al., 2018). Cost O(n log^2 n d) (``sort_workers``).
+    """Coordinate-wise median (Yin et al., 2018). Cost O(n log^2 n d) (``_kernels.sort_rows``).
 
     For even ``n`` this is the mean of the two middle values (NumPy's convention;
     ByzFL with torch tensors returns the lower middle value instead).
@@ -250,7 +220,7 @@ class Median(AbstractAggregator):
         n = vectors.shape[0]
 
         def middle(cols):
-            s = sort_workers(cols)
+            s = _kernels.sort_rows(cols)
             return 0.5 * (s[(n - 1) // 2] + s[n // 2])
 
         return coordinatewise(middle, vectors), state
@@ -261,7 +231,7 @@ class TrMean(AbstractAggregator):
 
     ``[TrMean_f(x)]_k = (1/(n-2f)) sum_{j=f+1}^{n-f} [x_{pi(j)}]_k`` where ``pi`` sorts
     coordinate ``k``; ``f = 0`` is the mean. Needs ``2f < n``. kappa = O(f/n) after NNM.
-    Cost O(n log^2 n d) (``sort_workers``).
+    Cost O(n log^2 n d) (``_kernels.sort_rows``).
     """
 
     f: jax.Array = eqx.field(converter=int_array, default=0)
@@ -275,7 +245,7 @@ class TrMean(AbstractAggregator):
     def aggregate(self, vectors, state, key):
         n = vectors.shape[0]
         w = _kernels.trimmed_weights(n, self.f, vectors.dtype)
-        return coordinatewise(lambda cols, w: w @ sort_workers(cols), vectors, w), state
+        return coordinatewise(lambda cols, w: w @ _kernels.sort_rows(cols), vectors, w), state
 
 
 def _finite_rows(vectors: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -545,7 +515,7 @@ class Meamed(AbstractAggregator):
     ByzFL-torch takes the lower one). When two values are equally far on both sides
     of the median, the higher one is dropped (ByzFL: argpartition's choice, which
     keeps the lower one in its documented example). Needs ``2f < n``.
-    Cost O(n log^2 n d) (``sort_workers``) + O(n d).
+    Cost O(n log^2 n d) (``_kernels.sort_rows``) + O(n d).
     """
 
     f: jax.Array = eqx.field(converter=int_array, default=0)
@@ -558,7 +528,7 @@ class Meamed(AbstractAggregator):
 
     def aggregate(self, vectors, state, key):
         n = vectors.shape[0]
-        around = lambda cols, f: _mean_around_median(sort_workers(cols), n, f)
+        around = lambda cols, f: _mean_around_median(_kernels.sort_rows(cols), n, f)
         return coordinatewise(around, vectors, self.f), state
 
 
@@ -705,7 +675,7 @@ class Bulyan(AbstractAggregator):
             return selected.at[jnp.argmin(jnp.where(left, scores, jnp.inf))].set(True)
 
         selected = jax.lax.fori_loop(0, theta, select, jnp.zeros(n, bool))
-        around = lambda cols, theta, drop: _mean_around_median(sort_workers(cols), theta, drop)
+        around = lambda cols, theta, drop: _mean_around_median(_kernels.sort_rows(cols), theta, drop)
         return coordinatewise(around, jnp.where(selected[:, None], vectors, jnp.inf), theta, 2 * self.f), state
 
 

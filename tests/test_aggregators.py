@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from byzjax import _kernels
 from byzjax import aggregators as A
 from byzjax import preaggregators as P
 from byzjax._validation import ConfigError
@@ -342,13 +343,13 @@ def test_matches_numpy_reference(name):
 def test_sort_workers(n):
     x = np.random.default_rng(n).integers(-2, 3, size=(n, 6)).astype(float)  # many ties
     x[0, 0] = np.inf
-    np.testing.assert_array_equal(jax.jit(A.sort_workers)(x), np.sort(x, axis=0))
+    np.testing.assert_array_equal(jax.jit(_kernels.sort_rows)(x), np.sort(x, axis=0))
 
 
 def test_coordinatewise_blocks_with_a_remainder_under_vmap():
     """Column blocks plus a remainder, and the item-by-item batching rule with a batched parameter."""
     xs = np.random.default_rng(3).normal(size=(2, 5, 2 * A.COLUMN_BLOCK + 37))
-    fn = lambda cols, i: jnp.sum(jnp.where(jnp.arange(5)[:, None] >= i, A.sort_workers(cols), 0.0), axis=0)
+    fn = lambda cols, i: jnp.sum(jnp.where(jnp.arange(5)[:, None] >= i, _kernels.sort_rows(cols), 0.0), axis=0)
     out = jax.jit(jax.vmap(lambda x, i: A.coordinatewise(fn, x, i)))(xs, jnp.array([0, 3]))
     np.testing.assert_allclose(out[0], xs[0].sum(axis=0), atol=1e-12)
     np.testing.assert_allclose(out[1], np.sort(xs[1], axis=0)[3:].sum(axis=0), atol=1e-12)
