@@ -11,20 +11,28 @@ Two step-size modes:
   {32, 16, 8, 4, 2, 1} or 4), meaningful with MNIST (``--data DIR``).
 
 Each stage is one grid: runs that share a structure are one compiled program.
+Finished stages are stored under ``OUT/stages/`` (keyed by a hash of their grid,
+data source and byzjax version): rerunning the same command resumes after the
+last finished stage, so a long CPU reproduction can run in chunks across sessions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import pickle
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from byzjax.config import parse_config
+from byzjax import __version__
+from byzjax.config import parse_config, resolve_source
 from byzjax.plotting import _title, plot_accuracy, plot_convergence
 from byzjax.results import read_csv, rounds_to_gap, write_csv, write_results
 from byzjax.runner import environment, execute, prepare
+from byzjax.simulate import Trace
 
 LR_GRID = [0.003, 0.01, 0.03, 0.1]
 ETA_MULTIPLIERS = [5, 10, 20, 50]
@@ -94,10 +102,16 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
 
         def stage(name, rounds, fs, attacks, algorithms, aggregator, extra):
             nonlocal prepared, run_offset
-            cfg = parse_config(_raw(f"{which}:{name}:{split}", rounds=rounds, fs=fs, attacks=attacks,
-                                    algorithms=algorithms, aggregator=aggregator, **common))
-            prepared = prepared or prepare(cfg, data_source)
-            runs, tim, meta = execute(cfg, None, show_progress=show_progress, prepared=prepared)
+            raw = _raw(f"{which}:{name}:{split}", rounds=rounds, fs=fs, attacks=attacks, algorithms=algorithms,
+                       aggregator=aggregator, **common)
+            cfg = parse_config(raw)
+            cache = out_dir / "stages" / f"{name}-{split}-{stage_key(raw, data_source)}.pkl"
+            if cache.exists():
+                runs, tim, meta = load_stage(cache)
+            else:
+                prepared = prepared or prepare(cfg, data_source)
+                runs, tim, meta = execute(cfg, None, show_progress=show_progress, prepared=prepared)
+                save_stage(cache, runs, tim, meta)
             shifted = [(rid + run_offset, seed, cols | extra, tr) for rid, seed, cols, tr in runs]
             timing.update({rid + run_offset: t for rid, t in tim.items()})
             run_offset += len(cfg.runs)
@@ -132,7 +146,9 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
                           {"name": "PIGS", "eta": s["paper_etas"]}]
             stage("reference", s["ref_rounds"], [0], ["NoAttack"], algorithms, reference, {"stage": "reference"})
             chosen = None
-        stage("attacked", s["rounds"], s["fs"], s["attacks"], algorithms, agg, {"stage": "attacked"})
+        for f in s["fs"]:  # one stage (one resumable chunk) per (f, attack)
+            for attack in s["attacks"]:
+                stage("attacked", s["rounds"], [f], [attack], algorithms, agg, {"stage": "attacked"})
         log.setdefault("chosen_steps", {})[f"{split}{'' if alpha is None else f'(alpha={alpha})'}"] = chosen
     l_ref = min(float(np.nanmin(t.metrics["loss"])) for _, _, cols, t in all_runs if cols["stage"] != "tuning")
     log["environment"] = environment()
@@ -142,6 +158,30 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
     (out_dir / "reproduce.json").write_text(json.dumps(log | {"figures": [str(p) for p in figures],
                                                               "tables": [str(t) for t in tables]}, indent=2, default=str))
     return log
+
+
+def stage_key(raw: dict, data_source) -> str:
+    """Content hash of a stage: its grid, the data source, the precision and byzjax's version."""
+    blob = json.dumps([raw, resolve_source(data_source or "fashion-mnist"), __version__], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def save_stage(path: Path, runs, timing, meta) -> None:
+    """Store a finished stage (atomically), so an interrupted reproduction resumes after it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = [(rid, seed, cols, {k: getattr(tr, k) for k in ("metrics", "eval_metrics", "eval_iters", "final_params")})
+             for rid, seed, cols, tr in runs]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        pickle.dump({"runs": plain, "timing": timing, "meta": meta}, fh)
+    os.replace(tmp, path)
+
+
+def load_stage(path: Path):
+    with open(path, "rb") as fh:
+        blob = pickle.load(fh)
+    runs = [(rid, seed, cols, Trace(**tr)) for rid, seed, cols, tr in blob["runs"]]
+    return runs, blob["timing"], blob["meta"] | {"resumed_from": str(path)}
 
 
 def make_figures(out_dir: Path, which: str) -> list[Path]:

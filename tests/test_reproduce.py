@@ -73,3 +73,12 @@ def test_rounds_table_agrees_with_metrics(quick):
         if row["rounds_1e-2"] and gd["rounds_1e-2"] and int(row["rounds_1e-2"]) > 0:
             assert float(row["speedup_1e-2"]) == pytest.approx(int(gd["rounds_1e-2"]) / int(row["rounds_1e-2"]), abs=0.01)
     assert checked == 12
+
+
+def test_rerun_resumes_from_finished_stages(quick):
+    before = (quick / "metrics.csv").read_text()
+    stages = sorted(p.name for p in (quick / "stages").glob("*.pkl"))
+    assert len(stages) == 4  # tuning lr grid, tuning eta grid, two (f, attack) chunks
+    (quick / "metrics.csv").unlink()
+    assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(quick), "--quiet"]) == 0
+    assert (quick / "metrics.csv").read_text() == before
