@@ -210,7 +210,8 @@ def _method_family(m: str) -> str:
 
 def rounds_table(out_dir: Path, which: str) -> list[Path]:
     """``{which}_rounds.csv`` (rounds to L_H - L_ref <= 1e-2 / 1e-3, speed-up over D-GD)
-    and ``{which}_floor.csv`` (final gap and its ratio to the f = 0 reference)."""
+    and ``{which}_floor.csv``: final gap, its ratio to the f = 0 reference, and the rounds each
+    method needs to reach the gap D-GD ends with (speed-up = D-GD's rounds / the method's)."""
     rows = read_csv(out_dir / "metrics.csv")
     usable = [r for r in rows if r["stage"] in ("attacked", "reference") and r["loss"]]
     l_ref = min(float(r["loss"]) for r in usable)
@@ -219,19 +220,21 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
         key = (r["stage"], r["f"], r["split"], r["alpha"], r["attack"], r["method"])
         series[key][r["seed"]].append((int(r["comm_round"]), float(r["loss"])))
     table, floor = [], []
-    medians = {}
+    medians, median_curves = {}, {}
     for key, seeds in series.items():
         per_seed = {g: [] for g in (1e-2, 1e-3)}
-        finals = []
+        finals, curves = [], []
         for pts in seeds.values():
             pts.sort()
             comm = np.array([p[0] for p in pts])
             loss = np.array([p[1] for p in pts])
             finals.append(loss[-1] - l_ref)
+            curves.append(loss)
             for g in per_seed:
                 hit = rounds_to_gap(loss, comm, l_ref, g)
                 per_seed[g].append(np.inf if hit is None else hit)
         medians[key] = ({g: float(np.median(v)) for g, v in per_seed.items()}, float(np.median(finals)))
+        median_curves[key] = (comm, np.median(np.array(curves), axis=0))
     for key, (rounds, final) in sorted(medians.items()):
         stage, f, split, alpha, attack, method = key
         if stage != "attacked":
@@ -247,9 +250,19 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
         table.append(row)
         ref = next((v[1] for k, v in medians.items() if k[0] == "reference" and k[2:4] == key[2:4]
                     and _method_family(k[5]) == _method_family(method)), None)
+        gd_key = next((k for k in medians if k[:5] == key[:5] and _method_family(k[5]) == "D-GD"), None)
+        reach = {}
+        if gd_key is not None:  # rounds to reach the suboptimality D-GD ends with (median curves)
+            target = median_curves[gd_key][1][-1]
+            for k in (gd_key, key):
+                comm, loss = median_curves[k]
+                reach[k] = rounds_to_gap(loss, comm, target, 0.0)
+        mine, theirs = reach.get(key), reach.get(gd_key)
         floor.append({"f": f, "split": split_s, "attack": row["attack"], "method": method, "final_gap": f"{final:.4g}",
                       "reference_final_gap": "" if ref is None else f"{ref:.4g}",
-                      "ratio_to_reference": "" if not ref else f"{final / ref:.3g}"})
+                      "ratio_to_reference": "" if not ref else f"{final / ref:.3g}",
+                      "rounds_to_dgd_final_gap": "" if mine is None else mine,
+                      "speedup_at_dgd_final_gap": f"{theirs / mine:.2f}" if mine and theirs else ""})
     paths = [out_dir / f"{which}_rounds.csv", out_dir / f"{which}_floor.csv"]
     write_csv(paths[0], table)
     write_csv(paths[1], floor)
