@@ -133,3 +133,19 @@ def test_progress_reports_once_per_round_for_vmapped_runs():
     finally:
         sweep_mod.progress.ProgressBar = orig
     assert sorted(seen) == sorted(set(seen)) and seen[-1] == 19 and len(seen) <= 21
+
+
+def test_label_flipping_workers_send_gradients_on_flipped_labels():
+    from byzjax.algorithms import Environment
+    from byzjax.attacks import LabelFlipping
+
+    ds, data, problem = tiny_classification(n_honest=4)
+    oracle = RobustOracle(problem, Average(), LabelFlipping(), n_honest=4, n_byz=2)
+    x = problem.init(jax.random.key(0))
+    out, _ = Environment(oracle, data.shards).query(x, oracle.init(x.dtype), jax.random.key(1))
+    flipped = data.shards._replace(y=2 - data.shards.y)  # 3 classes: 9 - y becomes (c - 1) - y
+    grads = jax.vmap(jax.grad(problem.loss), in_axes=(None, 0))(x, jax.tree.map(jnp.asarray, data.shards))
+    fgrads = jax.vmap(jax.grad(problem.loss), in_axes=(None, 0))(x, jax.tree.map(jnp.asarray, flipped))
+    expected = (grads.sum(0) + 2 * fgrads.mean(0)) / 6
+    np.testing.assert_allclose(out.g_hat, expected, rtol=1e-10)
+    np.testing.assert_allclose(out.honest_grad, grads.mean(0), rtol=1e-12)
