@@ -113,8 +113,15 @@ def plot_convergence(rows, path: Path, l_ref: float | None = None, title: str = 
 
 
 def plot_accuracy(rows, path: Path, title: str = "", ylim=(0.80, 0.94)) -> None:
-    """Validation and test accuracy against communication rounds, one column per attack."""
+    """Validation and test accuracy against communication rounds, one column per attack.
+
+    ``ylim=None`` zooms automatically (5th percentile of the values to the maximum).
+    """
     attacks = sorted({r["attack"] for r in rows})
+    if ylim is None:  # zoom on where the curves spend their time, not on the first rounds
+        values = np.array([_float(r[m]) for r in rows for m in ("val_acc", "test_acc") if r.get(m, "") != ""])
+        lo, hi = np.percentile(values, 5), values.max()
+        ylim = (max(0.0, lo - 0.02), min(1.0, hi + 0.01))
     fig, axes = plt.subplots(2, len(attacks), figsize=(5.2 * len(attacks), 7), squeeze=False)
     for row_i, metric in enumerate(("val_acc", "test_acc")):
         data = curves(rows, metric)
@@ -127,8 +134,7 @@ def plot_accuracy(rows, path: Path, title: str = "", ylim=(0.80, 0.94)) -> None:
                     _draw(ax, x, vals, m, plt.cm.tab10(i % 10), False)
             ax.set_title(f"{metric.replace('_acc', '')} accuracy, attack: {attack}", fontsize=9)
             ax.set_xlabel("communication rounds")
-            if ylim:
-                ax.set_ylim(*ylim)
+            ax.set_ylim(*ylim)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=9)
