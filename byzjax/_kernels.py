@@ -42,11 +42,16 @@ def sort_rows(vectors: jax.Array) -> jax.Array:
     return x[:n]
 
 
-def trimmed_weights(n: int, f: jax.Array, dtype) -> jax.Array:
-    """Weights ``w[r] = 1{f <= r < n - f} / (n - 2f)`` over sorted ranks ``r``."""
+def trimmed_weights(n: int, f: jax.Array, dtype, count=None) -> jax.Array:
+    """Weights ``w[r] = 1{f <= r < m - f} / (m - 2f)`` over sorted ranks ``r < n``.
+
+    ``m = count`` rows are present (default ``n``; absent rows sort last), so the
+    ranks past ``m`` get weight 0. ``f`` and ``count`` may be traced.
+    """
+    count = n if count is None else count
     ranks = jnp.arange(n)
-    keep = (ranks >= f) & (ranks < n - f)
-    return keep.astype(dtype) / jnp.maximum(n - 2 * f, 1).astype(dtype)
+    keep = (ranks >= f) & (ranks < count - f)
+    return keep.astype(dtype) / jnp.maximum(count - 2 * f, 1).astype(dtype)
 
 
 def pairwise_sq_dists(vectors: jax.Array) -> jax.Array:
@@ -58,6 +63,13 @@ def pairwise_sq_dists(vectors: jax.Array) -> jax.Array:
     gram = vectors @ vectors.T
     d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
     return jnp.where(jnp.eye(vectors.shape[0], dtype=bool), 0.0, d2)
+
+
+def absent_last(vectors: jax.Array, valid: jax.Array) -> jax.Array:
+    """Absent rows (``valid`` False) replaced by the largest finite float, so that a
+    column sort puts them after every present value while weighted sums that give
+    them weight 0 stay exact (``0 * max = 0``, where ``0 * inf`` would be NaN)."""
+    return jnp.where(valid[:, None], vectors, jnp.finfo(vectors.dtype).max)
 
 
 def k_smallest_mask(dists: jax.Array, k: jax.Array) -> jax.Array:

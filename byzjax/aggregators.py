@@ -14,6 +14,14 @@ CenteredClipping, MDA, MoNNA, Meamed, CAF, SMEA. Beyond ByzFL: SmoothedWeiszfeld
 Bulyan, DnC, SignGuard, ClippedClustering, HuberMean, FLTrust. Costs below are for
 ``n`` vectors of dimension ``d``; each docstring says where the rule departs from
 ByzFL (ByzFL commit 69bd1ac).
+
+Absent workers. ``aggregate(vectors, state, key, valid)`` takes an optional bool
+mask ``valid [n]`` of the rows actually received this round: absent rows are
+ignored whatever they hold (NaN included), exactly as if the rule had been called
+on the ``m = sum(valid)`` present rows, with ``m`` traced (one program for every
+participation pattern). ``valid=None`` (all present) takes the unmasked path.
+MDA and SMEA (whose subset enumeration fixes ``n - f``) do not support it
+(``supports_absent = False``).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import abc
 import functools
 import itertools
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -39,6 +47,8 @@ MAX_SUBSETS = 200_000
 class AbstractAggregator(eqx.Module):
     """An aggregation rule: ``n`` vectors of dimension ``d`` in, one vector out."""
 
+    supports_absent: ClassVar[bool] = True  # accepts a ``valid`` row mask (see the module docstring)
+
     def check(self, n: int) -> None:
         """Raise ``ConfigError`` if the rule cannot run on ``n`` input vectors."""
 
@@ -47,8 +57,12 @@ class AbstractAggregator(eqx.Module):
         return None
 
     @abc.abstractmethod
-    def aggregate(self, vectors: jax.Array, state, key) -> tuple[jax.Array, object]:
-        """Aggregate ``vectors [n, d]`` -> ``([d], new_state)``; pure and jittable."""
+    def aggregate(self, vectors: jax.Array, state, key, valid=None) -> tuple[jax.Array, object]:
+        """Aggregate ``vectors [n, d]`` -> ``([d], new_state)``; pure and jittable.
+
+        ``valid [n]`` (bool, optional): the rows present this round; the others are
+        ignored, as if the rule ran on the present rows only. ``None``: all present.
+        """
 
     def __call__(self, vectors, key=None):
         """ByzFL-style eager call on a NumPy or JAX ``[n, d]`` array (one round from ``init``).
@@ -156,10 +170,15 @@ def coordinatewise(fn, vectors: jax.Array, *params) -> jax.Array:
     return jax.lax.platform_dependent(vectors, *params, cpu=blocked, default=fn)
 
 
-def _median(values: jax.Array) -> jax.Array:
-    """Median of a 1-D array (mean of the two middle values for even length, as NumPy)."""
-    s = jnp.sort(values)
-    m = s.shape[0]
+def _median(values: jax.Array, valid=None) -> jax.Array:
+    """Median of a 1-D array (mean of the two middle values for even length, as NumPy),
+    over the entries where ``valid`` holds if given."""
+    if valid is None:
+        s = jnp.sort(values)
+        m = s.shape[0]
+        return 0.5 * (s[(m - 1) // 2] + s[m // 2])
+    s = jnp.sort(jnp.where(valid, values, jnp.inf))
+    m = jnp.sum(valid)
     return 0.5 * (s[(m - 1) // 2] + s[m // 2])
 
 
@@ -196,6 +215,30 @@ def _sum_smallest(sq_dists: jax.Array, k) -> jax.Array:
     return jnp.sum(jnp.where(jnp.arange(s.shape[-1]) < k, s, 0.0), axis=-1)
 
 
+def present_rows(vectors: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(vectors with the absent rows zeroed, m = number of present rows)``.
+
+    Zeroing first means an absent row can hold anything (NaN, Inf) without
+    reaching a matmul or a norm of the present rows.
+    """
+    return jnp.where(valid[:, None], vectors, 0.0), jnp.sum(valid).astype(jnp.int32)
+
+
+def require_all_present(rule: str, valid) -> None:
+    """Trace-time guard for rules that cannot ignore absent rows."""
+    if valid is not None:
+        raise ConfigError(f"{rule}: does not support absent workers (a row mask); its subset enumeration fixes n - f")
+
+
+def _masked_sq_dists(vectors: jax.Array, valid) -> jax.Array:
+    """Pairwise squared distances with +inf to and from absent rows (0 on the diagonal)."""
+    d2 = _kernels.pairwise_sq_dists(vectors)
+    if valid is None:
+        return d2
+    pair = valid[:, None] & valid[None, :]
+    return jnp.where(pair | jnp.eye(vectors.shape[0], dtype=bool), d2, jnp.inf)
+
+
 def _masked_mean(mask: jax.Array, vectors: jax.Array) -> jax.Array:
     """Mean of the rows where ``mask`` holds; the zero vector if none does."""
     w = mask.astype(vectors.dtype)
@@ -205,8 +248,11 @@ def _masked_mean(mask: jax.Array, vectors: jax.Array) -> jax.Array:
 class Average(AbstractAggregator):
     """Plain mean ``(1/n) sum_i x_i`` (no robustness; kappa unbounded). Cost O(nd)."""
 
-    def aggregate(self, vectors, state, key):
-        return jnp.mean(vectors, axis=0), state
+    def aggregate(self, vectors, state, key, valid=None):
+        if valid is None:
+            return jnp.mean(vectors, axis=0), state
+        x, _ = present_rows(vectors, valid)
+        return _masked_mean(valid, x), state
 
 
 class Median(AbstractAggregator):
@@ -216,14 +262,22 @@ class Median(AbstractAggregator):
     ByzFL with torch tensors returns the lower middle value instead).
     """
 
-    def aggregate(self, vectors, state, key):
+    def aggregate(self, vectors, state, key, valid=None):
         n = vectors.shape[0]
+        if valid is None:
 
-        def middle(cols):
+            def middle(cols):
+                s = _kernels.sort_rows(cols)
+                return 0.5 * (s[(n - 1) // 2] + s[n // 2])
+
+            return coordinatewise(middle, vectors), state
+
+        def middle_of_present(cols, m):
             s = _kernels.sort_rows(cols)
-            return 0.5 * (s[(n - 1) // 2] + s[n // 2])
+            return 0.5 * (_row(s, (m - 1) // 2) + _row(s, m // 2))
 
-        return coordinatewise(middle, vectors), state
+        m = jnp.sum(valid).astype(jnp.int32)
+        return coordinatewise(middle_of_present, _kernels.absent_last(vectors, valid), m), state
 
 
 class TrMean(AbstractAggregator):
@@ -242,15 +296,21 @@ class TrMean(AbstractAggregator):
     def check(self, n):
         check_f("TrMean", self.f, n)
 
-    def aggregate(self, vectors, state, key):
+    def aggregate(self, vectors, state, key, valid=None):
         n = vectors.shape[0]
-        w = _kernels.trimmed_weights(n, self.f, vectors.dtype)
+        if valid is None:
+            w = _kernels.trimmed_weights(n, self.f, vectors.dtype)
+        else:  # absent rows sort last and get weight 0
+            w = _kernels.trimmed_weights(n, self.f, vectors.dtype, jnp.sum(valid))
+            vectors = _kernels.absent_last(vectors, valid)
         return coordinatewise(lambda cols, w: w @ _kernels.sort_rows(cols), vectors, w), state
 
 
-def _finite_rows(vectors: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(keep [n] float, vectors)`` with rows holding an inf dropped (weight 0, zeroed)."""
+def _finite_rows(vectors: jax.Array, valid=None) -> tuple[jax.Array, jax.Array]:
+    """``(keep [n] float, vectors)`` with absent rows and rows holding an inf dropped (weight 0, zeroed)."""
     keep = ~jnp.any(jnp.isinf(vectors), axis=1)
+    if valid is not None:
+        keep = keep & valid & ~jnp.any(jnp.isnan(vectors), axis=1)
     return keep.astype(vectors.dtype), jnp.where(keep[:, None], vectors, 0.0)
 
 
@@ -282,8 +342,8 @@ class GeometricMedian(AbstractAggregator):
         check_param("GeometricMedian", "nu", self.nu, lambda v: v > 0, "> 0")
         check_count("GeometricMedian", "T", self.T, 1)
 
-    def aggregate(self, vectors, state, key):
-        keep, x = _finite_rows(vectors)
+    def aggregate(self, vectors, state, key, valid=None):
+        keep, x = _finite_rows(vectors, valid)
         nu = self.nu.astype(x.dtype)
         step = lambda _, z: _weiszfeld_step(x, keep, z, nu)[0]
         return jax.lax.fori_loop(0, self.T, step, jnp.zeros(x.shape[1], x.dtype)), state
@@ -307,8 +367,8 @@ class SmoothedWeiszfeld(AbstractAggregator):
         check_param("SmoothedWeiszfeld", "tol", self.tol, lambda v: v >= 0, ">= 0")
         check_count("SmoothedWeiszfeld", "max_iter", self.max_iter, 1)
 
-    def aggregate(self, vectors, state, key):
-        keep, x = _finite_rows(vectors)
+    def aggregate(self, vectors, state, key, valid=None):
+        keep, x = _finite_rows(vectors, valid)
         nu, tol = self.nu.astype(x.dtype), self.tol.astype(x.dtype)
 
         def body(carry):
@@ -321,6 +381,17 @@ class SmoothedWeiszfeld(AbstractAggregator):
         start = (keep @ x / jnp.sum(keep), jnp.asarray(jnp.inf, x.dtype), jnp.array(False), 0)
         z, *_ = jax.lax.while_loop(lambda c: ~c[2] & (c[3] < self.max_iter), body, start)
         return z, state
+
+
+def _krum_scores(vectors, f, valid):
+    """Krum scores (sum of squared distances to the ``m - f`` nearest present rows, itself
+    included) and ``m``; absent rows score +inf."""
+    if valid is None:
+        m = vectors.shape[0]
+        return _sum_smallest(_kernels.pairwise_sq_dists(vectors), m - f), m
+    x, m = present_rows(vectors, valid)
+    scores = _sum_smallest(_masked_sq_dists(x, valid), m - f)
+    return jnp.where(valid, scores, jnp.inf), m
 
 
 class Krum(AbstractAggregator):
@@ -340,9 +411,8 @@ class Krum(AbstractAggregator):
     def check(self, n):
         check_f("Krum", self.f, n)
 
-    def aggregate(self, vectors, state, key):
-        n = vectors.shape[0]
-        scores = _sum_smallest(_kernels.pairwise_sq_dists(vectors), n - self.f)
+    def aggregate(self, vectors, state, key, valid=None):
+        scores, _ = _krum_scores(vectors, self.f, valid)
         return vectors[jnp.argmin(scores)], state
 
 
@@ -361,10 +431,10 @@ class MultiKrum(AbstractAggregator):
     def check(self, n):
         check_f("MultiKrum", self.f, n)
 
-    def aggregate(self, vectors, state, key):
-        n = vectors.shape[0]
-        scores = _sum_smallest(_kernels.pairwise_sq_dists(vectors), n - self.f)
-        return _masked_mean(_kernels.k_smallest_mask(scores[None], n - self.f)[0], vectors), state
+    def aggregate(self, vectors, state, key, valid=None):
+        scores, m = _krum_scores(vectors, self.f, valid)
+        x = vectors if valid is None else present_rows(vectors, valid)[0]
+        return _masked_mean(_kernels.k_smallest_mask(scores[None], m - self.f)[0], x), state
 
 
 def _optional_vector(m):
@@ -403,13 +473,15 @@ class CenteredClipping(AbstractAggregator):
             raise ConfigError(f"CenteredClipping: m has {self.m.shape[-1]} coordinates, the vectors have d={d}")
         return self.m.astype(dtype)
 
-    def aggregate(self, vectors, state, key):
+    def aggregate(self, vectors, state, key, valid=None):
         tau = self.tau.astype(vectors.dtype)
+        weight = None if valid is None else valid.astype(vectors.dtype) / jnp.sum(valid)
+        x = vectors if valid is None else present_rows(vectors, valid)[0]
 
         def step(_, v):
-            diff = vectors - v
-            scale = clip_scale(jnp.linalg.norm(diff, axis=1), tau)
-            return v + jnp.mean(diff * scale[:, None], axis=0)
+            diff = x - v
+            scaled = diff * clip_scale(jnp.linalg.norm(diff, axis=1), tau)[:, None]
+            return v + (jnp.mean(scaled, axis=0) if weight is None else weight @ scaled)
 
         v = jax.lax.fori_loop(0, self.L, step, state)
         return v, v
@@ -473,7 +545,10 @@ class MDA(AbstractAggregator):
         check_f("MDA", self.f, n)
         check_subsets("MDA", n, self.f)
 
-    def aggregate(self, vectors, state, key):
+    supports_absent: ClassVar[bool] = False
+
+    def aggregate(self, vectors, state, key, valid=None):
+        require_all_present("MDA", valid)
         n = vectors.shape[0]
         d2 = _kernels.pairwise_sq_dists(vectors)
         diameter = lambda m: jnp.max(m[:, :, None] * m[:, None, :] * d2, axis=(1, 2))
@@ -501,10 +576,14 @@ class MoNNA(AbstractAggregator):
         if self.idx >= n:
             raise ConfigError(f"MoNNA: needs idx < n, got idx={self.idx} with n={n} (allowed: 0 <= idx <= {n - 1})")
 
-    def aggregate(self, vectors, state, key):
-        n = vectors.shape[0]
+    def aggregate(self, vectors, state, key, valid=None):
+        m = vectors.shape[0]
+        if valid is not None:  # (row idx must be present: in the oracle it is an honest row)
+            vectors, m = present_rows(vectors, valid)
         dist = jnp.sum((vectors - vectors[self.idx]) ** 2, axis=1)
-        return _masked_mean(_kernels.k_smallest_mask(dist[None], n - self.f)[0], vectors), state
+        if valid is not None:
+            dist = jnp.where(valid, dist, jnp.inf)
+        return _masked_mean(_kernels.k_smallest_mask(dist[None], m - self.f)[0], vectors), state
 
 
 class Meamed(AbstractAggregator):
@@ -526,10 +605,14 @@ class Meamed(AbstractAggregator):
     def check(self, n):
         check_f("Meamed", self.f, n)
 
-    def aggregate(self, vectors, state, key):
-        n = vectors.shape[0]
-        around = lambda cols, f: _mean_around_median(_kernels.sort_rows(cols), n, f)
-        return coordinatewise(around, vectors, self.f), state
+    def aggregate(self, vectors, state, key, valid=None):
+        if valid is None:
+            n = vectors.shape[0]
+            around = lambda cols, f: _mean_around_median(_kernels.sort_rows(cols), n, f)
+            return coordinatewise(around, vectors, self.f), state
+        m = jnp.sum(valid).astype(jnp.int32)
+        around = lambda cols, m, f: _mean_around_median(_kernels.sort_rows(cols), m, f)
+        return coordinatewise(around, _kernels.absent_last(vectors, valid), m, self.f), state
 
 
 def _unit_normal(key, d: int, dtype) -> jax.Array:
@@ -566,9 +649,13 @@ class CAF(AbstractAggregator):
     def check(self, n):
         check_f("CAF", self.f, n)
 
-    def aggregate(self, vectors, state, key):
+    def aggregate(self, vectors, state, key, valid=None):
         n, d = vectors.shape
         dtype = vectors.dtype
+        weights, m = jnp.ones(n, dtype), n
+        if valid is not None:  # absent rows start (and stay) at weight 0
+            vectors, m = present_rows(vectors, valid)
+            weights = valid.astype(dtype)
 
         def body(carry):
             c, best, best_mu, it, _ = carry
@@ -587,9 +674,9 @@ class CAF(AbstractAggregator):
 
         def cond(carry):
             c, *_, stuck = carry
-            return ~stuck & (jnp.sum(c) > n - 2 * self.f)
+            return ~stuck & (jnp.sum(c) > m - 2 * self.f)
 
-        start = (jnp.ones(n, dtype), jnp.asarray(jnp.inf, dtype), jnp.mean(vectors, axis=0), 0, jnp.array(False))
+        start = (weights, jnp.asarray(jnp.inf, dtype), weights @ vectors / jnp.sum(weights), 0, jnp.array(False))
         return jax.lax.while_loop(cond, body, start)[2], state
 
 
@@ -623,7 +710,10 @@ class SMEA(AbstractAggregator):
         check_f("SMEA", self.f, n)
         check_subsets("SMEA", n, self.f)
 
-    def aggregate(self, vectors, state, key):
+    supports_absent: ClassVar[bool] = False
+
+    def aggregate(self, vectors, state, key, valid=None):
+        require_all_present("SMEA", valid)
         n, d = vectors.shape
         k = n - self.f
         x = vectors - jnp.mean(vectors, axis=0)
@@ -664,14 +754,17 @@ class Bulyan(AbstractAggregator):
     def check(self, n):
         check_f("Bulyan", self.f, n, need="n >= 4f + 3")
 
-    def aggregate(self, vectors, state, key):
-        n = vectors.shape[0]
-        theta = n - 2 * self.f
-        d2 = _kernels.pairwise_sq_dists(vectors)
+    def aggregate(self, vectors, state, key, valid=None):
+        m = n = vectors.shape[0]
+        present = jnp.ones(n, bool)
+        if valid is not None:  # absent rows are never left to select
+            (vectors, m), present = present_rows(vectors, valid), valid
+        theta = m - 2 * self.f
+        d2 = _masked_sq_dists(vectors, valid)
 
         def select(it, selected):
-            left = ~selected
-            scores = _sum_smallest(jnp.where(left[None, :], d2, jnp.inf), n - it - self.f)
+            left = ~selected & present
+            scores = _sum_smallest(jnp.where(left[None, :], d2, jnp.inf), m - it - self.f)
             return selected.at[jnp.argmin(jnp.where(left, scores, jnp.inf))].set(True)
 
         selected = jax.lax.fori_loop(0, theta, select, jnp.zeros(n, bool))
@@ -709,31 +802,37 @@ class DnC(AbstractAggregator):
     def check(self, n):
         check_param("DnC", f"n - floor(filter_frac * f) (n={n})", self._kept(n), lambda v: v >= 1, ">= 1")
 
-    def aggregate(self, vectors, state, key):
+    def aggregate(self, vectors, state, key, valid=None):
         n, d = vectors.shape
         b = min(self.sub_dim, d)
-        kept = self._kept(n)
+        m, present = n, jnp.ones(n, bool)
+        if valid is not None:
+            (vectors, m), present = present_rows(vectors, valid), valid
+        kept = self._kept(m)
 
         def good(k):
             sub = vectors if b == d else vectors[:, jax.lax.top_k(jax.random.uniform(k, (d,)), b)[1]]
-            sub = sub - jnp.mean(sub, axis=0)
+            sub = jnp.where(present[:, None], sub - _masked_mean(present, sub), 0.0)
             lam, u = jnp.linalg.eigh(sub @ sub.T)
-            return _kernels.k_smallest_mask(lam[-1] * u[None, :, -1] ** 2, kept)[0]
+            scores = jnp.where(present, lam[-1] * u[:, -1] ** 2, jnp.inf)
+            return _kernels.k_smallest_mask(scores[None], kept)[0]
 
         benign = jnp.all(jax.vmap(good)(jax.random.split(key, self.num_iters)), axis=0)
-        return _masked_mean(benign, vectors), state
+        return _masked_mean(benign & present, vectors), state
 
 
-def _two_means(points: jax.Array, iters: int) -> jax.Array:
-    """Lloyd's 2-means from the farthest pair (lowest indices on ties); True = second cluster."""
+def _two_means(points: jax.Array, iters: int, present: jax.Array) -> jax.Array:
+    """Lloyd's 2-means of the present points from their farthest pair (lowest indices on
+    ties); True = second cluster."""
     n = points.shape[0]
     d2 = jnp.sum((points[:, None, :] - points[None, :, :]) ** 2, axis=-1)
+    d2 = jnp.where(present[:, None] & present[None, :], d2, -1.0)
     i, j = jnp.divmod(jnp.argmax(d2), n)
     centres = points[jnp.stack([i, j])]
 
     def step(_, centres):
         second = jnp.sum((points - centres[1]) ** 2, 1) < jnp.sum((points - centres[0]) ** 2, 1)
-        member = jnp.stack([~second, second]).astype(points.dtype)
+        member = (jnp.stack([~second, second]) & present).astype(points.dtype)
         count = jnp.sum(member, axis=1, keepdims=True)
         return jnp.where(count > 0, member @ points / jnp.maximum(count, 1.0), centres)
 
@@ -741,10 +840,11 @@ def _two_means(points: jax.Array, iters: int) -> jax.Array:
     return jnp.sum((points - centres[1]) ** 2, 1) < jnp.sum((points - centres[0]) ** 2, 1)
 
 
-def _majority(second: jax.Array) -> jax.Array:
-    """Blades' cluster choice: the second cluster iff it holds more than ``n // 2`` rows."""
-    n = second.shape[0]
-    return second == (jnp.sum(second) > n // 2)
+def _majority(second: jax.Array, present: jax.Array) -> jax.Array:
+    """Blades' cluster choice: the second cluster iff it holds more than ``m // 2`` of the
+    ``m`` present rows; absent rows are in neither."""
+    m = jnp.sum(present)
+    return present & (second == (jnp.sum(second & present) > m // 2))
 
 
 class SignGuard(AbstractAggregator):
@@ -770,15 +870,19 @@ class SignGuard(AbstractAggregator):
         check_param("SignGuard", "upper", self.upper, lambda v: v >= 1, ">= 1")
         check_count("SignGuard", "kmeans_iters", self.kmeans_iters, 1)
 
-    def aggregate(self, vectors, state, key):
+    def aggregate(self, vectors, state, key, valid=None):
         dtype = vectors.dtype
+        present = jnp.ones(vectors.shape[0], bool)
+        if valid is not None:
+            (vectors, _), present = present_rows(vectors, valid), valid
         norms = jnp.linalg.norm(vectors, axis=1)
-        m = _median(norms)
+        m = _median(norms, None if valid is None else present)
         x = vectors * clip_scale(norms, m)[:, None]
         clipped = jnp.minimum(norms, m)
         in_range = (clipped >= self.lower.astype(dtype) * m) & (clipped <= self.upper.astype(dtype) * m)
         signs = jnp.stack([jnp.mean(x > 0, 1), jnp.mean(x < 0, 1), jnp.mean(x == 0, 1)], axis=1).astype(dtype)
-        return _masked_mean(in_range & _majority(_two_means(signs, self.kmeans_iters)), x), state
+        majority = _majority(_two_means(signs, self.kmeans_iters, present), present)
+        return _masked_mean(in_range & majority, x), state
 
 
 class NormHistory(NamedTuple):
@@ -788,10 +892,11 @@ class NormHistory(NamedTuple):
     count: jax.Array  # number of norms written so far
 
 
-def _agglomerate_two(dist: jax.Array) -> jax.Array:
+def _agglomerate_two(dist: jax.Array, m) -> jax.Array:
     """Average-linkage (UPGMA) agglomerative clustering of ``dist [n, n]`` into two clusters.
 
-    Merges the closest pair of clusters (lowest indices on ties) ``n - 2`` times,
+    Only the ``m`` present rows take part (absent ones at distance +inf from all).
+    Merges the closest pair of clusters (lowest indices on ties) ``m - 2`` times,
     the merged cluster's distances being the size-weighted means (Lance-Williams).
     Returns True for the rows outside the cluster of row 0.
     """
@@ -808,7 +913,8 @@ def _agglomerate_two(dist: jax.Array) -> jax.Array:
         return dist, size.at[a].add(size[b]).at[b].set(0.0), jnp.where(rep == b, a, rep)
 
     start = (dist, jnp.ones(n, dist.dtype), jnp.arange(n))
-    return jax.lax.fori_loop(0, max(n - 2, 0), merge, start)[2] != 0
+    merges = max(m - 2, 0) if isinstance(m, int) else jnp.maximum(m - 2, 0)
+    return jax.lax.fori_loop(0, merges, merge, start)[2] != 0
 
 
 class ClippedClustering(AbstractAggregator):
@@ -837,19 +943,24 @@ class ClippedClustering(AbstractAggregator):
     def init(self, d, dtype):
         return NormHistory(jnp.full(self.history, jnp.inf, dtype), jnp.array(0, jnp.int32))
 
-    def aggregate(self, vectors, state, key):
-        n = vectors.shape[0]
+    def aggregate(self, vectors, state, key, valid=None):
+        m = n = vectors.shape[0]
+        present = jnp.ones(n, bool)
+        if valid is not None:  # only present rows' norms enter the history
+            (vectors, m), present = present_rows(vectors, valid), valid
         norms = jnp.linalg.norm(vectors, axis=1)
-        buffer = state.norms.at[(state.count + jnp.arange(n)) % self.history].set(norms)
-        filled = jnp.minimum(state.count + n, self.history)
+        slot = (state.count + jnp.cumsum(present) - 1) % self.history
+        buffer = state.norms.at[jnp.where(present, slot, self.history)].set(norms, mode="drop")
+        filled = jnp.minimum(state.count + m, self.history)
         s = jnp.sort(buffer)
         median = 0.5 * (_row(s, (filled - 1) // 2) + _row(s, filled // 2))
         x = vectors * clip_scale(norms, jnp.minimum(median, self.max_tau.astype(vectors.dtype)))[:, None]
         unit = x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-8)
         dist = jnp.where(jnp.eye(n, dtype=bool), 0.0, 1.0 - unit @ unit.T)
         dist = jnp.where(jnp.isfinite(dist), dist, 2.0)
-        chosen = _majority(_agglomerate_two(dist))
-        return _masked_mean(chosen, x), NormHistory(buffer, state.count + n)
+        dist = jnp.where(present[:, None] & present[None, :], dist, jnp.inf)
+        chosen = _majority(_agglomerate_two(dist, m), present)
+        return _masked_mean(chosen, x), NormHistory(buffer, state.count + m)
 
 
 class HuberMean(AbstractAggregator):
@@ -869,13 +980,16 @@ class HuberMean(AbstractAggregator):
         check_param("HuberMean", "delta", self.delta, lambda v: v > 0, "> 0")
         check_count("HuberMean", "T", self.T, 1)
 
-    def aggregate(self, vectors, state, key):
-        z, _ = Median().aggregate(vectors, None, key)
+    def aggregate(self, vectors, state, key, valid=None):
+        z, _ = Median().aggregate(vectors, None, key, valid)
+        present = jnp.ones(vectors.shape[0], vectors.dtype)
+        if valid is not None:
+            (vectors, _), present = present_rows(vectors, valid), valid.astype(vectors.dtype)
         delta = self.delta.astype(vectors.dtype)
 
         def step(_, z):
             r = jnp.linalg.norm(vectors - z, axis=1)
-            w = clip_scale(r, delta * _median(r))
+            w = present * clip_scale(r, delta * _median(r, None if valid is None else valid))
             return w @ vectors / jnp.sum(w)
 
         return jax.lax.fori_loop(0, self.T, step, z), state
@@ -901,7 +1015,9 @@ class FLTrust(AbstractAggregator):
         if self.trusted >= n:
             raise ConfigError(f"FLTrust: needs trusted < n, got trusted={self.trusted} with n={n}")
 
-    def aggregate(self, vectors, state, key):
+    def aggregate(self, vectors, state, key, valid=None):
+        if valid is not None:  # a zero row gets trust 0 (the trusted row must be present)
+            vectors, _ = present_rows(vectors, valid)
         norms = jnp.linalg.norm(vectors, axis=1)
         safe = jnp.where(norms > 0, norms, 1.0)
         ref = norms[self.trusted]

@@ -40,12 +40,15 @@ class Environment(eqx.Module):
 def round_metrics(out: OracleOutput) -> dict[str, jax.Array]:
     """Per-round quantities of PAPER.md section 2 at the query point."""
     spread = jnp.mean(jnp.sum((out.honest_grads - out.honest_grad) ** 2, axis=1))
-    return {
+    metrics = {
         "loss": out.honest_loss,
         "grad_norm": jnp.linalg.norm(out.honest_grad),
         "error": out.error,
         "spread": spread,  # (1/|H|) sum_i ||grad L_i - grad L_H||^2, the (G,B) left side
     }
+    if out.byz_sent is not None:  # only when Byzantine workers may be absent
+        metrics["byz_sent"] = out.byz_sent
+    return metrics
 
 
 def _positive(name, value):

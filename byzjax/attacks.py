@@ -9,7 +9,7 @@ state). Each class's docstring says what it uses.
 
 Protocol, as the round oracle calls it: ``attack.bind(aggregator, n_byz)`` and
 ``attack.check(n_honest, n_byz)`` once, before compilation (``ConfigError`` on a bad setting); then
-each round, inside jit/vmap, ``attack.byzantine_vectors(honest, n_byz, key) -> [n_byz, d]``. The
+each round, inside jit/vmap, ``attack.byzantine_vectors(honest, n_byz, key, present) -> [n_byz, d]``. The
 oracle appends these rows after the honest ones, so an attack can never change an honest row.
 Most attacks send ``n_byz`` copies of one vector ``byzantine_vector(honest, key)``; Gaussian and
 Fang draw each row independently. ``attack(honest_vectors)`` works eagerly like ByzFL and returns
@@ -22,8 +22,12 @@ number ``n_byz`` of Byzantine rows the oracle appends are independent, so an exp
 under- or over-declare f. Adaptive attacks insert ``n_byz`` rows and optimise against the
 pipeline with the f it declares.
 
-Not done: Byzantine workers randomly absent from some rounds (needs row masks in the oracle);
-attacks that see the current point or keep a state across rounds (e.g. Karimireddy et al.'s
+Absent Byzantine workers: when the oracle runs with a Byzantine count below its ``n_byz`` rows or
+with a participation probability, it passes ``present [n_byz]`` (bool), the rows the server will
+receive this round. Attacks that optimise against the pipeline evaluate it on those rows only
+(the server's view); the others ignore it (absent rows are dropped by the aggregator anyway).
+
+Not done: attacks that see the current point or keep a state across rounds (e.g. Karimireddy et al.'s
 warm-up phase of Mimic); Fang et al.'s attack on Krum; the aggregator-tailored variants of
 MinMax/MinSum.
 """
@@ -74,8 +78,9 @@ class AbstractAttack(eqx.Module):
     def byzantine_vector(self, honest: jax.Array, key) -> jax.Array:
         """The vector ``[d]`` sent by every Byzantine worker, from ``honest [n_h, d]``."""
 
-    def byzantine_vectors(self, honest: jax.Array, n_byz: int, key) -> jax.Array:
-        """The ``[n_byz, d]`` Byzantine rows (default: ``n_byz`` identical copies)."""
+    def byzantine_vectors(self, honest: jax.Array, n_byz: int, key, present=None) -> jax.Array:
+        """The ``[n_byz, d]`` Byzantine rows (default: ``n_byz`` identical copies); ``present
+        [n_byz]`` (optional bool) marks the rows the server receives this round."""
         b = self.byzantine_vector(honest, key)
         return jnp.broadcast_to(b, (n_byz,) + b.shape)
 
@@ -103,7 +108,7 @@ class AbstractPerWorkerAttack(AbstractAttack):
     """An attack whose Byzantine rows are independent draws; ``byzantine_vector`` is one of them."""
 
     @abc.abstractmethod
-    def byzantine_vectors(self, honest, n_byz, key):
+    def byzantine_vectors(self, honest, n_byz, key, present=None):
         """``[n_byz, d]`` independently drawn Byzantine rows."""
 
     def byzantine_vector(self, honest, key):
@@ -223,7 +228,7 @@ class Gaussian(AbstractPerWorkerAttack):
     def __check_init__(self):
         _require("Gaussian", "sigma", self.sigma, lambda v: v >= 0, "must be >= 0")
 
-    def byzantine_vectors(self, honest, n_byz, key):
+    def byzantine_vectors(self, honest, n_byz, key, present=None):
         noise = jax.random.normal(key, (n_byz, honest.shape[1]), honest.dtype)
         return self.mu + self.sigma * noise
 
@@ -258,7 +263,7 @@ class Fang(AbstractPerWorkerAttack):
     def __check_init__(self):
         _require("Fang", "b", self.b, lambda v: v >= 1, "must be >= 1")
 
-    def byzantine_vectors(self, honest, n_byz, key):
+    def byzantine_vectors(self, honest, n_byz, key, present=None):
         below = jnp.mean(honest, axis=0) > 0
         edge = jnp.where(below, jnp.min(honest, axis=0), jnp.max(honest, axis=0))
         outward = jnp.where(below, edge < 0, edge > 0)  # multiplying by u >= 1 moves edge away
@@ -394,10 +399,11 @@ def positive_line_search(objective, start, delta, ratio, evals: int) -> LineSear
     return jax.lax.fori_loop(0, evals, body, init)
 
 
-def _nnm_mixed(honest, base, direction, n_byz: int, f):
+def _nnm_mixed(honest, base, direction, n_byz: int, f, valid=None):
     """``tau -> NNM_f(honest, n_byz copies of base + tau * direction)``, reusing what does not
     depend on tau: honest-honest distances are computed once, distances to ``b(tau)`` are a
-    quadratic in tau, and the mixed vectors are ``A(tau) H + c(tau) b(tau)``."""
+    quadratic in tau, and the mixed vectors are ``A(tau) H + c(tau) b(tau)``. ``valid [n_h +
+    n_byz]``: the rows present (NNM mixes present rows only)."""
     n_h = honest.shape[0]
     mean = jnp.mean(honest, axis=0)
     h, b0 = honest - mean, base - mean  # distances are translation invariant: centre for precision
@@ -410,39 +416,43 @@ def _nnm_mixed(honest, base, direction, n_byz: int, f):
         to_b = jnp.maximum(hh - 2 * (hb0 + tau * hd) + bb + 2 * tau * bd + tau * tau * dd, 0.0)
         top = jnp.concatenate([gram, jnp.broadcast_to(to_b[:, None], (n_h, n_byz))], axis=1)
         bottom = jnp.concatenate([jnp.broadcast_to(to_b[None, :], (n_byz, n_h)), zeros], axis=1)
-        mix = nnm_mixing_matrix(jnp.concatenate([top, bottom], axis=0), f)
+        mix = nnm_mixing_matrix(jnp.concatenate([top, bottom], axis=0), f, valid)
         b = base + tau * direction
         return mix[:, :n_h] @ honest + jnp.sum(mix[:, n_h:], axis=1)[:, None] * b[None, :]
 
     return mixed
 
 
-def _rank_weights(agg: AbstractAggregator, n: int, dtype) -> jax.Array | None:
-    """Weights over sorted ranks when ``agg`` is a weighted sum of order statistics, else None."""
+def _rank_weights(agg: AbstractAggregator, n: int, dtype, count=None) -> jax.Array | None:
+    """Weights over sorted ranks when ``agg`` is a weighted sum of order statistics, else None
+    (``count`` rows present, default ``n``; the ranks past it get weight 0)."""
+    m = n if count is None else count
     if isinstance(agg, TrMean):
-        return _kernels.trimmed_weights(n, agg.f, dtype)
+        return _kernels.trimmed_weights(n, agg.f, dtype, count)
     if isinstance(agg, Median):
         ranks = jnp.arange(n)
-        return 0.5 * ((ranks == (n - 1) // 2).astype(dtype) + (ranks == n // 2).astype(dtype))
+        return 0.5 * ((ranks == (m - 1) // 2).astype(dtype) + (ranks == m // 2).astype(dtype))
     return None
 
 
-def _inserted_order_statistic(honest, n_byz: int, weights):
-    """``b -> sum_r weights[r] * sorted(honest, n_byz copies of b)[r]`` coordinate-wise.
+def _inserted_order_statistic(honest, copies, weights):
+    """``b -> sum_r weights[r] * sorted(honest, copies of b)[r]`` coordinate-wise.
 
-    The honest columns are sorted once; the ``n_byz`` copies of ``b_k`` land at rank
-    ``r_k = #{honest values < b_k}``, which shifts the honest values at or above ``b_k`` up by
-    ``n_byz`` ranks. Equal values are interchangeable, so this equals sorting all rows.
+    The honest columns are sorted once; the ``copies`` copies of ``b_k`` (a count that may be
+    traced) land at rank ``r_k = #{honest values < b_k}``, which shifts the honest values at or
+    above ``b_k`` up by ``copies`` ranks. Equal values are interchangeable, so this equals
+    sorting all rows.
     """
     sorted_h = _kernels.sort_rows(honest)
     n_h = honest.shape[0]
     cum = jnp.concatenate([jnp.zeros(1, weights.dtype), jnp.cumsum(weights)])
+    shifted = jax.lax.dynamic_slice_in_dim(weights, copies, n_h)  # weight of honest rank i + copies
 
     def aggregate(b):
         below = sorted_h < b
         rank = jnp.sum(below, axis=0)
-        w = jnp.where(below, weights[:n_h, None], weights[n_byz:, None])
-        return jnp.sum(w * sorted_h, axis=0) + (cum[rank + n_byz] - cum[rank]) * b
+        w = jnp.where(below, weights[:n_h, None], shifted[:, None])
+        return jnp.sum(w * sorted_h, axis=0) + (cum[rank + copies] - cum[rank]) * b
 
     return aggregate
 
@@ -458,7 +468,8 @@ class _OptimalAttack(AbstractAttack):
     ``None`` (eagerly, ``agg`` is required and ``f`` defaults to 1). What does not depend on tau
     is computed once per round: for a pipeline starting with NNM, the honest-honest distances
     (``_nnm_mixed``); for a bare TrMean or Median, the sorted honest coordinates
-    (``_inserted_order_statistic``).
+    (``_inserted_order_statistic``). With ``present`` (absent Byzantine workers), the damage is
+    that of the rows the server receives, on the same fast paths.
     """
 
     agg: AbstractAggregator | None = None
@@ -499,37 +510,42 @@ class _OptimalAttack(AbstractAttack):
     def _eager_n_byz(self):
         return 1 if self.f is None else self.f
 
-    def objective(self, honest: jax.Array, n_byz: int, key, reuse: bool = True):
-        """``tau -> ||Agg(honest, n_byz copies of b(tau)) - mean(honest)||``. ``reuse=False``
-        evaluates the pipeline on the concatenated rows (the reference for the reusing paths)."""
+    def objective(self, honest: jax.Array, n_byz: int, key, reuse: bool = True, present=None):
+        """``tau -> ||Agg(honest, n_byz copies of b(tau)) - mean(honest)||``, over the Byzantine
+        rows ``present`` if given. ``reuse=False`` evaluates the pipeline on the concatenated
+        rows (the reference for the reusing paths)."""
         pipe = self.pipeline()
         pre, agg = (pipe.pre_aggs, pipe.agg) if isinstance(pipe, Pipeline) else ((), pipe)
         mean = jnp.mean(honest, axis=0)
         base, direction = self.base_and_direction(honest)
         n_h, d = honest.shape
         state0 = pipe.init(d, honest.dtype)
+        valid = None if present is None else jnp.concatenate([jnp.ones(n_h, bool), present])
+        copies = n_byz if present is None else jnp.sum(present).astype(jnp.int32)
+        count = None if present is None else n_h + copies
         if reuse and pre and isinstance(pre[0], NNM) and n_byz > 0:
-            mixed, rest = _nnm_mixed(honest, base, direction, n_byz, pre[0].f), Pipeline(pre[1:], agg)
-            aggregate = lambda tau: rest.aggregate(mixed(tau), state0, key)[0]
-        elif reuse and not pre and (weights := _rank_weights(agg, n_h + n_byz, honest.dtype)) is not None:
-            inserted = _inserted_order_statistic(honest, n_byz, weights)
+            mixed, rest = _nnm_mixed(honest, base, direction, n_byz, pre[0].f, valid), Pipeline(pre[1:], agg)
+            out_valid = None if valid is None else pre[0].output_valid(valid, key)
+            aggregate = lambda tau: rest.aggregate(mixed(tau), state0, key, out_valid)[0]
+        elif reuse and not pre and (weights := _rank_weights(agg, n_h + n_byz, honest.dtype, count)) is not None:
+            inserted = _inserted_order_statistic(honest, copies, weights)
             aggregate = lambda tau: inserted(base + tau * direction)
         else:
 
             def aggregate(tau):
                 b = jnp.broadcast_to(base + tau * direction, (n_byz, d))
-                return pipe.aggregate(jnp.concatenate([honest, b], axis=0), state0, key)[0]
+                return pipe.aggregate(jnp.concatenate([honest, b], axis=0), state0, key, valid)[0]
 
         return lambda tau: jnp.linalg.norm(aggregate(tau) - mean)
 
-    def tau(self, honest: jax.Array, n_byz: int, key, reuse: bool = True) -> jax.Array:
+    def tau(self, honest: jax.Array, n_byz: int, key, reuse: bool = True, present=None) -> jax.Array:
         """The attack factor chosen by the line search."""
-        objective = self.objective(honest, n_byz, key, reuse)
+        objective = self.objective(honest, n_byz, key, reuse, present)
         return positive_line_search(objective, self.start, self.delta, self.ratio, self.evals).best
 
-    def byzantine_vectors(self, honest, n_byz, key):
+    def byzantine_vectors(self, honest, n_byz, key, present=None):
         base, direction = self.base_and_direction(honest)
-        b = base + self.tau(honest, n_byz, key) * direction
+        b = base + self.tau(honest, n_byz, key, present=present) * direction
         return jnp.broadcast_to(b, (n_byz,) + b.shape)
 
     def byzantine_vector(self, honest, key):

@@ -1,8 +1,10 @@
 """Experiment description files (TOML) -> a grid of runs.
 
 See README.md ("Config files") for the format. Any component parameter given as
-a list is swept (Cartesian product); ``byzantine.f`` and ``byzantine.attack`` may
-be lists too. Runs that share their static structure are compiled once.
+a list is swept (Cartesian product); ``byzantine.f``, ``byzantine.attack``,
+``byzantine.declared_f`` and ``byzantine.participation`` may be lists too. Runs
+that share their static structure are compiled once; ``byzantine.max_f`` puts
+every ``f <= max_f`` into one structure (rows past ``f`` masked as absent).
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ class RunSpec:
     """One configuration of a grid: its label columns and how to build it."""
 
     columns: dict
-    f: int
+    f: int  # Byzantine workers
     attack: tuple  # (name, params)
     aggregator: dict
     algorithm: tuple  # (name, params)
+    declared_f: int | None = None  # the f the rules assume (None: f)
+    max_f: int | None = None  # Byzantine rows allocated (None: f, unmasked)
+    participation: float | None = None  # P(a Byzantine worker sends in a round) (None: 1, unmasked)
 
 
 @dataclass
@@ -117,12 +122,25 @@ def parse_config(raw: dict) -> GridConfig:
     registry.lookup("problem", problem["name"])
 
     byz = dict(raw.get("byzantine", {}))
-    bad = set(byz) - {"f", "attack"}
+    byz_keys = ["attack", "declared_f", "f", "max_f", "participation"]
+    bad = set(byz) - set(byz_keys)
     if bad:
-        raise ConfigError(f"config [byzantine]: unknown key(s) {sorted(bad)}; allowed: ['attack', 'f']")
+        raise ConfigError(f"config [byzantine]: unknown key(s) {sorted(bad)}; allowed: {byz_keys}")
     fs = _as_list(byz.get("f", 0))
-    if not all(isinstance(f, int) and f >= 0 for f in fs):
+    if not all(_count(f) for f in fs):
         raise ConfigError(f"config [byzantine]: f must be a non-negative integer or a list of them, got {byz.get('f')!r}")
+    declared = _as_list(byz.get("declared_f"))
+    if "declared_f" in byz and not all(_count(f) for f in declared):
+        raise ConfigError(f"config [byzantine]: declared_f must be a non-negative integer or a list of them, "
+                          f"got {byz.get('declared_f')!r}")
+    max_f = byz.get("max_f")
+    if max_f is not None and not (_count(max_f) and max_f >= max(fs)):
+        raise ConfigError(f"config [byzantine]: max_f must be an integer >= every f (largest f: {max(fs)}), got {max_f!r}")
+    participations = _as_list(byz.get("participation"))
+    if "participation" in byz and not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1
+                                          for p in participations):
+        raise ConfigError(f"config [byzantine]: participation must be a probability in [0, 1] or a list of them, "
+                          f"got {byz.get('participation')!r}")
     attacks = [_component(a, "byzantine.attack") for a in _as_list(byz.get("attack", "NoAttack"))]
     for name, _ in attacks:
         registry.lookup("attack", name)
@@ -133,6 +151,8 @@ def parse_config(raw: dict) -> GridConfig:
     registry.lookup("aggregator", agg_name)
     for name, _ in pre:
         registry.lookup("preaggregator", name)
+    pipelines = [(agg_p, pre_p) for agg_p in _product(agg_params)
+                 for pre_p in itertools.product(*[[(n, q) for q in _product(p)] for n, p in pre])]
 
     algs = raw.get("algorithm")
     if not algs:
@@ -142,21 +162,29 @@ def parse_config(raw: dict) -> GridConfig:
         registry.lookup("algorithm", name)
 
     runs = []
-    for f in fs:
-        for att_name, att_params in attacks:
-            for att_p in _product(att_params):
-                for alg_name, alg_params in algs:
-                    for alg_p in _product(alg_params):
-                        cols = {
-                            "f": f, "attack": att_name if f else "none", "aggregator": _pipeline_label(agg_name, pre),
-                            "method": method_label(alg_name, alg_p), "split": data["split"],
-                            "alpha": data.get("alpha", ""), "lam": problem.get("lam", ""),
-                        }
-                        cols |= {f"attack_{k}": v for k, v in att_p.items()}
-                        runs.append(RunSpec(cols, f, (att_name, att_p), {"name": agg_name, "params": agg_params, "pre": pre},
-                                            (alg_name, alg_p)))
+    grid = itertools.product(fs, declared, participations, attacks, pipelines, algs)
+    for f, declared_f, participation, (att_name, att_params), (agg_p, pre_p), (alg_name, alg_params) in grid:
+        for att_p, alg_p in itertools.product(_product(att_params), _product(alg_params)):
+            cols = {
+                "f": f, "attack": att_name if f else "none", "aggregator": _pipeline_label(agg_name, pre),
+                "method": method_label(alg_name, alg_p), "split": data["split"],
+                "alpha": data.get("alpha", ""), "lam": problem.get("lam", ""),
+            }
+            if declared_f is not None:
+                cols["declared_f"] = declared_f
+            if participation is not None:
+                cols["participation"] = participation
+            cols |= {f"attack_{k}": v for k, v in att_p.items()}
+            cols |= {f"aggregator_{k}": v for k, v in agg_p.items()}
+            cols |= {f"{n}_{k}": v for n, q in pre_p for k, v in q.items()}
+            runs.append(RunSpec(cols, f, (att_name, att_p), {"name": agg_name, "params": agg_p, "pre": list(pre_p)},
+                                (alg_name, alg_p), declared_f, max_f, participation))
     return GridConfig(raw.get("name", "experiment"), seeds, rounds, eval_every, bool(raw.get("x64", False)),
                       raw.get("max_batch"), data, problem, runs, raw)
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def _pipeline_label(agg: str, pre: list) -> str:
@@ -183,7 +211,7 @@ def resolve_source(source: str) -> str:
 
 
 def _with_f(kind: str, name: str, params: dict, f: int) -> dict:
-    """Fill a rule's ``f`` with the number of Byzantine workers when not given."""
+    """Fill a rule's ``f`` with the declared number of Byzantine workers when not given."""
     cls = registry.lookup(kind, name)
     if "f" in inspect.signature(cls).parameters and "f" not in params:
         return params | {"f": f}
@@ -196,14 +224,16 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
     from byzjax.preaggregators import Pipeline
     from byzjax.simulate import Experiment
 
-    f = spec.f
+    f = spec.f if spec.declared_f is None else spec.declared_f
     pre = [registry.build("preaggregator", n, _with_f("preaggregator", n, p, f)) for n, p in spec.aggregator["pre"]]
     agg_name, agg_params = spec.aggregator["name"], spec.aggregator["params"]
     agg = registry.build("aggregator", agg_name, _with_f("aggregator", agg_name, agg_params, f))
     pipeline = Pipeline(pre, agg)
     att_name, att_params = spec.attack
-    attack = registry.build("attack", att_name, att_params) if f else None
-    oracle = RobustOracle(problem, pipeline, attack, n_honest=n_honest, n_byz=f)
+    rows = spec.f if spec.max_f is None else spec.max_f
+    attack = registry.build("attack", att_name, att_params) if rows else None
+    oracle = RobustOracle(problem, pipeline, attack, n_honest=n_honest, n_byz=rows,
+                          byz_count=None if spec.max_f is None else spec.f, participation=spec.participation)
     alg = registry.build("algorithm", *spec.algorithm)
     exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every)
     exp.check()

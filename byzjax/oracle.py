@@ -5,14 +5,25 @@ vmapped call, the attack appends the Byzantine rows after them (it cannot touch 
 honest row), the server sanitises those rows and aggregates. Alongside ``g_hat``
 the oracle reports what the paper's inequalities are about: ``L_H(x)``,
 ``grad L_H(x)`` and the honest gradients themselves.
+
+Absent Byzantine workers. The oracle holds ``n_byz`` Byzantine rows (static: they
+fix shapes). ``byz_count`` (default ``n_byz``) says how many Byzantine workers
+exist, and ``participation`` the probability that each of them sends its vector in
+a given round (an independent draw per worker and round). Both are arrays, so runs
+differing in them share one compiled program: the rows that are not sent are
+masked out (``valid``), and every rule in the pipeline ignores them exactly as if
+it had been called on the rows received (``byzjax.aggregators``). The declared
+``f`` of the rules is independent of both (under- or over-declaring f).
 """
 
 from __future__ import annotations
 
 import equinox as eqx
+import numpy as np
 import jax
 import jax.numpy as jnp
 
+from byzjax._validation import ConfigError, concrete_values, float_array, int_array
 from byzjax.aggregators import AbstractAggregator
 from byzjax.attacks import AbstractAttack, NoAttack
 from byzjax.problems import AbstractProblem
@@ -30,6 +41,7 @@ class OracleOutput(eqx.Module):
     honest_loss: jax.Array  # L_H(x) = mean_i L_i(x) over honest workers
     honest_grad: jax.Array  # [d] grad L_H(x)
     honest_grads: jax.Array  # [n_honest, d]
+    byz_sent: jax.Array | None = None  # Byzantine rows received this round (None: all n_byz, unmasked)
 
     @property
     def error(self) -> jax.Array:
@@ -57,39 +69,83 @@ class RobustOracle(eqx.Module):
     aggregator: AbstractAggregator
     attack: AbstractAttack
     n_honest: int = eqx.field(static=True)
-    n_byz: int = eqx.field(static=True)
+    n_byz: int = eqx.field(static=True)  # Byzantine rows
+    byz_count: jax.Array | None  # Byzantine workers that exist (<= n_byz); None: n_byz
+    participation: jax.Array | None  # P(a Byzantine worker sends in a round); None: 1
 
-    def __init__(self, problem, aggregator, attack=None, *, n_honest: int, n_byz: int):
+    def __init__(self, problem, aggregator, attack=None, *, n_honest: int, n_byz: int, byz_count=None,
+                 participation=None):
         attack = NoAttack() if attack is None else attack
         self.problem = problem
         self.aggregator = aggregator
         self.attack = attack.bind(aggregator, n_byz)
         self.n_honest = n_honest
         self.n_byz = n_byz
+        self.byz_count = None if byz_count is None else int_array(byz_count)
+        self.participation = None if participation is None else float_array(participation)
+
+    @property
+    def masked(self) -> bool:
+        """Whether some Byzantine rows may be absent (the aggregators get a row mask)."""
+        return self.byz_count is not None or self.participation is not None
 
     @property
     def n(self) -> int:
         return self.n_honest + self.n_byz
 
     def check(self) -> None:
-        """Eager validation of the whole pipeline on ``n`` workers (before compiling)."""
+        """Eager validation of the whole pipeline on ``n`` workers (before compiling); with
+        absent workers, also on the fewest rows a round can deliver."""
         self.aggregator.check(self.n)
         self.attack.check(self.n_honest, self.n_byz)
+        if not self.masked:
+            return
+        if not self.aggregator.supports_absent:
+            raise ConfigError(f"{_name(self.aggregator)}: does not support absent workers (byz_count/participation); "
+                              "its subset enumeration fixes n - f")
+        counts = concrete_values(self.byz_count) if self.byz_count is not None else np.array([self.n_byz])
+        if counts is not None and (np.any(counts < 0) or np.any(counts > self.n_byz)):
+            raise ConfigError(f"byz_count must be in [0, n_byz={self.n_byz}], got {counts.tolist()}")
+        probs = None if self.participation is None else concrete_values(self.participation)
+        if probs is not None and (np.any(~(probs >= 0)) or np.any(~(probs <= 1))):
+            raise ConfigError(f"participation must be a probability in [0, 1], got {probs.tolist()}")
+        fewest = 0 if probs is not None and np.any(probs < 1) else (int(counts.min()) if counts is not None else 0)
+        self.aggregator.check(self.n_honest + fewest)
 
     def init(self, dtype) -> OracleState:
         return OracleState(self.aggregator.init(self.problem.dim, dtype), jnp.zeros((), jnp.int32))
 
+    def present(self, key) -> jax.Array:
+        """``[n_byz]`` bool: the Byzantine rows the server receives this round."""
+        present = jnp.ones(self.n_byz, bool)
+        if self.byz_count is not None:
+            present = jnp.arange(self.n_byz) < self.byz_count
+        if self.participation is not None:
+            present = present & jax.random.bernoulli(key, self.participation, (self.n_byz,))
+        return present
+
     def __call__(self, x, shards, state: OracleState, key) -> tuple[OracleOutput, OracleState]:
         losses, grads = jax.vmap(jax.value_and_grad(self.problem.loss), in_axes=(None, 0))(x, shards)
         k_attack, k_agg = jax.random.split(key)
+        valid = present = sent = None
+        if self.masked:
+            present = self.present(jax.random.fold_in(key, 2))
+            valid = jnp.concatenate([jnp.ones(self.n_honest, bool), present])
+            sent = jnp.sum(present)
         if self.n_byz:
             seen = grads
             if getattr(self.attack, "uses_flipped_labels", False):
                 seen = jax.vmap(jax.grad(self.problem.loss), in_axes=(None, 0))(x, self.problem.flip_labels(shards))
-            byz = sanitise(self.attack.byzantine_vectors(seen, self.n_byz, k_attack))
-            vectors = jnp.concatenate([grads, byz.astype(grads.dtype)], axis=0)
+            args = (seen, self.n_byz, k_attack) + (() if present is None else (present,))  # old 3-argument
+            rows = self.attack.byzantine_vectors(*args)  # user attacks keep working unmasked
+            vectors = jnp.concatenate([grads, sanitise(rows).astype(grads.dtype)], axis=0)
         else:
             vectors = grads
-        g_hat, agg_state = self.aggregator.aggregate(vectors, state.aggregator, k_agg)
-        out = OracleOutput(g_hat, jnp.mean(losses), jnp.mean(grads, axis=0), grads)
+        g_hat, agg_state = self.aggregator.aggregate(vectors, state.aggregator, k_agg, valid)
+        out = OracleOutput(g_hat, jnp.mean(losses), jnp.mean(grads, axis=0), grads, sent)
         return out, OracleState(agg_state, state.rounds + 1)
+
+
+def _name(rule) -> str:
+    inner = getattr(rule, "agg", None)
+    return type(rule).__name__ if inner is None else "+".join([type(p).__name__ for p in rule.pre_aggs] + [_name(inner)])

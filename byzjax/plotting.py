@@ -20,20 +20,49 @@ from byzjax.results import read_csv  # noqa: E402
 
 GAP_FLOOR = 1e-6  # gaps below this are float32 rounding noise; drawn at the floor
 FIGURE_KEYS = ("f", "split", "alpha", "lam", "aggregator")
+NOT_LABELS = {"run", "seed", "iteration", "comm_round", "stage", "attack", "method", *FIGURE_KEYS,
+              "loss", "grad_norm", "error", "spread", "inner_iters", "inner_grad_norm", "byz_sent", "val_acc", "test_acc"}
 
 
 def _float(v):
     return float(v) if v not in ("", None) else np.nan
 
 
-def curves(rows: list[dict], y: str) -> dict:
-    """``{(attack, method): (x [T], values [S, T])}`` with one row per seed."""
+def variant_columns(rows: list[dict]) -> list[str]:
+    """Config columns (constant within a run) that differ between the runs of ``rows``, besides
+    attack and method: e.g. a swept ``attack_tau``, ``declared_f`` or ``participation``."""
+    per_run = defaultdict(lambda: defaultdict(set))
+    for r in rows:
+        for k, v in r.items():
+            if k not in NOT_LABELS:
+                per_run[k][r.get("run", "")].add(v)
+    return sorted(k for k, runs in per_run.items()
+                  if all(len(v) == 1 for v in runs.values()) and len(set().union(*runs.values())) > 1)
+
+
+def curve_label(r: dict, variants=()) -> str:
+    """The legend label of a run: its method, then the swept columns that tell it apart."""
+    return r["method"] + "".join(f", {k}={r[k]}" for k in variants if r.get(k, "") != "")
+
+
+def curves(rows: list[dict], y: str, variants=None) -> dict:
+    """``{(attack, label): (x [T], values [S, T])}`` with one row per seed; ``label`` is the
+    method plus the ``variants`` columns (default: ``variant_columns(rows)``), so runs that
+    differ in any swept number are never merged into one curve."""
+    if variants is None:  # per attack: an attack's own parameters only label its own panel
+        per_attack = defaultdict(list)
+        for r in rows:
+            per_attack[r["attack"]].append(r)
+        variants = {a: variant_columns(sub) for a, sub in per_attack.items()}
+    else:
+        fixed = tuple(variants)
+        variants = defaultdict(lambda: fixed)
     by = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         v = _float(r.get(y, ""))
         if np.isnan(v):
             continue
-        by[(r["attack"], r["method"])][r["seed"]][int(r["comm_round"])] = v
+        by[(r["attack"], curve_label(r, variants[r["attack"]]))][r["seed"]][int(r["comm_round"])] = v
     out = {}
     for key, seeds in by.items():
         xs = sorted(set.intersection(*(set(s) for s in seeds.values())))

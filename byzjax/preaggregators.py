@@ -4,11 +4,17 @@
 followed by ``agg``; it is itself an aggregator. Rules: NNM, Bucketing, Clipping,
 ARC (ByzFL names, parameters and defaults). All are pure: ByzFL's Clipping and ARC
 modify their input in place, these return new arrays.
+
+Absent workers: ``pre_aggregate(vectors, key, valid)`` ignores the rows where the
+bool mask ``valid`` is False (as if only the present rows had been sent) and
+``output_valid(valid, key)`` says which output rows are present, so a
+``Pipeline`` carries the mask through to its aggregator.
 """
 
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -17,7 +23,15 @@ import numpy as np
 
 from byzjax import _kernels
 from byzjax._validation import as_matrix, float_array, int_array
-from byzjax.aggregators import AbstractAggregator, Average, check_count, check_f, check_param, clip_scale
+from byzjax.aggregators import (
+    AbstractAggregator,
+    Average,
+    check_count,
+    check_f,
+    check_param,
+    clip_scale,
+    present_rows,
+)
 
 
 class AbstractPreAggregator(eqx.Module):
@@ -29,9 +43,16 @@ class AbstractPreAggregator(eqx.Module):
     def output_rows(self, n: int) -> int:
         return n
 
+    supports_absent: ClassVar[bool] = True
+
     @abc.abstractmethod
-    def pre_aggregate(self, vectors: jax.Array, key) -> jax.Array:
-        """Transform ``vectors [n, d]`` -> ``[output_rows(n), d]``; pure and jittable."""
+    def pre_aggregate(self, vectors: jax.Array, key, valid=None) -> jax.Array:
+        """Transform ``vectors [n, d]`` -> ``[output_rows(n), d]``; pure and jittable.
+        ``valid [n]`` (optional bool): the rows present; the others are ignored."""
+
+    def output_valid(self, valid: jax.Array, key) -> jax.Array:
+        """Which output rows are present when the input rows ``valid`` are (row-wise rules: the same)."""
+        return valid
 
     def __call__(self, vectors, key=None):
         """ByzFL-style eager call on a NumPy or JAX ``[n, d]`` array (compiled once per
@@ -49,11 +70,16 @@ def _pre_aggregate(pre: AbstractPreAggregator, vectors: jax.Array, key) -> jax.A
     return pre.pre_aggregate(vectors, key)
 
 
-def nnm_mixing_matrix(sq_dists: jax.Array, f: jax.Array) -> jax.Array:
-    """Row-stochastic ``[n, n]`` matrix of NNM: row i averages its n-f nearest vectors."""
+def nnm_mixing_matrix(sq_dists: jax.Array, f: jax.Array, valid=None) -> jax.Array:
+    """Row-stochastic ``[n, n]`` matrix of NNM: row i averages its m-f nearest present
+    vectors (``m`` present rows, all by default; absent columns are never chosen)."""
     n = sq_dists.shape[-1]
-    mask = _kernels.k_smallest_mask(sq_dists, n - f)
-    return mask.astype(sq_dists.dtype) / jnp.asarray(n - f, sq_dists.dtype)
+    m = n
+    if valid is not None:
+        m = jnp.sum(valid).astype(jnp.int32)
+        sq_dists = jnp.where(valid[None, :], sq_dists, jnp.inf)
+    mask = _kernels.k_smallest_mask(sq_dists, m - f)
+    return mask.astype(sq_dists.dtype) / jnp.asarray(m - f, sq_dists.dtype)
 
 
 class NNM(AbstractPreAggregator):
@@ -73,9 +99,18 @@ class NNM(AbstractPreAggregator):
     def check(self, n):
         check_f("NNM", self.f, n, need="f < n")
 
-    def pre_aggregate(self, vectors, key):
-        mix = nnm_mixing_matrix(_kernels.pairwise_sq_dists(vectors), self.f)
+    def pre_aggregate(self, vectors, key, valid=None):
+        if valid is not None:
+            vectors, _ = present_rows(vectors, valid)
+        mix = nnm_mixing_matrix(_kernels.pairwise_sq_dists(vectors), self.f, valid)
         return mix @ vectors
+
+
+def _pad_rows(x: jax.Array, w: jax.Array, s: int):
+    """``x [n, ...]`` and ``w [n]`` padded with zeros / False to a multiple of ``s`` rows."""
+    pad = -x.shape[0] % s
+    return (jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]),
+            jnp.concatenate([w, jnp.zeros(pad, w.dtype)]))
 
 
 class Bucketing(AbstractPreAggregator):
@@ -96,14 +131,30 @@ class Bucketing(AbstractPreAggregator):
     def output_rows(self, n):
         return -(-n // self.s)
 
-    def pre_aggregate(self, vectors, key):
+    def _order(self, key, valid):
+        """A shuffled row order with the present rows first."""
+        perm = jax.random.permutation(key, valid.shape[0])
+        return perm[jnp.argsort(~valid[perm], stable=True)]
+
+    def pre_aggregate(self, vectors, key, valid=None):
         n, d = vectors.shape
-        x = vectors[jax.random.permutation(key, n)]
-        full = n // self.s
-        buckets = [jnp.mean(x[: full * self.s].reshape(full, self.s, d), axis=1)]
-        if n % self.s:
-            buckets.append(jnp.mean(x[full * self.s :], axis=0, keepdims=True))
-        return jnp.concatenate(buckets)
+        if valid is None:
+            x = vectors[jax.random.permutation(key, n)]
+            full = n // self.s
+            buckets = [jnp.mean(x[: full * self.s].reshape(full, self.s, d), axis=1)]
+            if n % self.s:
+                buckets.append(jnp.mean(x[full * self.s :], axis=0, keepdims=True))
+            return jnp.concatenate(buckets)
+        # the m present rows, shuffled, fill ceil(m / s) buckets; the rest are absent
+        order = self._order(key, valid)
+        x, w = _pad_rows(present_rows(vectors, valid)[0][order], valid[order], self.s)
+        w = w.reshape(-1, self.s).astype(x.dtype)
+        sums = jnp.einsum("bs,bsd->bd", w, x.reshape(-1, self.s, d))
+        return sums / jnp.maximum(jnp.sum(w, axis=1), 1.0)[:, None]
+
+    def output_valid(self, valid, key):
+        order = self._order(key, valid)
+        return jnp.any(_pad_rows(valid[order][:, None], valid[order], self.s)[1].reshape(-1, self.s), axis=1)
 
 
 class Clipping(AbstractPreAggregator):
@@ -118,7 +169,7 @@ class Clipping(AbstractPreAggregator):
     def __check_init__(self):
         check_param("Clipping", "c", self.c, lambda v: v > 0, "> 0")
 
-    def pre_aggregate(self, vectors, key):
+    def pre_aggregate(self, vectors, key, valid=None):
         scale = clip_scale(jnp.linalg.norm(vectors, axis=1), self.c.astype(vectors.dtype))
         return vectors * scale[:, None]
 
@@ -143,12 +194,14 @@ class ARC(AbstractPreAggregator):
     def check(self, n):
         check_f("ARC", self.f, n, need="f <= n")
 
-    def pre_aggregate(self, vectors, key):
-        n = vectors.shape[0]
+    def pre_aggregate(self, vectors, key, valid=None):
+        m = vectors.shape[0]
+        if valid is not None:
+            vectors, m = present_rows(vectors, valid)
         norms = jnp.linalg.norm(vectors, axis=1)
-        clipped = (2 * self.f * (n - self.f)) // n
-        threshold = jnp.sort(norms)[n - clipped - 1]
-        return vectors * clip_scale(norms, threshold)[:, None]
+        clipped = (2 * self.f * (m - self.f)) // m
+        sorted_norms = jnp.sort(norms if valid is None else jnp.where(valid, norms, jnp.inf))
+        return vectors * clip_scale(norms, sorted_norms[m - clipped - 1])[:, None]
 
 
 class Pipeline(AbstractAggregator):
@@ -174,8 +227,12 @@ class Pipeline(AbstractAggregator):
     def init(self, d, dtype):
         return self.agg.init(d, dtype)
 
-    def aggregate(self, vectors, state, key):
+    @property
+    def supports_absent(self) -> bool:
+        return self.agg.supports_absent and all(p.supports_absent for p in self.pre_aggs)
+
+    def aggregate(self, vectors, state, key, valid=None):
         keys = jax.random.split(key, len(self.pre_aggs) + 1)
         for pre, k in zip(self.pre_aggs, keys[:-1]):
-            vectors = pre.pre_aggregate(vectors, k)
-        return self.agg.aggregate(vectors, state, keys[-1])
+            vectors, valid = pre.pre_aggregate(vectors, k, valid), None if valid is None else pre.output_valid(valid, k)
+        return self.agg.aggregate(vectors, state, keys[-1], valid)

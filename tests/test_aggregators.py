@@ -430,6 +430,70 @@ def test_op_by_op_matches_compiled():
     np.testing.assert_allclose(out, rule(GAUSS, KEY), atol=1e-12)
 
 
+# ----------------------------------------------------------------------------- absent rows
+
+ABSENT_AT = (2, 6, N + 2)  # rows of the padded input that were not received (row 0 is: MoNNA, FLTrust)
+SHUFFLING = {"Bucketing+Clipping+Median"}  # permutes the present rows: tested on its own below
+
+
+def with_absent_rows(x):
+    """``x`` with three junk rows (NaN, +Inf, huge) inserted at ``ABSENT_AT``, and the mask of present rows."""
+    valid = np.ones(len(x) + len(ABSENT_AT), bool)
+    valid[list(ABSENT_AT)] = False
+    padded = np.empty((len(valid), x.shape[1]))
+    padded[valid] = x
+    padded[~valid] = np.stack([np.full(x.shape[1], np.nan), np.full(x.shape[1], np.inf), np.full(x.shape[1], 1e30)])
+    return jnp.asarray(padded), jnp.asarray(valid)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n not in SHUFFLING])
+def test_absent_rows_are_ignored(name):
+    """``aggregate(rows, valid=mask)`` == ``aggregate(present rows)``, whatever the absent rows hold,
+    for every f; rules that cannot (MDA, SMEA) say so with a ConfigError."""
+    case = CASES[name]
+    padded, valid = with_absent_rows(GAUSS)
+    for v in case.variants:
+        rule = case.make(v)
+        state = rule.init(D, padded.dtype)
+        if not rule.supports_absent:
+            with pytest.raises(ConfigError, match="absent workers"):
+                rule.aggregate(padded, state, KEY, valid)
+            return
+        masked = jax.jit(lambda r, x, m: r.aggregate(x, state, KEY, m))(rule, padded, valid)
+        np.testing.assert_allclose(masked[0], rule(GAUSS, KEY), rtol=1e-9, atol=1e-9, err_msg=str(v))
+
+
+def test_absent_rows_mask_can_be_swept():
+    """One program over a batch of masks (different numbers present): each == the present rows alone."""
+    rule = P.Pipeline((P.NNM(2),), A.TrMean(2))
+    padded, _ = with_absent_rows(GAUSS)
+    masks = np.ones((3, N + 3), bool)
+    masks[0, list(ABSENT_AT)] = False  # N present
+    masks[1, [2, 6]] = False  # N + 1 present (the huge row counts as a real vector)
+    masks[2, [1, 2, 3, 6, N + 2]] = False
+    masks[:, [2, 6]] = False  # NaN / Inf rows never present
+    out = jax.jit(jax.vmap(lambda m: rule.aggregate(padded, None, KEY, m)[0]))(jnp.asarray(masks))
+    for row, m in zip(np.asarray(out), masks):
+        np.testing.assert_allclose(row, ref_trmean(ref_nnm(np.asarray(padded)[m], 2), 2), rtol=1e-9)
+
+
+@pytest.mark.parametrize("s", [1, 3, 4])
+def test_bucketing_with_absent_rows(s):
+    """The m present rows, shuffled, fill ceil(m / s) buckets (the last one partial): every present
+    row is used exactly once and the buckets past ceil(m / s) are marked absent."""
+    padded, valid = with_absent_rows(GAUSS)
+    pre = P.Bucketing(s)
+    out = np.asarray(pre.pre_aggregate(padded, KEY, valid))
+    present = np.asarray(pre.output_valid(valid, KEY))
+    n_buckets = math.ceil(N / s)
+    assert out.shape == (math.ceil((N + 3) / s), D)
+    np.testing.assert_array_equal(present, np.arange(len(present)) < n_buckets)
+    sizes = np.minimum(s, N - s * np.arange(n_buckets))
+    np.testing.assert_allclose(sizes @ out[:n_buckets], GAUSS.sum(axis=0), rtol=1e-9)
+    if s == 1:  # a permutation of the present rows
+        np.testing.assert_allclose(np.sort(out[:N], axis=0), np.sort(GAUSS, axis=0))
+
+
 # ----------------------------------------------------------------------------- (f, kappa)
 
 # Bounds for n = N, f = F (r = f / (n - 2f)). Upper bounds on kappa, so the

@@ -101,3 +101,21 @@ def test_help_mentions_every_subcommand(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert all(w in text for w in ("run", "plot", "reproduce"))
+
+
+def test_curves_never_merge_runs_that_differ_in_a_swept_number():
+    """Two runs with the same attack and method but different tau (or participation) are two
+    curves, each with its own values, labelled by what tells them apart."""
+    from byzjax.plotting import curves
+
+    rows = [{"run": str(run), "seed": str(seed), "f": "1", "attack": "ALIE", "method": "D-GD(lr=0.1)",
+             "attack_tau": str(tau), "comm_round": str(t), "loss": str(10 * run + seed + t)}
+            for run, tau in ((0, 1.5), (1, 3.0)) for seed in (0, 1) for t in range(3)]
+    rows += [{"run": "2", "seed": "0", "f": "1", "attack": "SignFlipping", "method": "D-GD(lr=0.1)",
+              "comm_round": str(t), "loss": "1.0"} for t in range(3)]
+    out = curves(rows, "loss")
+    assert set(out) == {("ALIE", "D-GD(lr=0.1), attack_tau=1.5"), ("ALIE", "D-GD(lr=0.1), attack_tau=3.0"),
+                        ("SignFlipping", "D-GD(lr=0.1)")}
+    x, vals = out[("ALIE", "D-GD(lr=0.1), attack_tau=3.0")]
+    np.testing.assert_array_equal(x, [0, 1, 2])
+    np.testing.assert_array_equal(vals, [[10, 11, 12], [11, 12, 13]])
