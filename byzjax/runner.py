@@ -39,27 +39,43 @@ def execute(cfg: GridConfig, out_dir: str | Path | None, *, data_source: str | N
             show_progress: bool = True, l_ref: float | None = None, prepared=None):
     """Run every configuration x seed of ``cfg``; write result files to ``out_dir`` if given.
 
-    Returns ``(runs, timing, meta)`` where ``runs`` is a list of
-    ``(run_id, seed, columns, trace)`` with one seed per trace.
+    The files are rewritten after every compiled program call with the runs finished so far
+    (``meta.finished_runs`` of ``meta.total_runs`` in config.json), so a grid that fails or is
+    interrupted midway keeps what it computed. Returns ``(runs, timing, meta)`` where ``runs``
+    is a list of ``(run_id, seed, columns, trace)`` with one seed per trace.
     """
     ds, problem, data = prepared or prepare(cfg, data_source)
     experiments = [build_experiment(s, problem, cfg.data["n_honest"], cfg.rounds, cfg.eval_every) for s in cfg.runs]
     keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
+    base = environment() | {"dataset": ds.name, "normalization": [ds.mean, ds.std], "total_runs": len(cfg.runs)}
+
+    def collect(traces, timings):
+        runs, timing = [], {}
+        for i, (spec, trace) in enumerate(zip(cfg.runs, traces)):
+            if trace is None:
+                continue
+            timing[i] = timings[i]
+            for s, seed in enumerate(cfg.seeds):
+                runs.append((i, seed, spec.columns, jax.tree.map(lambda a: a[s], trace)))
+        return runs, timing
+
+    def write(runs, timing, meta):
+        if out_dir is not None:
+            write_results(Path(out_dir), {"config": cfg.raw, "resolved_data": cfg.data, "seeds": cfg.seeds,
+                                          "meta": meta}, runs, timing, l_ref)
+
+    def partial(traces, timings):
+        runs, timing = collect(traces, timings)
+        write(runs, timing, base | {"finished_runs": len(timing), "complete": False})
+
     t0 = time.perf_counter()
-    result = run_grid(experiments, keys, data, max_batch=cfg.max_batch, show_progress=show_progress, label=cfg.name)
+    result = run_grid(experiments, keys, data, max_batch=cfg.max_batch, show_progress=show_progress, label=cfg.name,
+                      on_chunk=partial if out_dir is not None else None)
     wall = time.perf_counter() - t0
-    runs, timing = [], {}
-    for i, (spec, trace) in enumerate(zip(cfg.runs, result.traces)):
-        timing[i] = result.timing[i]
-        for s, seed in enumerate(cfg.seeds):
-            runs.append((i, seed, spec.columns, jax.tree.map(lambda a: a[s], trace)))
-    meta = environment() | {
-        "dataset": ds.name, "normalization": [ds.mean, ds.std], "programs": result.programs,
-        "compile_s": result.compile_s, "run_s": result.run_s, "wall_s": wall,
-    }
-    if out_dir is not None:
-        write_results(Path(out_dir), {"config": cfg.raw, "resolved_data": cfg.data, "seeds": cfg.seeds, "meta": meta},
-                      runs, timing, l_ref)
+    runs, timing = collect(result.traces, result.timing)
+    meta = base | {"finished_runs": len(timing), "complete": True, "programs": result.programs,
+                   "compile_s": result.compile_s, "run_s": result.run_s, "wall_s": wall}
+    write(runs, timing, meta)
     return runs, timing, meta
 
 

@@ -68,12 +68,15 @@ class SweepResult:
 
 
 def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_batch: int | None = None,
-             show_progress: bool = True, label: str = "byzjax") -> SweepResult:
+             show_progress: bool = True, label: str = "byzjax", on_chunk=None) -> SweepResult:
     """Run every experiment for every seed key; ``data`` has a leading seed axis.
 
     ``max_batch`` caps configurations x seeds per program call (memory); the
     configurations of a group are then run in equal chunks (the last padded) so
     one compilation serves all chunks. Compile time is measured apart (AOT).
+    ``on_chunk(traces, timing)``, if given, is called after every program call
+    with the traces finished so far (``None`` for the others), e.g. to write
+    partial results that survive a later failure.
     """
     keys = jnp.asarray(keys)
     n_seeds = keys.shape[0]
@@ -112,4 +115,6 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
             for j, i in enumerate(chunk):
                 traces[i] = jax.tree.map(lambda a: np.asarray(a[:, j]), out)
                 timing[i] = {"compile_s": group_compile, "run_s": elapsed / len(chunk), "batch": per_call * n_seeds}
+            if on_chunk is not None:
+                on_chunk(traces, timing)
     return SweepResult(traces, compile_s, run_s, programs, timing)

@@ -119,3 +119,31 @@ def test_curves_never_merge_runs_that_differ_in_a_swept_number():
     x, vals = out[("ALIE", "D-GD(lr=0.1), attack_tau=3.0")]
     np.testing.assert_array_equal(x, [0, 1, 2])
     np.testing.assert_array_equal(vals, [[10, 11, 12], [11, 12, 13]])
+
+
+def test_results_of_finished_programs_survive_an_interrupted_grid(tmp_path, monkeypatch, capsys):
+    """The run is interrupted after its first compiled program: the files already hold that
+    program's runs (and say the grid is incomplete), and nothing else."""
+    import byzjax.runner as runner
+
+    real = runner.run_grid
+
+    def interrupted(*args, on_chunk=None, **kwargs):
+        def stop(traces, timing):
+            on_chunk(traces, timing)
+            raise KeyboardInterrupt
+
+        return real(*args, on_chunk=stop, **kwargs)
+
+    monkeypatch.setattr(runner, "run_grid", interrupted)
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        main(["run", str(cfg), "--out", str(out), "--quiet"])
+    meta = json.loads((out / "config.json").read_text())["meta"]
+    assert meta["complete"] is False and 0 < meta["finished_runs"] < meta["total_runs"] == 6
+    summary = list(csv.DictReader(open(out / "summary.csv")))
+    assert len({s["run"] for s in summary}) == meta["finished_runs"] and len(summary) == 2 * meta["finished_runs"]
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert {r["run"] for r in rows} == {s["run"] for s in summary}
