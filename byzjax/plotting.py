@@ -16,11 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from byzjax.results import read_csv  # noqa: E402
+from byzjax.results import csv_levels, instance_key, read_csv  # noqa: E402
 
 GAP_FLOOR = 1e-6  # gaps below this are float32 rounding noise; drawn at the floor
 FIGURE_KEYS = ("f", "split", "alpha", "lam", "aggregator")
-NOT_LABELS = {"run", "seed", "iteration", "comm_round", "stage", "attack", "method", *FIGURE_KEYS,
+NOT_LABELS = {"run", "seed", "iteration", "comm_round", "stage", "attack", "method", "gap", *FIGURE_KEYS,
               "loss", "grad_norm", "error", "spread", "inner_iters", "inner_grad_norm", "byz_sent", "val_acc", "test_acc"}
 
 
@@ -100,13 +100,23 @@ def _title(key, n_honest=None):
     return f"{n}f={f}, {split_s}, lambda={lam}, {agg}"
 
 
-def plot_convergence(rows, path: Path, l_ref: float | None = None, title: str = "", inset: int = 100,
+def _with_gap(rows, levels):
+    return [r | {"gap": _float(r["loss"]) - levels[instance_key(r, r["seed"])]} for r in rows if r.get("loss", "") != ""]
+
+
+def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = "", inset: int = 100,
                      reference_rows=()) -> None:
-    """Loss-gap panels (one per attack) for rows sharing f/split/lambda/aggregator."""
-    losses = [_float(r["loss"]) for r in list(rows) + list(reference_rows) if r.get("loss", "") != ""]
-    l_ref = np.nanmin(losses) if l_ref is None else l_ref
-    data = curves(rows, "loss")
-    ref = curves(reference_rows, "loss") if reference_rows else {}
+    """Loss-gap panels (one per attack) for rows sharing f/split/lambda/aggregator.
+
+    ``levels``: ``L_ref`` per problem instance (``byzjax.results.csv_levels``; by default
+    from ``rows`` and ``reference_rows``): each seed's gap is to its own instance's L_ref.
+    """
+    rows, reference_rows = list(rows), list(reference_rows)
+    levels = csv_levels(rows + reference_rows) if levels is None else levels
+    data = curves(_with_gap(rows, levels), "gap")
+    ref = curves(_with_gap(reference_rows, levels), "gap") if reference_rows else {}
+    used = sorted({levels[instance_key(r, r["seed"])] for r in rows})
+    l_ref = f"{used[0]:.6g}" if len(used) == 1 else f"{used[0]:.6g}..{used[-1]:.6g} (per seed)"
     attacks = sorted({a for a, _ in data})
     methods = _method_order({m for _, m in data} | {m for _, m in ref})
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
@@ -119,7 +129,7 @@ def plot_convergence(rows, path: Path, l_ref: float | None = None, title: str = 
                 if key not in src:
                     continue
                 x, vals = src[key]
-                gap = np.maximum(vals - l_ref, GAP_FLOOR)
+                gap = np.maximum(vals, GAP_FLOOR)
                 label = m if src is data else f"{m}, f=0 reference"
                 _draw(ax, x, gap, label, colors[m], True)
                 ax.lines[-1].set_linestyle(style)
@@ -136,7 +146,7 @@ def plot_convergence(rows, path: Path, l_ref: float | None = None, title: str = 
             sub.tick_params(labelsize=7)
             sub.set_title(f"rounds 0-{inset}", fontsize=7)
     axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{title}\nL_ref = {l_ref:.6g}; median over seeds, band = min-max", fontsize=9)
+    fig.suptitle(f"{title}\nL_ref = {l_ref}; median over seeds, band = min-max", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
@@ -189,11 +199,11 @@ def plot_dir(run_dir: str | Path, out_dir: str | Path | None = None, acc_ylim=No
         raise ConfigError(f"{run_dir} has no metrics.csv (is it an output folder of 'byzjax run'?)")
     rows = read_csv(metrics)
     out_dir = Path(out_dir) if out_dir else run_dir / "figures"
-    l_ref = np.nanmin([_float(r["loss"]) for r in rows if r.get("loss", "") != ""])
+    levels = csv_levels(rows)  # L_ref per problem instance (split, lambda, seed)
     made = []
     for key, sub in figure_groups(rows).items():
         stem = "f{}_{}{}".format(key[0], key[1], f"_alpha{key[2]}" if key[1] == "dirichlet" else "")
-        plot_convergence(sub, out_dir / f"loss_{stem}", l_ref, _title(key))
+        plot_convergence(sub, out_dir / f"loss_{stem}", levels, _title(key))
         made.append(out_dir / f"loss_{stem}.png")
         if any(r.get("val_acc", "") != "" for r in sub):
             plot_accuracy(sub, out_dir / f"accuracy_{stem}", _title(key), ylim=acc_ylim)

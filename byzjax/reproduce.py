@@ -30,7 +30,7 @@ import numpy as np
 from byzjax import __version__
 from byzjax.config import parse_config, resolve_source
 from byzjax.plotting import _title, plot_accuracy, plot_convergence
-from byzjax.results import read_csv, rounds_to_gap, write_csv, write_results
+from byzjax.results import csv_levels, instance_key, read_csv, rounds_to_gap, write_csv, write_results
 from byzjax.runner import environment, execute, prepare
 from byzjax.simulate import Trace
 
@@ -150,9 +150,8 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
             for attack in s["attacks"]:
                 stage("attacked", s["rounds"], [f], [attack], algorithms, agg, {"stage": "attacked"})
         log.setdefault("chosen_steps", {})[f"{split}{'' if alpha is None else f'(alpha={alpha})'}"] = chosen
-    l_ref = min(float(np.nanmin(t.metrics["loss"])) for _, _, cols, t in all_runs if cols["stage"] != "tuning")
     log["environment"] = environment()
-    write_results(out_dir, log, all_runs, timing, l_ref)
+    write_results(out_dir, log, all_runs, timing)
     figures = make_figures(out_dir, which)
     tables = rounds_table(out_dir, which)
     (out_dir / "reproduce.json").write_text(json.dumps(log | {"figures": [str(p) for p in figures],
@@ -189,7 +188,7 @@ def make_figures(out_dir: Path, which: str) -> list[Path]:
     rows = read_csv(out_dir / "metrics.csv")
     attacked = [r for r in rows if r["stage"] == "attacked"]
     reference = [r for r in rows if r["stage"] == "reference"]
-    l_ref = min(float(r["loss"]) for r in attacked + reference if r["loss"])
+    levels = csv_levels(attacked + reference)
     made = []
     groups = defaultdict(list)
     for r in attacked:
@@ -198,7 +197,7 @@ def make_figures(out_dir: Path, which: str) -> list[Path]:
         refs = [r for r in reference if (r["split"], r["alpha"]) == (key[1], key[2])]
         stem = f"{which}_f{key[0]}_{key[1]}" + (f"_alpha{key[2]}" if key[1] == "dirichlet" else "")
         title = f"Experiment {'A (short)' if which == 'short' else 'B (long)'}: " + _title(key, 20)
-        plot_convergence(sub, out_dir / "figures" / f"loss_{stem}", l_ref, title, reference_rows=refs)
+        plot_convergence(sub, out_dir / "figures" / f"loss_{stem}", levels, title, reference_rows=refs)
         plot_accuracy(sub, out_dir / "figures" / f"accuracy_{stem}", title, ylim=None)
         made += [out_dir / "figures" / f"loss_{stem}.png", out_dir / "figures" / f"accuracy_{stem}.png"]
     return made
@@ -214,11 +213,12 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
     method needs to reach the gap D-GD ends with (speed-up = D-GD's rounds / the method's)."""
     rows = read_csv(out_dir / "metrics.csv")
     usable = [r for r in rows if r["stage"] in ("attacked", "reference") and r["loss"]]
-    l_ref = min(float(r["loss"]) for r in usable)
+    levels = csv_levels(usable)  # L_ref per (split, seed): the series below hold gaps L_H - L_ref
     series = defaultdict(lambda: defaultdict(list))
     for r in usable:
         key = (r["stage"], r["f"], r["split"], r["alpha"], r["attack"], r["method"])
-        series[key][r["seed"]].append((int(r["comm_round"]), float(r["loss"])))
+        gap = float(r["loss"]) - levels[instance_key(r, r["seed"])]
+        series[key][r["seed"]].append((int(r["comm_round"]), gap))
     table, floor = [], []
     medians, median_curves = {}, {}
     for key, seeds in series.items():
@@ -228,10 +228,10 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
             pts.sort()
             comm = np.array([p[0] for p in pts])
             loss = np.array([p[1] for p in pts])
-            finals.append(loss[-1] - l_ref)
+            finals.append(loss[-1])
             curves.append(loss)
             for g in per_seed:
-                hit = rounds_to_gap(loss, comm, l_ref, g)
+                hit = rounds_to_gap(loss, comm, 0.0, g)
                 per_seed[g].append(np.inf if hit is None else hit)
         medians[key] = ({g: float(np.median(v)) for g, v in per_seed.items()}, float(np.median(finals)))
         median_curves[key] = (comm, np.median(np.array(curves), axis=0))

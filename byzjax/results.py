@@ -50,6 +50,35 @@ def trace_rows(run_id: int, seed: int, columns: dict, trace) -> list[dict]:
     return rows
 
 
+INSTANCE_COLUMNS = ("split", "alpha", "lam")
+"""With the seed, the columns that fix the honest objective ``L_H`` (its data split and
+regulariser): runs of one instance share ``L_H`` and so share ``L_ref``."""
+
+
+def instance_key(cols: dict, seed) -> tuple[str, ...]:
+    """The problem instance of a run: ``INSTANCE_COLUMNS`` and the seed, as strings (CSV or config)."""
+    return tuple(str(cols.get(k, "")) for k in INSTANCE_COLUMNS) + (str(seed),)
+
+
+def reference_levels(pairs) -> dict[tuple, float]:
+    """``L_ref`` per problem instance: the lowest honest loss any run of it reached.
+
+    ``pairs``: ``(instance_key, losses)``. Different splits (and, under Dirichlet,
+    different seeds) are different objectives ``L_H`` with different minima, so one
+    global minimum would mis-state every gap but the lowest instance's.
+    """
+    levels: dict[tuple, float] = {}
+    for key, losses in pairs:
+        low = float(np.nanmin(np.asarray(losses, dtype=float)))
+        levels[key] = min(levels.get(key, np.inf), low)
+    return levels
+
+
+def csv_levels(rows: list[dict]) -> dict[tuple, float]:
+    """``reference_levels`` of ``metrics.csv`` rows."""
+    return reference_levels((instance_key(r, r["seed"]), float(r["loss"])) for r in rows if r.get("loss", "") != "")
+
+
 def rounds_to_gap(loss: np.ndarray, comm_round: np.ndarray, l_ref: float, gap: float):
     """First communication round with ``loss - l_ref <= gap`` (None if never)."""
     hit = np.flatnonzero(loss - l_ref <= gap)
@@ -74,12 +103,17 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, l_ref: float | None = None) -> list[dict]:
-    """One row per (run, seed): final/min loss, accuracies, rounds to loss gaps, timings."""
-    if l_ref is None:
-        l_ref = min(float(np.nanmin(np.asarray(t.metrics["loss"]))) for *_, t in runs)
+def summarise(runs: list[tuple[int, int, dict, object]], timing: dict) -> list[dict]:
+    """One row per (run, seed): final/min loss, accuracies, rounds to loss gaps, timings.
+
+    Gaps are to ``L_ref`` of the run's problem instance (``reference_levels``), taken over
+    the runs not marked ``stage = tuning``.
+    """
+    levels = reference_levels((instance_key(cols, seed), t.metrics["loss"]) for _, seed, cols, t in runs
+                              if cols.get("stage") != "tuning")
     out = []
     for run_id, seed, cols, trace in runs:
+        l_ref = levels.get(instance_key(cols, seed), float(np.nanmin(np.asarray(trace.metrics["loss"]))))
         loss = np.asarray(trace.metrics["loss"])
         comm = np.asarray(trace.metrics["comm_rounds"]) - 1
         row = {"run": run_id, "seed": seed, **cols, "l_ref": l_ref, "final_loss": loss[-1], "min_loss": np.nanmin(loss),
@@ -97,12 +131,11 @@ def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, l_ref: fl
     return out
 
 
-def write_results(out_dir: Path, config: dict, runs: list[tuple[int, int, dict, object]], timing: dict,
-                  l_ref: float | None = None) -> None:
+def write_results(out_dir: Path, config: dict, runs: list[tuple[int, int, dict, object]], timing: dict) -> None:
     """Write the three result files of a grid into ``out_dir`` (created if needed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     rows = [r for run_id, seed, cols, trace in runs for r in trace_rows(run_id, seed, cols, trace)]
     write_csv(out_dir / "metrics.csv", rows)
-    write_csv(out_dir / "summary.csv", summarise(runs, timing, l_ref))
+    write_csv(out_dir / "summary.csv", summarise(runs, timing))

@@ -36,7 +36,7 @@ def prepare(cfg: GridConfig, data_source: str | None = None):
 
 
 def execute(cfg: GridConfig, out_dir: str | Path | None, *, data_source: str | None = None,
-            show_progress: bool = True, l_ref: float | None = None, prepared=None):
+            show_progress: bool = True, prepared=None):
     """Run every configuration x seed of ``cfg``; write result files to ``out_dir`` if given.
 
     The files are rewritten after every compiled program call with the runs finished so far
@@ -62,7 +62,7 @@ def execute(cfg: GridConfig, out_dir: str | Path | None, *, data_source: str | N
     def write(runs, timing, meta):
         if out_dir is not None:
             write_results(Path(out_dir), {"config": cfg.raw, "resolved_data": cfg.data, "seeds": cfg.seeds,
-                                          "meta": meta}, runs, timing, l_ref)
+                                          "meta": meta}, runs, timing)
 
     def partial(traces, timings):
         runs, timing = collect(traces, timings)

@@ -147,3 +147,21 @@ def test_results_of_finished_programs_survive_an_interrupted_grid(tmp_path, monk
     assert len({s["run"] for s in summary}) == meta["finished_runs"] and len(summary) == 2 * meta["finished_runs"]
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert {r["run"] for r in rows} == {s["run"] for s in summary}
+
+
+def test_l_ref_is_per_problem_instance():
+    """Two splits are two objectives L_H: each run's gap is to the lowest loss of its own split and
+    seed, never to another split's (lower) minimum."""
+    from types import SimpleNamespace
+
+    from byzjax.results import summarise
+
+    def run(rid, seed, split, losses):
+        metrics = {"loss": np.array(losses), "comm_rounds": np.arange(1, len(losses) + 1)}
+        return rid, seed, {"split": split, "alpha": "", "lam": 0.001}, SimpleNamespace(metrics=metrics, eval_metrics={})
+
+    runs = [run(0, 0, "iid", [2.0, 1.0, 0.9]), run(1, 0, "iid", [2.0, 0.8, 0.85]),
+            run(2, 0, "dirichlet", [2.0, 0.5, 0.4]), run(3, 1, "dirichlet", [2.0, 0.6, 0.7])]
+    summary = {r["run"]: r for r in summarise(runs, {})}
+    assert [summary[i]["l_ref"] for i in range(4)] == [0.8, 0.8, 0.4, 0.6]
+    assert summary[0]["final_gap"] == pytest.approx(0.1) and summary[3]["final_gap"] == pytest.approx(0.1)
