@@ -85,3 +85,19 @@ def test_rerun_resumes_from_finished_stages(quick):
     (quick / "metrics.csv").unlink()
     assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(quick), "--quiet"]) == 0
     assert (quick / "metrics.csv").read_text() == before
+
+
+def test_long_quick_writes_experiment_b(tmp_path):
+    """Experiment B's reduced form: Dirichlet(5), lambda = 1e-2, f = 1 under Optimal ALIE, the three
+    methods with tuned steps, its rounds table and figures."""
+    out = tmp_path / "long"
+    assert main(["reproduce", "long", "--quick", "--data", "synthetic", "--out", str(out), "--quiet"]) == 0
+    table = rows(out / "long_rounds.csv")
+    assert list(table[0]) == ROUNDS_COLUMNS
+    assert {(r["f"], r["split"], r["attack"]) for r in table} == {("1", "dirichlet(5.0)", "Optimal ALIE")}
+    assert sorted(r["method"].split("(")[0] for r in table) == ["D-GD", "D-NAG", "PIGS"]
+    metrics = rows(out / "metrics.csv")
+    assert {r["lam"] for r in metrics} == {"0.01"} and {r["alpha"] for r in metrics} == {"5.0"}
+    assert {int(r["iteration"]) for r in metrics if r["stage"] == "attacked"} == set(range(61))
+    for ext in ("png", "pdf"):
+        assert (out / "figures" / f"loss_long_f1_dirichlet_alpha5.0.{ext}").stat().st_size > 1000
