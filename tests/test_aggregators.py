@@ -477,6 +477,20 @@ def test_absent_rows_mask_can_be_swept():
         np.testing.assert_allclose(row, ref_trmean(ref_nnm(np.asarray(padded)[m], 2), 2), rtol=1e-9)
 
 
+@pytest.mark.parametrize("rule", [A.TrMean(2), A.Median(), A.Meamed(2)], ids=["TrMean", "Median", "Meamed"])
+def test_absent_rows_in_column_blocks_under_vmap(rule):
+    """The CPU column-block path (d >= 2 blocks, with a remainder) and its item-by-item batching,
+    with a batch of masks: each == the rule on that item's present rows."""
+    x = np.random.default_rng(4).normal(size=(N, 2 * A.COLUMN_BLOCK + 37))
+    masks = np.ones((2, N), bool)
+    masks[0, [1, 5]] = False
+    masks[1, [0, 2, 3]] = False
+    xs = np.where(masks[:, :, None], x[None], np.nan)  # absent rows hold NaN
+    out = jax.jit(jax.vmap(lambda v, m: rule.aggregate(v, None, KEY, m)[0]))(jnp.asarray(xs), jnp.asarray(masks))
+    for row, m in zip(np.asarray(out), masks):
+        np.testing.assert_allclose(row, rule(x[m], KEY), rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("s", [1, 3, 4])
 def test_bucketing_with_absent_rows(s):
     """The m present rows, shuffled, fill ceil(m / s) buckets (the last one partial): every present
