@@ -2,7 +2,7 @@
 
 See README.md ("Config files") for the format. Any component parameter given as
 a list is swept (Cartesian product); ``byzantine.f``, ``byzantine.attack``,
-``byzantine.declared_f`` and ``byzantine.participation`` may be lists too. Runs
+``byzantine.tolerated_f`` and ``byzantine.participation`` may be lists too. Runs
 that share their static structure are compiled once; ``byzantine.max_f`` puts
 every ``f <= max_f`` into one structure (rows past ``f`` masked as absent).
 """
@@ -38,7 +38,7 @@ class RunSpec:
     attack: tuple  # (name, params)
     aggregator: dict
     algorithm: tuple  # (name, params)
-    declared_f: int | None = None  # the f the rules assume (None: f)
+    tolerated_f: int | None = None  # the f the rules assume (ByzFL benchmark name; None: f)
     max_f: int | None = None  # Byzantine rows allocated (None: f, unmasked)
     participation: float | None = None  # P(a Byzantine worker sends in a round) (None: 1, unmasked)
 
@@ -122,17 +122,17 @@ def parse_config(raw: dict) -> GridConfig:
     registry.lookup("problem", problem["name"])
 
     byz = dict(raw.get("byzantine", {}))
-    byz_keys = ["attack", "declared_f", "f", "max_f", "participation"]
+    byz_keys = ["attack", "f", "max_f", "participation", "tolerated_f"]
     bad = set(byz) - set(byz_keys)
     if bad:
         raise ConfigError(f"config [byzantine]: unknown key(s) {sorted(bad)}; allowed: {byz_keys}")
     fs = _as_list(byz.get("f", 0))
     if not all(_count(f) for f in fs):
         raise ConfigError(f"config [byzantine]: f must be a non-negative integer or a list of them, got {byz.get('f')!r}")
-    declared = _as_list(byz.get("declared_f"))
-    if "declared_f" in byz and not all(_count(f) for f in declared):
-        raise ConfigError(f"config [byzantine]: declared_f must be a non-negative integer or a list of them, "
-                          f"got {byz.get('declared_f')!r}")
+    declared = _as_list(byz.get("tolerated_f"))
+    if "tolerated_f" in byz and not all(_count(f) for f in declared):
+        raise ConfigError(f"config [byzantine]: tolerated_f must be a non-negative integer or a list of them, "
+                          f"got {byz.get('tolerated_f')!r}")
     max_f = byz.get("max_f")
     if max_f is not None and not (_count(max_f) and max_f >= max(fs)):
         raise ConfigError(f"config [byzantine]: max_f must be an integer >= every f (largest f: {max(fs)}), got {max_f!r}")
@@ -163,22 +163,22 @@ def parse_config(raw: dict) -> GridConfig:
 
     runs = []
     grid = itertools.product(fs, declared, participations, attacks, pipelines, algs)
-    for f, declared_f, participation, (att_name, att_params), (agg_p, pre_p), (alg_name, alg_params) in grid:
+    for f, tolerated_f, participation, (att_name, att_params), (agg_p, pre_p), (alg_name, alg_params) in grid:
         for att_p, alg_p in itertools.product(_product(att_params), _product(alg_params)):
             cols = {
                 "f": f, "attack": att_name if f else "none", "aggregator": _pipeline_label(agg_name, pre),
                 "method": method_label(alg_name, alg_p), "split": data["split"],
                 "alpha": data.get("alpha", ""), "lam": problem.get("lam", ""),
             }
-            if declared_f is not None:
-                cols["declared_f"] = declared_f
+            if tolerated_f is not None:
+                cols["tolerated_f"] = tolerated_f
             if participation is not None:
                 cols["participation"] = participation
             cols |= {f"attack_{k}": v for k, v in att_p.items()}
             cols |= {f"aggregator_{k}": v for k, v in agg_p.items()}
             cols |= {f"{n}_{k}": v for n, q in pre_p for k, v in q.items()}
             runs.append(RunSpec(cols, f, (att_name, att_p), {"name": agg_name, "params": agg_p, "pre": list(pre_p)},
-                                (alg_name, alg_p), declared_f, max_f, participation))
+                                (alg_name, alg_p), tolerated_f, max_f, participation))
     return GridConfig(raw.get("name", "experiment"), seeds, rounds, eval_every, bool(raw.get("x64", False)),
                       raw.get("max_batch"), data, problem, runs, raw)
 
@@ -224,7 +224,7 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
     from byzjax.preaggregators import Pipeline
     from byzjax.simulate import Experiment
 
-    f = spec.f if spec.declared_f is None else spec.declared_f
+    f = spec.f if spec.tolerated_f is None else spec.tolerated_f
     pre = [registry.build("preaggregator", n, _with_f("preaggregator", n, p, f)) for n, p in spec.aggregator["pre"]]
     agg_name, agg_params = spec.aggregator["name"], spec.aggregator["params"]
     agg = registry.build("aggregator", agg_name, _with_f("aggregator", agg_name, agg_params, f))

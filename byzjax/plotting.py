@@ -30,7 +30,7 @@ def _float(v):
 
 def variant_columns(rows: list[dict]) -> list[str]:
     """Config columns (constant within a run) that differ between the runs of ``rows``, besides
-    attack and method: e.g. a swept ``attack_tau``, ``declared_f`` or ``participation``."""
+    attack and method: e.g. a swept ``attack_tau``, ``tolerated_f`` or ``participation``."""
     per_run = defaultdict(lambda: defaultdict(set))
     for r in rows:
         for k, v in r.items():

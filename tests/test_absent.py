@@ -81,11 +81,11 @@ def test_optimal_attack_optimises_against_the_rows_received(pipeline, attack):
 
 
 def test_declared_and_actual_f_sweep_in_one_program():
-    """f (actual Byzantine workers) up to max_f and declared_f (what the rules assume) are numbers:
+    """f (actual Byzantine workers) up to max_f and tolerated_f (what the rules assume) are numbers:
     the whole grid is one structure; without max_f every f is its own program."""
     _, _, problem = tiny_classification(n_honest=N_H)
     raw = {"rounds": 4, "data": {"n_honest": N_H},
-           "byzantine": {"f": [0, 1, 3], "declared_f": [1, 2], "max_f": 3, "participation": [1.0, 0.7],
+           "byzantine": {"f": [0, 1, 3], "tolerated_f": [1, 2], "max_f": 3, "participation": [1.0, 0.7],
                          "attack": "ALIE"},
            "aggregator": {"name": "TrMean", "pre_aggs": ["NNM"]}, "algorithm": [{"name": "DGD", "lr": 0.1}]}
     cfg = parse_config(raw)
@@ -95,7 +95,7 @@ def test_declared_and_actual_f_sweep_in_one_program():
     for spec, exp in zip(cfg.runs, exps):
         oracle = exp.oracle
         assert oracle.n_byz == 3 and int(oracle.byz_count) == spec.f
-        assert int(oracle.aggregator.agg.f) == int(oracle.aggregator.pre_aggs[0].f) == spec.columns["declared_f"]
+        assert int(oracle.aggregator.agg.f) == int(oracle.aggregator.pre_aggs[0].f) == spec.columns["tolerated_f"]
         assert float(oracle.participation) == spec.columns["participation"]
     del raw["byzantine"]["max_f"], raw["byzantine"]["participation"]
     exps = [build_experiment(s, problem, N_H, 4, 2) for s in parse_config(raw).runs]
@@ -113,7 +113,7 @@ def test_aggregator_parameters_given_as_lists_are_swept():
 @pytest.mark.parametrize("byz, message", [
     ({"f": [1, 4], "max_f": 3}, "max_f must be an integer >= every f (largest f: 4)"),
     ({"f": 1, "participation": 1.5}, "participation must be a probability in [0, 1]"),
-    ({"f": 1, "declared_f": -1}, "declared_f must be a non-negative integer"),
+    ({"f": 1, "tolerated_f": -1}, "tolerated_f must be a non-negative integer"),
 ])
 def test_bad_masking_config_is_a_one_line_error(byz, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
