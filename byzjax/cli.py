@@ -105,7 +105,8 @@ def _dispatch(args) -> int:
         total = sum(s["wall_s"] for s in log["stages"])
         comp = sum(s["compile_s"] for s in log["stages"])
         print(f"wrote {out}/ (metrics.csv, summary.csv, {args.which}_rounds.csv, {args.which}_floor.csv, figures/)")
-        print(f"steps: {log.get('chosen_steps')}  device: {log['environment']['device']}  "
+        print(f"steps: {log.get('chosen_steps')}  estimated L at the start: {log.get('smoothness')}  "
+              f"device: {log['environment']['device']}  "
               f"wall {total:.1f}s of which compile {comp:.1f}s")
         return 0
     raise AssertionError(args.command)

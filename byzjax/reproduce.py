@@ -25,10 +25,13 @@ import pickle
 from collections import defaultdict
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from byzjax import __version__
 from byzjax.config import parse_config, resolve_source
+from byzjax.instruments import honest_loss, smoothness
 from byzjax.plotting import _title, plot_accuracy, plot_convergence
 from byzjax.results import csv_levels, instance_key, read_csv, rounds_to_gap, write_csv, write_results
 from byzjax.runner import environment, execute, prepare
@@ -149,7 +152,14 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         for f in s["fs"]:  # one stage (one resumable chunk) per (f, attack)
             for attack in s["attacks"]:
                 stage("attacked", s["rounds"], [f], [attack], algorithms, agg, {"stage": "attacked"})
-        log.setdefault("chosen_steps", {})[f"{split}{'' if alpha is None else f'(alpha={alpha})'}"] = chosen
+        label = f"{split}{'' if alpha is None else f'(alpha={alpha})'}"
+        log.setdefault("chosen_steps", {})[label] = chosen
+        if prepared is None:  # every stage came from the cache: load the data for the estimate only
+            prepared = prepare(parse_config(_raw(f"{which}:L:{split}", rounds=1, fs=[0], attacks=["NoAttack"],
+                                                 algorithms=[{"name": "DGD"}], aggregator=reference, **common)),
+                               data_source)
+        L0 = smoothness_at_init(prepared, seeds[0] if isinstance(seeds, list) else 0)
+        log.setdefault("smoothness", {})[label] = {"L_at_init": round(L0, 3), "2/L": round(2.0 / L0, 5)}
     log["environment"] = environment()
     write_results(out_dir, log, all_runs, timing)
     figures = make_figures(out_dir, which)
@@ -157,6 +167,15 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
     (out_dir / "reproduce.json").write_text(json.dumps(log | {"figures": [str(p) for p in figures],
                                                               "tables": [str(t) for t in tables]}, indent=2, default=str))
     return log
+
+
+def smoothness_at_init(prepared, seed: int) -> float:
+    """Estimated ``L`` (largest Hessian eigenvalue of ``L_H``) at the first seed's initial point,
+    the point every run starts from (``simulate.run``): D-GD needs ``lr < 2 / L`` there."""
+    _, problem, data = prepared
+    shards = jax.tree.map(lambda a: jnp.asarray(a[0]), data.shards)
+    x0 = problem.init(jax.random.fold_in(jax.random.key(seed), 0))
+    return float(jax.jit(lambda x: smoothness(honest_loss(problem, shards), x, jax.random.key(0)))(x0))
 
 
 def stage_key(raw: dict, data_source) -> str:

@@ -1,6 +1,7 @@
 """``byzjax reproduce short --quick`` on synthetic data: files, properties, table consistency."""
 
 import csv
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -36,6 +37,8 @@ def test_files_exist_and_are_well_formed(quick):
     attacked = [r for r in metrics if r["stage"] == "attacked"]
     assert {int(r["iteration"]) for r in attacked} == set(range(41))
     assert all(np.isfinite(float(r["loss"])) for r in metrics if r["loss"])
+    smooth = json.loads((quick / "reproduce.json").read_text())["smoothness"]["iid"]  # reported next to the steps
+    assert smooth["L_at_init"] > 0 and smooth["2/L"] == pytest.approx(2 / smooth["L_at_init"], rel=1e-3)
 
 
 def test_nesterov_below_gd_without_attack(quick):
