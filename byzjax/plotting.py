@@ -120,7 +120,7 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
     attacks = sorted({a for a, _ in data})
     methods = _method_order({m for _, m in data} | {m for _, m in ref})
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
-    fig, axes = plt.subplots(1, len(attacks), figsize=(5.2 * len(attacks), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(attacks), figsize=(max(5.2 * len(attacks), 7.5), 4.2), squeeze=False)
     for ax, attack in zip(axes[0], attacks):
         sub = ax.inset_axes([0.5, 0.5, 0.47, 0.45]) if inset else None
         for m in methods:
@@ -161,7 +161,7 @@ def plot_accuracy(rows, path: Path, title: str = "", ylim=(0.80, 0.94)) -> None:
         values = np.array([_float(r[m]) for r in rows for m in ("val_acc", "test_acc") if r.get(m, "") != ""])
         lo, hi = np.percentile(values, 5), values.max()
         ylim = (max(0.0, lo - 0.02), min(1.0, hi + 0.01))
-    fig, axes = plt.subplots(2, len(attacks), figsize=(5.2 * len(attacks), 7), squeeze=False)
+    fig, axes = plt.subplots(2, len(attacks), figsize=(max(5.2 * len(attacks), 7.5), 7), squeeze=False)
     for row_i, metric in enumerate(("val_acc", "test_acc")):
         data = curves(rows, metric)
         methods = _method_order({m for _, m in data})

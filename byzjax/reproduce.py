@@ -228,8 +228,9 @@ def _method_family(m: str) -> str:
 
 def rounds_table(out_dir: Path, which: str) -> list[Path]:
     """``{which}_rounds.csv`` (rounds to L_H - L_ref <= 1e-2 / 1e-3, speed-up over D-GD)
-    and ``{which}_floor.csv``: final gap, its ratio to the f = 0 reference, and the rounds each
-    method needs to reach the gap D-GD ends with (speed-up = D-GD's rounds / the method's)."""
+    and ``{which}_floor.csv``: final gap, lowest gap and its round (an attacked run can pass
+    below the floor it settles at), the final gap's ratio to the f = 0 reference, and the rounds
+    each method needs to reach the gap D-GD ends with (speed-up = D-GD's rounds / the method's)."""
     rows = read_csv(out_dir / "metrics.csv")
     usable = [r for r in rows if r["stage"] in ("attacked", "reference") and r["loss"]]
     levels = csv_levels(usable)  # L_ref per (split, seed): the series below hold gaps L_H - L_ref
@@ -277,7 +278,9 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
                 comm, loss = median_curves[k]
                 reach[k] = rounds_to_gap(loss, comm, target, 0.0)
         mine, theirs = reach.get(key), reach.get(gd_key)
+        comm, med = median_curves[key]
         floor.append({"f": f, "split": split_s, "attack": row["attack"], "method": method, "final_gap": f"{final:.4g}",
+                      "min_gap": f"{np.min(med):.4g}", "min_gap_round": int(comm[np.argmin(med)]),
                       "reference_final_gap": "" if ref is None else f"{ref:.4g}",
                       "ratio_to_reference": "" if not ref else f"{final / ref:.3g}",
                       "rounds_to_dgd_final_gap": "" if mine is None else mine,
