@@ -178,3 +178,66 @@ class PIGS(AbstractAlgorithm):
 
 
 
+
+
+class AEGState(eqx.Module):
+    slow: jax.Array  # x_slow, the model (evaluated and logged)
+    fast: jax.Array  # x_fast
+
+
+class AEG(AbstractAlgorithm):
+    """Robust accelerated extragradient (Kovalev et al., 2022 style; the authors' later code,
+    PAPER.md section 4). Two communication rounds per iteration:
+
+    ``x_avg = tau x_fast + (1 - tau) x_slow``; ``g1 = g_hat(x_avg)``;
+    ``x_slow = x_avg - theta g1`` (``prox=True``: ``argmin_x L_0(x) + <g1 - grad L_0(x_avg), x>
+    + ||x - x_avg||^2 / (2 theta)``, PIGS's step, solved by L-BFGS); ``g2 = g_hat(x_slow)``;
+    ``x_fast = x_fast + m (x_slow - x_fast) - eta_f g2``,
+    with ``tau = min(1, sqrt(theta gamma / 2))``, ``eta_f = min(1 / (2 gamma), theta / (2 tau))``,
+    ``m = gamma eta_f``. ``theta`` is the slow step (about 1/L, or 1/delta with ``prox``),
+    ``gamma`` about mu. Starts from ``x_slow = x_fast = x_0``. The metrics of an iteration are
+    those of its second query, at the new ``x_slow`` (the model); ``comm_rounds`` counts both.
+    """
+
+    rounds_per_step: ClassVar[int] = 2
+    theta: jax.Array = eqx.field(converter=float_array, default=0.1)
+    gamma: jax.Array = eqx.field(converter=float_array, default=1e-3)
+    prox: bool = eqx.field(static=True, default=False)
+    inner_tol: jax.Array = eqx.field(converter=float_array, default=1e-5)
+    inner_max_iter: int = eqx.field(static=True, default=200)
+    memory: int = eqx.field(static=True, default=20)
+
+    def __check_init__(self):
+        _positive("AEG theta", self.theta)
+        _positive("AEG gamma", self.gamma)
+        _positive("AEG inner_tol", self.inner_tol)
+
+    def coefficients(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(tau, eta_f, m)`` from ``theta`` and ``gamma``."""
+        tau = jnp.minimum(1.0, jnp.sqrt(self.theta * self.gamma / 2.0))
+        eta_f = jnp.minimum(1.0 / (2.0 * self.gamma), self.theta / (2.0 * tau))
+        return tau, eta_f, self.gamma * eta_f
+
+    def init(self, x0):
+        return AEGState(x0, x0)
+
+    def params(self, state):
+        return state.slow
+
+    def step(self, state, oracle_state, env, key):
+        tau, eta_f, m = (c.astype(state.slow.dtype) for c in self.coefficients())
+        k1, k2 = jax.random.split(key)
+        x_avg = tau * state.fast + (1.0 - tau) * state.slow
+        out1, oracle_state = env.query(x_avg, oracle_state, k1)
+        extra = {}
+        if self.prox:
+            pigs = PIGS(eta=self.theta, inner_tol=self.inner_tol, inner_max_iter=self.inner_max_iter, memory=self.memory)
+            phi = pigs.prox_objective(env, x_avg, out1.g_hat - out1.honest_grads[0])
+            inner = lbfgs_minimize(phi, x_avg, tol=self.inner_tol, max_iter=self.inner_max_iter, memory=self.memory)
+            slow = inner.x
+            extra = {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm}
+        else:
+            slow = x_avg - self.theta.astype(x_avg.dtype) * out1.g_hat
+        out2, oracle_state = env.query(slow, oracle_state, k2)
+        fast = state.fast + m * (slow - state.fast) - eta_f * out2.g_hat
+        return AEGState(slow, fast), oracle_state, round_metrics(out2) | extra

@@ -34,8 +34,9 @@ class Experiment(eqx.Module):
     def __check_init__(self):
         from byzjax._validation import ConfigError
 
-        if self.rounds < 1:
-            raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        if self.rounds < self.algorithm.rounds_per_step:
+            raise ConfigError(f"rounds must be >= {self.algorithm.rounds_per_step} (one iteration of "
+                              f"{type(self.algorithm).__name__}), got {self.rounds}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
 
@@ -45,8 +46,9 @@ class Experiment(eqx.Module):
 
     @property
     def iterations(self) -> int:
-        """Algorithm iterations; each uses ``algorithm.rounds_per_step`` communication rounds."""
-        return self.rounds
+        """Algorithm iterations: ``rounds`` is the communication budget and each iteration uses
+        ``algorithm.rounds_per_step`` rounds (2 for AEG), so every method gets the same budget."""
+        return self.rounds // self.algorithm.rounds_per_step
 
     def check(self) -> None:
         self.oracle.check()
