@@ -211,6 +211,8 @@ class AEG(AbstractAlgorithm):
         _positive("AEG theta", self.theta)
         _positive("AEG gamma", self.gamma)
         _positive("AEG inner_tol", self.inner_tol)
+        if self.inner_max_iter < 1:
+            raise ConfigError(f"AEG inner_max_iter must be >= 1, got {self.inner_max_iter}")
 
     def coefficients(self) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(tau, eta_f, m)`` from ``theta`` and ``gamma``."""
