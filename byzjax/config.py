@@ -25,7 +25,7 @@ from byzjax._validation import ConfigError
 from byzjax.data import DEFAULT_DATA_DIR
 
 TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
-            "aggregator", "algorithm"}
+            "aggregator", "algorithm", "workers"}
 DATA_KEYS = {"source", "split", "alpha", "n_honest", "normalization", "val_fraction"}
 
 
@@ -41,6 +41,7 @@ class RunSpec:
     tolerated_f: int | None = None  # the f the rules assume (ByzFL benchmark name; None: f)
     max_f: int | None = None  # Byzantine rows allocated (None: f, unmasked)
     participation: float | None = None  # P(a Byzantine worker sends in a round) (None: 1, unmasked)
+    batch_size: int | None = None  # samples per honest worker and round (None: full batch)
 
 
 @dataclass
@@ -145,6 +146,15 @@ def parse_config(raw: dict) -> GridConfig:
     for name, _ in attacks:
         registry.lookup("attack", name)
 
+    workers = dict(raw.get("workers", {}))
+    if set(workers) - {"batch_size"}:
+        raise ConfigError(f"config [workers]: unknown key(s) {sorted(set(workers) - {'batch_size'})}; "
+                          "allowed: ['batch_size']")
+    batch_sizes = _as_list(workers.get("batch_size"))
+    if "batch_size" in workers and not all(_count(b) and b >= 1 for b in batch_sizes):
+        raise ConfigError(f"config [workers]: batch_size must be a positive integer or a list of them, "
+                          f"got {workers.get('batch_size')!r}")
+
     agg = dict(raw.get("aggregator", {"name": "Average"}))
     agg_name, agg_params = _component(agg, "aggregator")
     pre = [_component(p, "aggregator.pre_aggs") for p in _as_list(agg_params.pop("pre_aggs", []))]
@@ -162,8 +172,9 @@ def parse_config(raw: dict) -> GridConfig:
         registry.lookup("algorithm", name)
 
     runs = []
-    grid = itertools.product(fs, declared, participations, attacks, pipelines, algs)
-    for f, tolerated_f, participation, (att_name, att_params), (agg_p, pre_p), (alg_name, alg_params) in grid:
+    grid = itertools.product(fs, declared, participations, batch_sizes, attacks, pipelines, algs)
+    for f, tolerated_f, participation, batch_size, (att_name, att_params), (agg_p, pre_p), (alg_name, alg_params) \
+            in grid:
         for att_p, alg_p in itertools.product(_product(att_params), _product(alg_params)):
             cols = {
                 "f": f, "attack": att_name if f else "none", "aggregator": _pipeline_label(agg_name, pre),
@@ -174,11 +185,13 @@ def parse_config(raw: dict) -> GridConfig:
                 cols["tolerated_f"] = tolerated_f
             if participation is not None:
                 cols["participation"] = participation
+            if batch_size is not None:
+                cols["batch_size"] = batch_size
             cols |= {f"attack_{k}": v for k, v in att_p.items()}
             cols |= {f"aggregator_{k}": v for k, v in agg_p.items()}
             cols |= {f"{n}_{k}": v for n, q in pre_p for k, v in q.items()}
             runs.append(RunSpec(cols, f, (att_name, att_p), {"name": agg_name, "params": agg_p, "pre": list(pre_p)},
-                                (alg_name, alg_p), tolerated_f, max_f, participation))
+                                (alg_name, alg_p), tolerated_f, max_f, participation, batch_size))
     return GridConfig(raw.get("name", "experiment"), seeds, rounds, eval_every, bool(raw.get("x64", False)),
                       raw.get("max_batch"), data, problem, runs, raw)
 
@@ -233,7 +246,8 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
     rows = spec.f if spec.max_f is None else spec.max_f
     attack = registry.build("attack", att_name, att_params) if rows else None
     oracle = RobustOracle(problem, pipeline, attack, n_honest=n_honest, n_byz=rows,
-                          byz_count=None if spec.max_f is None else spec.f, participation=spec.participation)
+                          byz_count=None if spec.max_f is None else spec.f, participation=spec.participation,
+                          batch_size=spec.batch_size)
     alg = registry.build("algorithm", *spec.algorithm)
     exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every)
     exp.check()

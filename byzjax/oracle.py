@@ -14,6 +14,12 @@ differing in them share one compiled program: the rows that are not sent are
 masked out (``valid``), and every rule in the pipeline ignores them exactly as if
 it had been called on the rows received (``byzjax.aggregators``). The declared
 ``f`` of the rules is independent of both (under- or over-declaring f).
+
+Mini-batches. With ``batch_size`` (an array, so it sweeps too) every honest worker sends the
+gradient of a fresh mini-batch of its shard each round (``problem.minibatch``, drawn without
+replacement); the attack sees those stochastic gradients, while the reported ``L_H``,
+``grad L_H`` and honest gradients stay full-batch (exact metrics, and PIGS's server uses its
+full local gradient), at the cost of one extra full gradient pass per round.
 """
 
 from __future__ import annotations
@@ -72,9 +78,10 @@ class RobustOracle(eqx.Module):
     n_byz: int = eqx.field(static=True)  # Byzantine rows
     byz_count: jax.Array | None  # Byzantine workers that exist (<= n_byz); None: n_byz
     participation: jax.Array | None  # P(a Byzantine worker sends in a round); None: 1
+    batch_size: jax.Array | None  # samples per honest worker and round; None: full batch
 
     def __init__(self, problem, aggregator, attack=None, *, n_honest: int, n_byz: int, byz_count=None,
-                 participation=None):
+                 participation=None, batch_size=None):
         attack = NoAttack() if attack is None else attack
         self.problem = problem
         self.aggregator = aggregator
@@ -83,6 +90,7 @@ class RobustOracle(eqx.Module):
         self.n_byz = n_byz
         self.byz_count = None if byz_count is None else int_array(byz_count)
         self.participation = None if participation is None else float_array(participation)
+        self.batch_size = None if batch_size is None else int_array(batch_size)
 
     @property
     def masked(self) -> bool:
@@ -98,6 +106,11 @@ class RobustOracle(eqx.Module):
         absent workers, also on the fewest rows a round can deliver."""
         self.aggregator.check(self.n)
         self.attack.check(self.n_honest, self.n_byz)
+        sizes = None if self.batch_size is None else concrete_values(self.batch_size)
+        if sizes is not None and np.any(sizes < 1):
+            raise ConfigError(f"batch_size must be a positive integer, got {sizes.tolist()}")
+        if self.batch_size is not None and type(self.problem).minibatch is AbstractProblem.minibatch:
+            raise ConfigError(f"{type(self.problem).__name__} has no samples to draw mini-batches from (batch_size)")
         if not self.masked:
             return
         if not self.aggregator.supports_absent:
@@ -127,22 +140,28 @@ class RobustOracle(eqx.Module):
     def __call__(self, x, shards, state: OracleState, key) -> tuple[OracleOutput, OracleState]:
         losses, grads = jax.vmap(jax.value_and_grad(self.problem.loss), in_axes=(None, 0))(x, shards)
         k_attack, k_agg = jax.random.split(key)
-        valid = present = sent = None
+        sent_shards, sent = shards, grads  # what the honest workers compute their messages on, and send
+        if self.batch_size is not None:
+            keys = jax.random.split(jax.random.fold_in(key, 3), self.n_honest)
+            sent_shards = jax.vmap(self.problem.minibatch, in_axes=(0, 0, None))(shards, keys, self.batch_size)
+            sent = jax.vmap(jax.grad(self.problem.loss), in_axes=(None, 0))(x, sent_shards)
+        valid = present = byz_sent = None
         if self.masked:
             present = self.present(jax.random.fold_in(key, 2))
             valid = jnp.concatenate([jnp.ones(self.n_honest, bool), present])
-            sent = jnp.sum(present)
+            byz_sent = jnp.sum(present)
         if self.n_byz:
-            seen = grads
+            seen = sent
             if getattr(self.attack, "uses_flipped_labels", False):
-                seen = jax.vmap(jax.grad(self.problem.loss), in_axes=(None, 0))(x, self.problem.flip_labels(shards))
+                flipped = self.problem.flip_labels(sent_shards)
+                seen = jax.vmap(jax.grad(self.problem.loss), in_axes=(None, 0))(x, flipped)
             args = (seen, self.n_byz, k_attack) + (() if present is None else (present,))  # old 3-argument
             rows = self.attack.byzantine_vectors(*args)  # user attacks keep working unmasked
-            vectors = jnp.concatenate([grads, sanitise(rows).astype(grads.dtype)], axis=0)
+            vectors = jnp.concatenate([sent, sanitise(rows).astype(sent.dtype)], axis=0)
         else:
-            vectors = grads
+            vectors = sent
         g_hat, agg_state = self.aggregator.aggregate(vectors, state.aggregator, k_agg, valid)
-        out = OracleOutput(g_hat, jnp.mean(losses), jnp.mean(grads, axis=0), grads, sent)
+        out = OracleOutput(g_hat, jnp.mean(losses), jnp.mean(grads, axis=0), grads, byz_sent)
         return out, OracleState(agg_state, state.rounds + 1)
 
 

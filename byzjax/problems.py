@@ -41,6 +41,10 @@ class AbstractProblem(eqx.Module):
         """Shards with flipped labels (for LabelFlipping); not every problem has labels."""
         raise ConfigError(f"{type(self).__name__} has no labels to flip")
 
+    def minibatch(self, shard, key, batch_size):
+        """One worker's shard restricted to a mini-batch drawn with ``key`` (problems with samples)."""
+        raise ConfigError(f"{type(self).__name__} has no samples to draw mini-batches from")
+
 
 class LogisticRegression(AbstractProblem):
     """Multinomial logistic regression with bias, PAPER.md section 6.
@@ -85,6 +89,14 @@ class LogisticRegression(AbstractProblem):
 
     def flip_labels(self, shards: Shards):
         return shards._replace(y=self.num_classes - 1 - shards.y)
+
+    def minibatch(self, shard: Shards, key, batch_size):
+        """``batch_size`` of the worker's real samples, uniformly without replacement (all of them
+        if it has fewer), as a sample mask: the loss is then the mean over the mini-batch. The
+        size may be traced (a swept number)."""
+        u = jnp.where(shard.mask > 0, jax.random.uniform(key, shard.mask.shape), jnp.inf)
+        rank = jnp.zeros(u.shape, jnp.int32).at[jnp.argsort(u)].set(jnp.arange(u.shape[0], dtype=jnp.int32))
+        return shard._replace(mask=shard.mask * (rank < batch_size).astype(shard.mask.dtype))
 
 
 class QuadraticShard(eqx.Module):
