@@ -42,6 +42,7 @@ class RunSpec:
     max_f: int | None = None  # Byzantine rows allocated (None: f, unmasked)
     participation: float | None = None  # P(a Byzantine worker sends in a round) (None: 1, unmasked)
     batch_size: int | None = None  # samples per honest worker and round (None: full batch)
+    worker_momentum: float | None = None  # honest workers send momenta (None: gradients)
 
 
 @dataclass
@@ -147,13 +148,18 @@ def parse_config(raw: dict) -> GridConfig:
         registry.lookup("attack", name)
 
     workers = dict(raw.get("workers", {}))
-    if set(workers) - {"batch_size"}:
-        raise ConfigError(f"config [workers]: unknown key(s) {sorted(set(workers) - {'batch_size'})}; "
-                          "allowed: ['batch_size']")
+    if set(workers) - {"batch_size", "momentum"}:
+        raise ConfigError(f"config [workers]: unknown key(s) {sorted(set(workers) - {'batch_size', 'momentum'})}; "
+                          "allowed: ['batch_size', 'momentum']")
     batch_sizes = _as_list(workers.get("batch_size"))
     if "batch_size" in workers and not all(_count(b) and b >= 1 for b in batch_sizes):
         raise ConfigError(f"config [workers]: batch_size must be a positive integer or a list of them, "
                           f"got {workers.get('batch_size')!r}")
+    momenta = _as_list(workers.get("momentum"))
+    if "momentum" in workers and not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                         for b in momenta):
+        raise ConfigError(f"config [workers]: momentum must be a number in [0, 1) or a list of them, "
+                          f"got {workers.get('momentum')!r}")
 
     agg = dict(raw.get("aggregator", {"name": "Average"}))
     agg_name, agg_params = _component(agg, "aggregator")
@@ -172,9 +178,9 @@ def parse_config(raw: dict) -> GridConfig:
         registry.lookup("algorithm", name)
 
     runs = []
-    grid = itertools.product(fs, declared, participations, batch_sizes, attacks, pipelines, algs)
-    for f, tolerated_f, participation, batch_size, (att_name, att_params), (agg_p, pre_p), (alg_name, alg_params) \
-            in grid:
+    grid = itertools.product(fs, declared, participations, batch_sizes, momenta, attacks, pipelines, algs)
+    for f, tolerated_f, participation, batch_size, beta, (att_name, att_params), (agg_p, pre_p), \
+            (alg_name, alg_params) in grid:
         for att_p, alg_p in itertools.product(_product(att_params), _product(alg_params)):
             cols = {
                 "f": f, "attack": att_name if f else "none", "aggregator": _pipeline_label(agg_name, pre),
@@ -187,11 +193,13 @@ def parse_config(raw: dict) -> GridConfig:
                 cols["participation"] = participation
             if batch_size is not None:
                 cols["batch_size"] = batch_size
+            if beta is not None:
+                cols["worker_momentum"] = beta
             cols |= {f"attack_{k}": v for k, v in att_p.items()}
             cols |= {f"aggregator_{k}": v for k, v in agg_p.items()}
             cols |= {f"{n}_{k}": v for n, q in pre_p for k, v in q.items()}
             runs.append(RunSpec(cols, f, (att_name, att_p), {"name": agg_name, "params": agg_p, "pre": list(pre_p)},
-                                (alg_name, alg_p), tolerated_f, max_f, participation, batch_size))
+                                (alg_name, alg_p), tolerated_f, max_f, participation, batch_size, beta))
     return GridConfig(raw.get("name", "experiment"), seeds, rounds, eval_every, bool(raw.get("x64", False)),
                       raw.get("max_batch"), data, problem, runs, raw)
 
@@ -247,7 +255,7 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
     attack = registry.build("attack", att_name, att_params) if rows else None
     oracle = RobustOracle(problem, pipeline, attack, n_honest=n_honest, n_byz=rows,
                           byz_count=None if spec.max_f is None else spec.f, participation=spec.participation,
-                          batch_size=spec.batch_size)
+                          batch_size=spec.batch_size, momentum=spec.worker_momentum)
     alg = registry.build("algorithm", *spec.algorithm)
     exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every)
     exp.check()

@@ -20,6 +20,11 @@ gradient of a fresh mini-batch of its shard each round (``problem.minibatch``, d
 replacement); the attack sees those stochastic gradients, while the reported ``L_H``,
 ``grad L_H`` and honest gradients stay full-batch (exact metrics, and PIGS's server uses its
 full local gradient), at the cost of one extra full gradient pass per round.
+
+Worker momentum (the baseline of Karimireddy et al., 2021; ByzFL's honest-client ``momentum``):
+with ``momentum = beta`` every honest worker sends ``m_i <- beta m_i + (1 - beta) g_i`` (``m_i``
+starts at 0, as in ByzFL) instead of ``g_i``; the momenta are carried in the oracle state and the
+attack sees them. ``beta`` is an array (it sweeps).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class OracleState(eqx.Module):
 
     aggregator: object
     rounds: jax.Array  # communication rounds used so far
+    momenta: jax.Array | None = None  # [n_honest, d] worker momenta (None without worker momentum)
 
 
 class OracleOutput(eqx.Module):
@@ -79,9 +85,10 @@ class RobustOracle(eqx.Module):
     byz_count: jax.Array | None  # Byzantine workers that exist (<= n_byz); None: n_byz
     participation: jax.Array | None  # P(a Byzantine worker sends in a round); None: 1
     batch_size: jax.Array | None  # samples per honest worker and round; None: full batch
+    momentum: jax.Array | None  # worker momentum beta; None: workers send their gradients
 
     def __init__(self, problem, aggregator, attack=None, *, n_honest: int, n_byz: int, byz_count=None,
-                 participation=None, batch_size=None):
+                 participation=None, batch_size=None, momentum=None):
         attack = NoAttack() if attack is None else attack
         self.problem = problem
         self.aggregator = aggregator
@@ -91,6 +98,7 @@ class RobustOracle(eqx.Module):
         self.byz_count = None if byz_count is None else int_array(byz_count)
         self.participation = None if participation is None else float_array(participation)
         self.batch_size = None if batch_size is None else int_array(batch_size)
+        self.momentum = None if momentum is None else float_array(momentum)
 
     @property
     def masked(self) -> bool:
@@ -109,6 +117,9 @@ class RobustOracle(eqx.Module):
         sizes = None if self.batch_size is None else concrete_values(self.batch_size)
         if sizes is not None and np.any(sizes < 1):
             raise ConfigError(f"batch_size must be a positive integer, got {sizes.tolist()}")
+        betas = None if self.momentum is None else concrete_values(self.momentum)
+        if betas is not None and (np.any(~(betas >= 0)) or np.any(~(betas < 1))):
+            raise ConfigError(f"worker momentum must be in [0, 1), got {betas.tolist()}")
         if self.batch_size is not None and type(self.problem).minibatch is AbstractProblem.minibatch:
             raise ConfigError(f"{type(self.problem).__name__} has no samples to draw mini-batches from (batch_size)")
         if not self.masked:
@@ -126,7 +137,8 @@ class RobustOracle(eqx.Module):
         self.aggregator.check(self.n_honest + fewest)
 
     def init(self, dtype) -> OracleState:
-        return OracleState(self.aggregator.init(self.problem.dim, dtype), jnp.zeros((), jnp.int32))
+        momenta = None if self.momentum is None else jnp.zeros((self.n_honest, self.problem.dim), dtype)
+        return OracleState(self.aggregator.init(self.problem.dim, dtype), jnp.zeros((), jnp.int32), momenta)
 
     def present(self, key) -> jax.Array:
         """``[n_byz]`` bool: the Byzantine rows the server receives this round."""
@@ -145,6 +157,9 @@ class RobustOracle(eqx.Module):
             keys = jax.random.split(jax.random.fold_in(key, 3), self.n_honest)
             sent_shards = jax.vmap(self.problem.minibatch, in_axes=(0, 0, None))(shards, keys, self.batch_size)
             sent = jax.vmap(jax.grad(self.problem.loss), in_axes=(None, 0))(x, sent_shards)
+        if self.momentum is not None:
+            beta = self.momentum.astype(sent.dtype)
+            sent = beta * state.momenta + (1.0 - beta) * sent
         valid = present = byz_sent = None
         if self.masked:
             present = self.present(jax.random.fold_in(key, 2))
@@ -162,7 +177,7 @@ class RobustOracle(eqx.Module):
             vectors = sent
         g_hat, agg_state = self.aggregator.aggregate(vectors, state.aggregator, k_agg, valid)
         out = OracleOutput(g_hat, jnp.mean(losses), jnp.mean(grads, axis=0), grads, byz_sent)
-        return out, OracleState(agg_state, state.rounds + 1)
+        return out, OracleState(agg_state, state.rounds + 1, None if self.momentum is None else sent)
 
 
 def _name(rule) -> str:

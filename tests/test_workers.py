@@ -1,4 +1,4 @@
-"""Mini-batch (stochastic) honest gradients: the batch drawn, the gradients sent, exact metrics."""
+"""What honest workers send: mini-batch (stochastic) gradients and worker momentum; metrics stay exact."""
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +80,43 @@ def test_batch_size_config_sweeps_in_one_program_and_bad_values_are_errors():
     with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
         parse_config(raw | {"workers": {"batch_size": 0}})
     with pytest.raises(ConfigError, match=r"config \[workers\]: unknown key"):
-        parse_config(raw | {"workers": {"momentum": 0.9}})
+        parse_config(raw | {"workers": {"local_steps": 5}})
     quad, _, _ = make_quadratic(3, 4)
     with pytest.raises(ConfigError, match="Quadratic has no samples to draw mini-batches from"):
         RobustOracle(quad, Average(), None, n_honest=3, n_byz=0, batch_size=2).check()
+
+
+def test_worker_momentum_equals_numpy_recursion():
+    """m_i <- beta m_i + (1 - beta) g_i(x_t) from m_i = 0 (ByzFL), Average of the momenta, D-GD: 5 rounds."""
+    n_h, beta, lr = 4, 0.8, 0.5
+    _, data, problem = tiny_classification(n_honest=n_h)
+    oracle = RobustOracle(problem, Average(), None, n_honest=n_h, n_byz=0, momentum=beta)
+    trace = run(jax.random.key(6), Experiment(oracle, DGD(lr=lr), rounds=5, eval_every=5), data)
+    sh = data.shards
+    x = np.asarray(problem.init(jax.random.fold_in(jax.random.key(6), 0)))
+    m = np.zeros((n_h, x.size))
+    for _ in range(5):
+        g = np.array([np_logistic_loss_grad(x, sh.x[i][sh.mask[i] > 0].astype(np.float64), sh.y[i][sh.mask[i] > 0],
+                                            1e-2, 12, 3)[1] for i in range(n_h)])
+        m = beta * m + (1 - beta) * g
+        x = x - lr * m.mean(axis=0)
+    np.testing.assert_allclose(trace.final_params, x, rtol=1e-9, atol=1e-12)
+
+
+def test_zero_momentum_is_plain_gradients_and_momentum_config_sweeps():
+    _, data, problem = tiny_classification(n_honest=4)
+
+    def trace(momentum):
+        oracle = RobustOracle(problem, TrMean(1), SignFlipping(), n_honest=4, n_byz=1, momentum=momentum)
+        return run(jax.random.key(2), Experiment(oracle, DGD(lr=0.5), rounds=10, eval_every=5), data)
+
+    np.testing.assert_allclose(trace(0.0).metrics["loss"], trace(None).metrics["loss"], rtol=1e-12)
+    raw = {"rounds": 3, "data": {"n_honest": 4}, "workers": {"momentum": [0.0, 0.9], "batch_size": 16},
+           "byzantine": {"f": 1, "attack": "ALIE"}, "aggregator": {"name": "TrMean"}, "algorithm": [{"name": "DGD"}]}
+    cfg = parse_config(raw)
+    assert [r.columns["worker_momentum"] for r in cfg.runs] == [0.0, 0.9]
+    assert len(group_by_structure([build_experiment(s, problem, 4, 3, 1) for s in cfg.runs])) == 1
+    with pytest.raises(ConfigError, match=r"momentum must be a number in \[0, 1\)"):
+        parse_config(raw | {"workers": {"momentum": 1.0}})
+    with pytest.raises(ConfigError, match=r"worker momentum must be in \[0, 1\)"):
+        RobustOracle(problem, Average(), None, n_honest=4, n_byz=0, momentum=-0.1).check()
