@@ -224,6 +224,14 @@ def present_rows(vectors: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.A
     return jnp.where(valid[:, None], vectors, 0.0), jnp.sum(valid).astype(jnp.int32)
 
 
+def _present_or_all(vectors: jax.Array, valid) -> tuple[jax.Array, int | jax.Array, jax.Array]:
+    """``(vectors, m, present)``: ``present_rows`` and the mask, or, without a mask, the vectors,
+    ``n`` and an all-true mask (for rules whose masked and unmasked code is one)."""
+    if valid is None:
+        return vectors, vectors.shape[0], jnp.ones(vectors.shape[0], bool)
+    return *present_rows(vectors, valid), valid
+
+
 def require_all_present(rule: str, valid) -> None:
     """Trace-time guard for rules that cannot ignore absent rows."""
     if valid is not None:
@@ -310,7 +318,7 @@ def _finite_rows(vectors: jax.Array, valid=None) -> tuple[jax.Array, jax.Array]:
     """``(keep [n] float, vectors)`` with absent rows and rows holding an inf dropped (weight 0, zeroed)."""
     keep = ~jnp.any(jnp.isinf(vectors), axis=1)
     if valid is not None:
-        keep = keep & valid & ~jnp.any(jnp.isnan(vectors), axis=1)
+        keep = keep & valid
     return keep.astype(vectors.dtype), jnp.where(keep[:, None], vectors, 0.0)
 
 
@@ -755,10 +763,8 @@ class Bulyan(AbstractAggregator):
         check_f("Bulyan", self.f, n, need="n >= 4f + 3")
 
     def aggregate(self, vectors, state, key, valid=None):
-        m = n = vectors.shape[0]
-        present = jnp.ones(n, bool)
-        if valid is not None:  # absent rows are never left to select
-            (vectors, m), present = present_rows(vectors, valid), valid
+        n = vectors.shape[0]
+        vectors, m, present = _present_or_all(vectors, valid)  # absent rows are never left to select
         theta = m - 2 * self.f
         d2 = _masked_sq_dists(vectors, valid)
 
@@ -805,9 +811,7 @@ class DnC(AbstractAggregator):
     def aggregate(self, vectors, state, key, valid=None):
         n, d = vectors.shape
         b = min(self.sub_dim, d)
-        m, present = n, jnp.ones(n, bool)
-        if valid is not None:
-            (vectors, m), present = present_rows(vectors, valid), valid
+        vectors, m, present = _present_or_all(vectors, valid)
         kept = self._kept(m)
 
         def good(k):
@@ -872,11 +876,9 @@ class SignGuard(AbstractAggregator):
 
     def aggregate(self, vectors, state, key, valid=None):
         dtype = vectors.dtype
-        present = jnp.ones(vectors.shape[0], bool)
-        if valid is not None:
-            (vectors, _), present = present_rows(vectors, valid), valid
+        vectors, _, present = _present_or_all(vectors, valid)
         norms = jnp.linalg.norm(vectors, axis=1)
-        m = _median(norms, None if valid is None else present)
+        m = _median(norms, valid)
         x = vectors * clip_scale(norms, m)[:, None]
         clipped = jnp.minimum(norms, m)
         in_range = (clipped >= self.lower.astype(dtype) * m) & (clipped <= self.upper.astype(dtype) * m)
@@ -944,10 +946,8 @@ class ClippedClustering(AbstractAggregator):
         return NormHistory(jnp.full(self.history, jnp.inf, dtype), jnp.array(0, jnp.int32))
 
     def aggregate(self, vectors, state, key, valid=None):
-        m = n = vectors.shape[0]
-        present = jnp.ones(n, bool)
-        if valid is not None:  # only present rows' norms enter the history
-            (vectors, m), present = present_rows(vectors, valid), valid
+        n = vectors.shape[0]
+        vectors, m, present = _present_or_all(vectors, valid)  # only present rows' norms enter the history
         norms = jnp.linalg.norm(vectors, axis=1)
         slot = (state.count + jnp.cumsum(present) - 1) % self.history
         buffer = state.norms.at[jnp.where(present, slot, self.history)].set(norms, mode="drop")
@@ -982,14 +982,12 @@ class HuberMean(AbstractAggregator):
 
     def aggregate(self, vectors, state, key, valid=None):
         z, _ = Median().aggregate(vectors, None, key, valid)
-        present = jnp.ones(vectors.shape[0], vectors.dtype)
-        if valid is not None:
-            (vectors, _), present = present_rows(vectors, valid), valid.astype(vectors.dtype)
+        vectors, _, present = _present_or_all(vectors, valid)
         delta = self.delta.astype(vectors.dtype)
 
         def step(_, z):
             r = jnp.linalg.norm(vectors - z, axis=1)
-            w = present * clip_scale(r, delta * _median(r, None if valid is None else valid))
+            w = present * clip_scale(r, delta * _median(r, valid))
             return w @ vectors / jnp.sum(w)
 
         return jax.lax.fori_loop(0, self.T, step, z), state

@@ -57,6 +57,13 @@ def _positive(name, value):
         raise ConfigError(f"{name} must be a positive number, got {values.tolist()}")
 
 
+def _check_inner(name, tol, max_iter):
+    """Validate an L-BFGS inner solve's tolerance and iteration cap."""
+    _positive(f"{name} inner_tol", tol)
+    if max_iter < 1:
+        raise ConfigError(f"{name} inner_max_iter must be >= 1, got {max_iter}")
+
+
 class AbstractAlgorithm(eqx.Module):
     rounds_per_step: ClassVar[int] = 1
 
@@ -150,9 +157,7 @@ class PIGS(AbstractAlgorithm):
 
     def __check_init__(self):
         _positive("PIGS eta", self.eta)
-        _positive("PIGS inner_tol", self.inner_tol)
-        if self.inner_max_iter < 1:
-            raise ConfigError(f"PIGS inner_max_iter must be >= 1, got {self.inner_max_iter}")
+        _check_inner("PIGS", self.inner_tol, self.inner_max_iter)
 
     def init(self, x0):
         return PIGSState(x0)
@@ -168,16 +173,16 @@ class PIGS(AbstractAlgorithm):
 
         return phi
 
-    def step(self, state, oracle_state, env, key):
-        x_k = state.params
-        out, oracle_state = env.query(x_k, oracle_state, key)
+    def proximal_step(self, env: Environment, x_k, out: OracleOutput) -> tuple[jax.Array, dict]:
+        """The new point from the oracle's answer ``out`` at ``x_k``, and the inner solve's metrics."""
         phi = self.prox_objective(env, x_k, out.g_hat - out.honest_grads[0])
         inner = lbfgs_minimize(phi, x_k, tol=self.inner_tol, max_iter=self.inner_max_iter, memory=self.memory)
-        metrics = round_metrics(out) | {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm}
-        return PIGSState(inner.x), oracle_state, metrics
+        return inner.x, {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm}
 
-
-
+    def step(self, state, oracle_state, env, key):
+        out, oracle_state = env.query(state.params, oracle_state, key)
+        x_next, inner = self.proximal_step(env, state.params, out)
+        return PIGSState(x_next), oracle_state, round_metrics(out) | inner
 
 
 class AEGState(eqx.Module):
@@ -210,9 +215,7 @@ class AEG(AbstractAlgorithm):
     def __check_init__(self):
         _positive("AEG theta", self.theta)
         _positive("AEG gamma", self.gamma)
-        _positive("AEG inner_tol", self.inner_tol)
-        if self.inner_max_iter < 1:
-            raise ConfigError(f"AEG inner_max_iter must be >= 1, got {self.inner_max_iter}")
+        _check_inner("AEG", self.inner_tol, self.inner_max_iter)
 
     def coefficients(self) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(tau, eta_f, m)`` from ``theta`` and ``gamma``."""
@@ -232,12 +235,9 @@ class AEG(AbstractAlgorithm):
         x_avg = tau * state.fast + (1.0 - tau) * state.slow
         out1, oracle_state = env.query(x_avg, oracle_state, k1)
         extra = {}
-        if self.prox:
+        if self.prox:  # PIGS's step with eta = theta
             pigs = PIGS(eta=self.theta, inner_tol=self.inner_tol, inner_max_iter=self.inner_max_iter, memory=self.memory)
-            phi = pigs.prox_objective(env, x_avg, out1.g_hat - out1.honest_grads[0])
-            inner = lbfgs_minimize(phi, x_avg, tol=self.inner_tol, max_iter=self.inner_max_iter, memory=self.memory)
-            slow = inner.x
-            extra = {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm}
+            slow, extra = pigs.proximal_step(env, x_avg, out1)
         else:
             slow = x_avg - self.theta.astype(x_avg.dtype) * out1.g_hat
         out2, oracle_state = env.query(slow, oracle_state, k2)

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax._validation import ConfigError, concrete_values, float_array, int_array
-from byzjax.aggregators import AbstractAggregator
+from byzjax.aggregators import AbstractAggregator, check_param
 from byzjax.attacks import AbstractAttack, NoAttack
 from byzjax.problems import AbstractProblem
 
@@ -114,12 +114,14 @@ class RobustOracle(eqx.Module):
         absent workers, also on the fewest rows a round can deliver."""
         self.aggregator.check(self.n)
         self.attack.check(self.n_honest, self.n_byz)
-        sizes = None if self.batch_size is None else concrete_values(self.batch_size)
-        if sizes is not None and np.any(sizes < 1):
-            raise ConfigError(f"batch_size must be a positive integer, got {sizes.tolist()}")
-        betas = None if self.momentum is None else concrete_values(self.momentum)
-        if betas is not None and (np.any(~(betas >= 0)) or np.any(~(betas < 1))):
-            raise ConfigError(f"worker momentum must be in [0, 1), got {betas.tolist()}")
+        for name, value, holds, allowed in (
+            ("batch_size", self.batch_size, lambda v: v >= 1, "a positive integer"),
+            ("worker momentum", self.momentum, lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
+            ("byz_count", self.byz_count, lambda v: (v >= 0) & (v <= self.n_byz), f"in [0, n_byz={self.n_byz}]"),
+            ("participation", self.participation, lambda v: (v >= 0) & (v <= 1), "a probability in [0, 1]"),
+        ):
+            if value is not None:
+                check_param("RobustOracle", name, value, holds, allowed)
         if self.batch_size is not None and type(self.problem).minibatch is AbstractProblem.minibatch:
             raise ConfigError(f"{type(self.problem).__name__} has no samples to draw mini-batches from (batch_size)")
         if not self.masked:
@@ -127,12 +129,8 @@ class RobustOracle(eqx.Module):
         if not self.aggregator.supports_absent:
             raise ConfigError(f"{_name(self.aggregator)}: does not support absent workers (byz_count/participation); "
                               "its subset enumeration fixes n - f")
-        counts = concrete_values(self.byz_count) if self.byz_count is not None else np.array([self.n_byz])
-        if counts is not None and (np.any(counts < 0) or np.any(counts > self.n_byz)):
-            raise ConfigError(f"byz_count must be in [0, n_byz={self.n_byz}], got {counts.tolist()}")
+        counts = np.array([self.n_byz]) if self.byz_count is None else concrete_values(self.byz_count)
         probs = None if self.participation is None else concrete_values(self.participation)
-        if probs is not None and (np.any(~(probs >= 0)) or np.any(~(probs <= 1))):
-            raise ConfigError(f"participation must be a probability in [0, 1], got {probs.tolist()}")
         fewest = 0 if probs is not None and np.any(probs < 1) else (int(counts.min()) if counts is not None else 0)
         self.aggregator.check(self.n_honest + fewest)
 
