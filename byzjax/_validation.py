@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class ConfigError(ValueError):
@@ -51,3 +51,40 @@ def as_matrix(vectors, what: str = "vectors") -> jax.Array:
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         arr = arr.astype(jnp.result_type(float))
     return arr
+
+
+_NEEDS = {  # rule requirement -> (holds(f, n), largest allowed f)
+    "2f < n": (lambda f, n: 2 * f < n, lambda n: (n - 1) // 2),
+    "f < n": (lambda f, n: f < n, lambda n: n - 1),
+    "f <= n": (lambda f, n: f <= n, lambda n: n),
+    "n >= 4f + 3": (lambda f, n: n >= 4 * f + 3, lambda n: (n - 3) // 4),
+}
+
+
+def check_f(rule: str, f, n: int | None = None, *, need: str = "2f < n") -> None:
+    """Validate a (possibly batched) ``f`` for ``rule`` on ``n`` inputs."""
+    values = concrete_values(f)
+    if values is None:
+        return
+    if np.any(values < 0):
+        raise ConfigError(f"{rule}: f must be >= 0, got f={values.tolist()}")
+    if n is None:
+        return
+    holds, largest = _NEEDS[need]
+    if not np.all(holds(values, n)):
+        raise ConfigError(
+            f"{rule}: needs {need}, got f={values.max()} with n={n} (allowed: 0 <= f <= {largest(n)})"
+        )
+
+
+def check_param(rule: str, name: str, x, holds, allowed: str) -> None:
+    """Raise ``ConfigError`` unless every concrete value of ``x`` satisfies ``holds``."""
+    values = concrete_values(x)
+    if values is not None and not np.all(holds(values)):
+        raise ConfigError(f"{rule}: {name} must be {allowed}, got {name}={values.tolist()}")
+
+
+def check_count(rule: str, name: str, value, minimum: int) -> None:
+    """Validate a static integer (iterations, bucket size, index) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{rule}: {name} must be an integer >= {minimum}, got {name}={value!r}")

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from byzjax._validation import ConfigError, concrete_values, float_array
+from byzjax.metrics import round_metrics
 from byzjax.oracle import OracleOutput, OracleState, RobustOracle
 from byzjax.solvers import lbfgs_minimize
 
@@ -35,20 +36,6 @@ class Environment(eqx.Module):
         """Loss of honest worker ``worker`` (the PIGS server holds worker 0's data)."""
         shard = jax.tree.map(lambda a: a[worker], self.shards)
         return self.oracle.problem.loss(x, shard)
-
-
-def round_metrics(out: OracleOutput) -> dict[str, jax.Array]:
-    """Per-round quantities of PAPER.md section 2 at the query point."""
-    spread = jnp.mean(jnp.sum((out.honest_grads - out.honest_grad) ** 2, axis=1))
-    metrics = {
-        "loss": out.honest_loss,
-        "grad_norm": jnp.linalg.norm(out.honest_grad),
-        "error": out.error,
-        "spread": spread,  # (1/|H|) sum_i ||grad L_i - grad L_H||^2, the (G,B) left side
-    }
-    if out.byz_sent is not None:  # only when Byzantine workers may be absent
-        metrics["byz_sent"] = out.byz_sent
-    return metrics
 
 
 def _positive(name, value):

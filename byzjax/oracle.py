@@ -34,8 +34,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from byzjax._validation import ConfigError, concrete_values, float_array, int_array
-from byzjax.aggregators import AbstractAggregator, check_param
+from byzjax._validation import ConfigError, check_param, concrete_values, float_array, int_array
+from byzjax.aggregators import AbstractAggregator
 from byzjax.attacks import AbstractAttack, NoAttack
 from byzjax.problems import AbstractProblem
 

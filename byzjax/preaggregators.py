@@ -22,16 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import _kernels
-from byzjax._validation import as_matrix, float_array, int_array
-from byzjax.aggregators import (
-    AbstractAggregator,
-    Average,
-    check_count,
-    check_f,
-    check_param,
-    clip_scale,
-    present_rows,
-)
+from byzjax._validation import as_matrix, check_count, check_f, check_param, float_array, int_array
+from byzjax.aggregators import AbstractAggregator, Average, clip_scale, present_rows
 
 
 class AbstractPreAggregator(eqx.Module):

@@ -19,7 +19,7 @@ def _concrete_subclasses(module, base) -> dict[str, type]:
     return {
         name: obj for name, obj in vars(module).items()
         if inspect.isclass(obj) and issubclass(obj, base) and not inspect.isabstract(obj) and not name.startswith("_")
-        and obj.__module__ == module.__name__
+        and (obj.__module__ == module.__name__ or obj.__module__.startswith(module.__name__ + "."))
     }
 
 

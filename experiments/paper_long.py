@@ -11,7 +11,7 @@ The grid, the step-size protocol and the outputs are defined in byzjax/reproduce
 
 import sys
 
-from byzjax.cli import main
+from byzjax.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["reproduce", "long", *sys.argv[1:]]))

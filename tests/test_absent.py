@@ -11,7 +11,7 @@ from byzjax._validation import ConfigError
 from byzjax.aggregators import MDA, Krum, Median, TrMean
 from byzjax.algorithms import DNAG, Environment
 from byzjax.attacks import Optimal_ALittleIsEnough, Optimal_InnerProductManipulation, SignFlipping
-from byzjax.config import build_experiment, parse_config
+from byzjax.app.config import build_experiment, parse_config
 from byzjax.oracle import RobustOracle
 from byzjax.preaggregators import NNM, Pipeline
 from byzjax.simulate import Experiment, run

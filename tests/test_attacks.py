@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from byzjax import attacks as A  # noqa: E402
+from byzjax.attacks import _optimal  # noqa: E402
 from byzjax._validation import ConfigError  # noqa: E402
 from byzjax.aggregators import Median, TrMean  # noqa: E402
 from byzjax.preaggregators import NNM, Pipeline  # noqa: E402
@@ -252,8 +253,8 @@ def test_inserted_order_statistic_with_ties():
     bs = np.stack([h[3], h[3] + 0.5, np.full(30, 9.0)])
     for agg, reference in ((TrMean(2), lambda x: np_trmean(x, 2)), (Median(), lambda x: np.median(x, axis=0))):
         for n_byz in (0, 3):
-            weights = A._rank_weights(agg, 9 + n_byz, h.dtype)
-            got = jax.vmap(A._inserted_order_statistic(jnp.asarray(h), n_byz, weights))(jnp.asarray(bs))
+            weights = _optimal._rank_weights(agg, 9 + n_byz, h.dtype)
+            got = jax.vmap(_optimal._inserted_order_statistic(jnp.asarray(h), n_byz, weights))(jnp.asarray(bs))
             for b, row in zip(bs, got):
                 np.testing.assert_allclose(row, reference(np.concatenate([h, np.tile(b, (n_byz, 1))])), atol=1e-12)
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from byzjax.cli import main
-from byzjax.config import parse_config
+from byzjax.app.cli import main
+from byzjax.app.config import parse_config
 
 CONFIG = """
 name = "cli-test"
@@ -106,7 +106,7 @@ def test_help_mentions_every_subcommand(capsys):
 def test_curves_never_merge_runs_that_differ_in_a_swept_number():
     """Two runs with the same attack and method but different tau (or participation) are two
     curves, each with its own values, labelled by what tells them apart."""
-    from byzjax.plotting import curves
+    from byzjax.app.plotting import curves
 
     rows = [{"run": str(run), "seed": str(seed), "f": "1", "attack": "ALIE", "method": "D-GD(lr=0.1)",
              "attack_tau": str(tau), "comm_round": str(t), "loss": str(10 * run + seed + t)}
@@ -124,7 +124,7 @@ def test_curves_never_merge_runs_that_differ_in_a_swept_number():
 def test_results_of_finished_programs_survive_an_interrupted_grid(tmp_path, monkeypatch, capsys):
     """The run is interrupted after its first compiled program: the files already hold that
     program's runs (and say the grid is incomplete), and nothing else."""
-    import byzjax.runner as runner
+    import byzjax.app.runner as runner
 
     real = runner.run_grid
 
@@ -154,7 +154,7 @@ def test_l_ref_is_per_problem_instance():
     seed, never to another split's (lower) minimum."""
     from types import SimpleNamespace
 
-    from byzjax.results import summarise
+    from byzjax.app.results import summarise
 
     def run(rid, seed, split, losses):
         metrics = {"loss": np.array(losses), "comm_rounds": np.arange(1, len(losses) + 1)}

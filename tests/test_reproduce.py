@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from byzjax.cli import main
+from byzjax.app.cli import main
 
 ROUNDS_COLUMNS = ["f", "split", "attack", "method", "rounds_1e-2", "rounds_1e-3", "speedup_1e-2", "speedup_1e-3"]
 

@@ -9,7 +9,7 @@ from byzjax._validation import ConfigError
 from byzjax.aggregators import Average, TrMean
 from byzjax.algorithms import DGD, Environment
 from byzjax.attacks import SignFlipping
-from byzjax.config import build_experiment, parse_config
+from byzjax.app.config import build_experiment, parse_config
 from byzjax.oracle import RobustOracle
 from byzjax.problems import make_quadratic
 from byzjax.simulate import Experiment, run

@@ -16,12 +16,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from byzjax.results import csv_levels, instance_key, read_csv  # noqa: E402
+from byzjax.metrics import EVAL_METRICS, ROUND_METRICS  # noqa: E402
+from byzjax.app.results import csv_levels, instance_key, read_csv  # noqa: E402
 
 GAP_FLOOR = 1e-6  # gaps below this are float32 rounding noise; drawn at the floor
 FIGURE_KEYS = ("f", "split", "alpha", "lam", "aggregator")
 NOT_LABELS = {"run", "seed", "iteration", "comm_round", "stage", "attack", "method", "gap", *FIGURE_KEYS,
-              "loss", "grad_norm", "error", "spread", "inner_iters", "inner_grad_norm", "byz_sent", "val_acc", "test_acc"}
+              *ROUND_METRICS, *EVAL_METRICS}
 
 
 def _float(v):
@@ -108,7 +109,7 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
                      reference_rows=()) -> None:
     """Loss-gap panels (one per attack) for rows sharing f/split/lambda/aggregator.
 
-    ``levels``: ``L_ref`` per problem instance (``byzjax.results.csv_levels``; by default
+    ``levels``: ``L_ref`` per problem instance (``byzjax.app.results.csv_levels``; by default
     from ``rows`` and ``reference_rows``): each seed's gap is to its own instance's L_ref.
     """
     rows, reference_rows = list(rows), list(reference_rows)

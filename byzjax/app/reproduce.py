@@ -30,11 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import __version__
-from byzjax.config import parse_config, resolve_source
+from byzjax.app.config import parse_config, resolve_source
 from byzjax.instruments import honest_loss, smoothness
-from byzjax.plotting import _title, plot_accuracy, plot_convergence
-from byzjax.results import csv_levels, instance_key, read_csv, rounds_to_gap, write_csv, write_results
-from byzjax.runner import environment, execute, prepare
+from byzjax.app.plotting import _title, plot_accuracy, plot_convergence
+from byzjax.app.results import csv_levels, instance_key, read_csv, rounds_to_gap, write_csv, write_results
+from byzjax.app.runner import environment, execute, prepare
 from byzjax.simulate import Trace
 
 LR_GRID = [0.003, 0.01, 0.03, 0.1]

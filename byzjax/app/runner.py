@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import __version__
-from byzjax.config import GridConfig, build_experiment, resolve_source
+from byzjax.app.config import GridConfig, build_experiment, resolve_source
 from byzjax.data import federated_classification, load_dataset, stack_seeds
 from byzjax.problems import LogisticRegression
-from byzjax.results import write_results
+from byzjax.app.results import write_results
 from byzjax.sweep import run_grid
 
 

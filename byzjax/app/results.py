@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-PER_ITER = ["loss", "grad_norm", "error", "spread", "inner_iters", "inner_grad_norm"]
+from byzjax.metrics import COUNTER
+
 GAPS = (1e-2, 1e-3)
 
 
@@ -37,12 +38,10 @@ def trace_rows(run_id: int, seed: int, columns: dict, trace) -> list[dict]:
     for t in range(n_iter + 1):
         row = {"run": run_id, "seed": seed, **columns, "iteration": t}
         if t < n_iter:
-            row["comm_round"] = int(metrics["comm_rounds"][t]) - 1  # rounds used before this query
-            for k in PER_ITER:
-                if k in metrics:
-                    row[k] = metrics[k][t]
+            row["comm_round"] = int(metrics[COUNTER][t]) - 1  # rounds used before this query
+            row |= {k: v[t] for k, v in metrics.items() if k != COUNTER}
         else:
-            row["comm_round"] = int(metrics["comm_rounds"][-1])
+            row["comm_round"] = int(metrics[COUNTER][-1])
         if t in eval_at:
             for k, v in evals.items():
                 row[k] = v[eval_at[t]]

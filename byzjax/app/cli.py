@@ -68,9 +68,9 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "run":
-        from byzjax.config import load_config
-        from byzjax.plotting import plot_dir
-        from byzjax.runner import describe, execute
+        from byzjax.app.config import load_config
+        from byzjax.app.plotting import plot_dir
+        from byzjax.app.runner import describe, execute
 
         cfg = load_config(args.config)
         if args.seeds is not None:
@@ -90,13 +90,13 @@ def _dispatch(args) -> int:
                 print(f"wrote {p}")
         return 0
     if args.command == "plot":
-        from byzjax.plotting import plot_dir
+        from byzjax.app.plotting import plot_dir
 
         for p in plot_dir(args.dir, args.out):
             print(f"wrote {p}")
         return 0
     if args.command == "reproduce":
-        from byzjax.reproduce import reproduce
+        from byzjax.app.reproduce import reproduce
 
         out = Path(args.out or f"results/paper_{args.which}{'_quick' if args.quick else ''}")
         log = reproduce(args.which, out, quick=args.quick, data_source=args.data, seeds=args.seeds, mode=args.steps,

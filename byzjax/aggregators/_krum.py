@@ -1,0 +1,132 @@
+"""The nearest-neighbour (Krum) family: Krum, Multi-Krum, MoNNA and Bulyan."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from byzjax import _kernels
+from byzjax._validation import ConfigError, check_count, check_f, int_array
+from byzjax.aggregators._base import AbstractAggregator
+from byzjax.aggregators._columns import _mean_around_median, coordinatewise
+from byzjax.aggregators._common import _masked_mean, _masked_sq_dists, _present_or_all, _sum_smallest, present_rows
+
+
+def _krum_scores(vectors, f, valid):
+    """Krum scores (sum of squared distances to the ``m - f`` nearest present rows, itself
+    included) and ``m``; absent rows score +inf."""
+    if valid is None:
+        m = vectors.shape[0]
+        return _sum_smallest(_kernels.pairwise_sq_dists(vectors), m - f), m
+    x, m = present_rows(vectors, valid)
+    scores = _sum_smallest(_masked_sq_dists(x, valid), m - f)
+    return jnp.where(valid, scores, jnp.inf), m
+
+
+class Krum(AbstractAggregator):
+    """Krum (Blanchard et al., 2017): the input with the smallest neighbourhood score.
+
+    ``Krum_f(x) = x_l``, ``l = argmin_i sum_{j in N_i} ||x_i - x_j||^2`` with ``N_i`` the
+    ``n - f`` nearest inputs to ``x_i`` (itself included at distance 0, so ByzFL's
+    ``n - f - 1`` others). Ties go to the lowest index, as ByzFL's argmin. Needs
+    ``2f < n``. Cost O(n^2 d) for the Gram distances plus O(n^2 log n).
+    """
+
+    f: jax.Array = eqx.field(converter=int_array, default=0)
+
+    def __check_init__(self):
+        check_f("Krum", self.f)
+
+    def check(self, n):
+        check_f("Krum", self.f, n)
+
+    def aggregate(self, vectors, state, key, valid=None):
+        scores, _ = _krum_scores(vectors, self.f, valid)
+        return vectors[jnp.argmin(scores)], state
+
+
+class MultiKrum(AbstractAggregator):
+    """Multi-Krum (Blanchard et al., 2017): mean of the ``n - f`` inputs with the best Krum scores.
+
+    Scores as ``Krum``; equal scores go to the lower index (ByzFL's argpartition
+    breaks ties arbitrarily). Needs ``2f < n``. Cost O(n^2 d + n^3).
+    """
+
+    f: jax.Array = eqx.field(converter=int_array, default=0)
+
+    def __check_init__(self):
+        check_f("MultiKrum", self.f)
+
+    def check(self, n):
+        check_f("MultiKrum", self.f, n)
+
+    def aggregate(self, vectors, state, key, valid=None):
+        scores, m = _krum_scores(vectors, self.f, valid)
+        x = vectors if valid is None else present_rows(vectors, valid)[0]
+        return _masked_mean(_kernels.k_smallest_mask(scores[None], m - self.f)[0], x), state
+
+
+class MoNNA(AbstractAggregator):
+    """MoNNA (Farhadkhani et al., 2023): mean of the ``n - f`` nearest inputs to ``x_idx``.
+
+    ``x_idx`` (a trusted worker in peer-to-peer use) is among them. Equal distances
+    go to the lower index (ByzFL's argpartition: arbitrary). ``idx`` is static;
+    needs ``2f < n`` and ``idx < n``. Cost O(n d + n^2).
+    """
+
+    f: jax.Array = eqx.field(converter=int_array, default=0)
+    idx: int = eqx.field(static=True, default=0)
+
+    def __check_init__(self):
+        check_f("MoNNA", self.f)
+        check_count("MoNNA", "idx", self.idx, 0)
+
+    def check(self, n):
+        check_f("MoNNA", self.f, n)
+        if self.idx >= n:
+            raise ConfigError(f"MoNNA: needs idx < n, got idx={self.idx} with n={n} (allowed: 0 <= idx <= {n - 1})")
+
+    def aggregate(self, vectors, state, key, valid=None):
+        m = vectors.shape[0]
+        if valid is not None:  # (row idx must be present: in the oracle it is an honest row)
+            vectors, m = present_rows(vectors, valid)
+        dist = jnp.sum((vectors - vectors[self.idx]) ** 2, axis=1)
+        if valid is not None:
+            dist = jnp.where(valid, dist, jnp.inf)
+        return _masked_mean(_kernels.k_smallest_mask(dist[None], m - self.f)[0], vectors), state
+
+
+class Bulyan(AbstractAggregator):
+    """Bulyan (El Mhamdi, Guerraoui & Rouault, 2018), beyond ByzFL.
+
+    Select ``theta = n - 2f`` inputs by repeated Krum: each time, the remaining input
+    with the smallest sum of squared distances to its ``r - f`` nearest remaining
+    inputs (``r`` remaining, itself included, as ``Krum``) moves to the selection.
+    Then per coordinate, average the ``beta = theta - 2f`` selected values nearest
+    to their median. Needs ``n >= 4f + 3``. Cost O(n^2 d) + O(n^3 log n) +
+    O(n log^2 n d) for the sort.
+    """
+
+    f: jax.Array = eqx.field(converter=int_array, default=0)
+
+    def __check_init__(self):
+        check_f("Bulyan", self.f)
+
+    def check(self, n):
+        check_f("Bulyan", self.f, n, need="n >= 4f + 3")
+
+    def aggregate(self, vectors, state, key, valid=None):
+        n = vectors.shape[0]
+        vectors, m, present = _present_or_all(vectors, valid)  # absent rows are never left to select
+        theta = m - 2 * self.f
+        d2 = _masked_sq_dists(vectors, valid)
+
+        def select(it, selected):
+            left = ~selected & present
+            scores = _sum_smallest(jnp.where(left[None, :], d2, jnp.inf), m - it - self.f)
+            return selected.at[jnp.argmin(jnp.where(left, scores, jnp.inf))].set(True)
+
+        selected = jax.lax.fori_loop(0, theta, select, jnp.zeros(n, bool))
+        around = lambda cols, theta, drop: _mean_around_median(_kernels.sort_rows(cols), theta, drop)
+        return coordinatewise(around, jnp.where(selected[:, None], vectors, jnp.inf), theta, 2 * self.f), state

@@ -1,0 +1,201 @@
+"""Reweighting and clipping rules: geometric medians (Weiszfeld), centered clipping, Huber's mean, FLTrust."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from byzjax._validation import ConfigError, check_count, check_param, float_array, int_array
+from byzjax.aggregators._base import AbstractAggregator
+from byzjax.aggregators._common import _median, _present_or_all, clip_scale, present_rows
+from byzjax.aggregators._coordinatewise import Median
+
+
+def _finite_rows(vectors: jax.Array, valid=None) -> tuple[jax.Array, jax.Array]:
+    """``(keep [n] float, vectors)`` with absent rows and rows holding an inf dropped (weight 0, zeroed)."""
+    keep = ~jnp.any(jnp.isinf(vectors), axis=1)
+    if valid is not None:
+        keep = keep & valid
+    return keep.astype(vectors.dtype), jnp.where(keep[:, None], vectors, 0.0)
+
+
+def _weiszfeld_step(vectors, keep, z, nu):
+    """One smoothed Weiszfeld step from ``z``; also returns the distances ``||x_i - z||``."""
+    dist = jnp.linalg.norm(vectors - z, axis=1)
+    beta = keep / jnp.maximum(dist, nu)
+    return beta @ vectors / jnp.sum(beta), dist
+
+
+class GeometricMedian(AbstractAggregator):
+    """Smoothed Weiszfeld approximation of the geometric median (ByzFL's rule).
+
+    ``argmin_y sum_i ||y - x_i||`` approached by ``T`` steps from ``z_0 = 0``:
+    ``z_{t+1} = sum_i beta_i x_i / sum_i beta_i``, ``beta_i = 1 / max(nu, ||x_i - z_t||)``
+    (Weiszfeld, 1937; smoothing as in Pillutla et al., 2022). As ByzFL, rows that
+    contain an inf are left out. Cost O(T n d).
+
+    Differs from ByzFL: ``T >= 1`` and ``nu > 0`` are required (ByzFL accepts
+    ``T = 0``, returning zeros, and any float ``nu``, dividing by zero at ``nu = 0``).
+    Starting from 0, a few steps are not translation equivariant; see
+    ``SmoothedWeiszfeld`` for a run to tolerance from the mean.
+    """
+
+    nu: jax.Array = eqx.field(converter=float_array, default=0.1)
+    T: int = eqx.field(static=True, default=3)
+
+    def __check_init__(self):
+        check_param("GeometricMedian", "nu", self.nu, lambda v: v > 0, "> 0")
+        check_count("GeometricMedian", "T", self.T, 1)
+
+    def aggregate(self, vectors, state, key, valid=None):
+        keep, x = _finite_rows(vectors, valid)
+        nu = self.nu.astype(x.dtype)
+        step = lambda _, z: _weiszfeld_step(x, keep, z, nu)[0]
+        return jax.lax.fori_loop(0, self.T, step, jnp.zeros(x.shape[1], x.dtype)), state
+
+
+class SmoothedWeiszfeld(AbstractAggregator):
+    """Smoothed Weiszfeld run to a tolerance (beyond ByzFL; RFA, Pillutla et al., 2022).
+
+    Same step as ``GeometricMedian`` but started at the mean of the finite rows and
+    iterated in a ``while_loop`` until the objective ``F(z) = sum_i ||x_i - z||``
+    changes by at most ``tol * F(z)`` between two iterates, or ``max_iter`` steps.
+    Translation equivariant up to the tolerance. Cost O(iterations * n d).
+    """
+
+    nu: jax.Array = eqx.field(converter=float_array, default=0.1)
+    tol: jax.Array = eqx.field(converter=float_array, default=1e-6)
+    max_iter: int = eqx.field(static=True, default=100)
+
+    def __check_init__(self):
+        check_param("SmoothedWeiszfeld", "nu", self.nu, lambda v: v > 0, "> 0")
+        check_param("SmoothedWeiszfeld", "tol", self.tol, lambda v: v >= 0, ">= 0")
+        check_count("SmoothedWeiszfeld", "max_iter", self.max_iter, 1)
+
+    def aggregate(self, vectors, state, key, valid=None):
+        keep, x = _finite_rows(vectors, valid)
+        nu, tol = self.nu.astype(x.dtype), self.tol.astype(x.dtype)
+
+        def body(carry):
+            z, previous, _, it = carry
+            z_next, dist = _weiszfeld_step(x, keep, z, nu)
+            objective = keep @ dist
+            done = jnp.abs(previous - objective) <= tol * objective
+            return jnp.where(done, z, z_next), objective, done, it + 1
+
+        start = (keep @ x / jnp.sum(keep), jnp.asarray(jnp.inf, x.dtype), jnp.array(False), 0)
+        z, *_ = jax.lax.while_loop(lambda c: ~c[2] & (c[3] < self.max_iter), body, start)
+        return z, state
+
+
+def _optional_vector(m):
+    return None if m is None else jnp.asarray(m)
+
+
+class CenteredClipping(AbstractAggregator):
+    """Centered clipping (Karimireddy et al., 2021), with its centre carried as state.
+
+    ``v_0 = m``; ``v_{l+1} = v_l + (1/n) sum_i (x_i - v_l) min(1, tau / ||x_i - v_l||)``
+    for ``L`` steps; the output ``v_L`` is also the new state, i.e. the next
+    round's ``v_0`` (ByzFL: "the value of m used in the next call is the output of
+    the previous call"). ``init(d, dtype)`` gives ``m``, or zeros for ``m=None``.
+    Cost O(L n d).
+
+    Differs from ByzFL: ByzFL's type check on ``m`` (``not ndarray or not Tensor``)
+    rejects every ``m``; here any ``[d]`` array is accepted. Modules are immutable,
+    so the eager ``rule(vectors)`` is one round from ``m``; carry the state through
+    ``init``/``aggregate`` for the multi-round behaviour.
+    """
+
+    m: jax.Array | None = eqx.field(converter=_optional_vector, default=None)
+    L: jax.Array = eqx.field(converter=int_array, default=1)
+    tau: jax.Array = eqx.field(converter=float_array, default=100.0)
+
+    def __check_init__(self):
+        if self.m is not None and self.m.ndim < 1:
+            raise ConfigError(f"CenteredClipping: m must be a vector [d], got shape {self.m.shape}")
+        check_param("CenteredClipping", "L", self.L, lambda v: v >= 0, ">= 0")
+        check_param("CenteredClipping", "tau", self.tau, lambda v: v >= 0, ">= 0")
+
+    def init(self, d, dtype):
+        if self.m is None:
+            return jnp.zeros(d, dtype)
+        if self.m.shape[-1] != d:
+            raise ConfigError(f"CenteredClipping: m has {self.m.shape[-1]} coordinates, the vectors have d={d}")
+        return self.m.astype(dtype)
+
+    def aggregate(self, vectors, state, key, valid=None):
+        tau = self.tau.astype(vectors.dtype)
+        weight = None if valid is None else valid.astype(vectors.dtype) / jnp.sum(valid)
+        x = vectors if valid is None else present_rows(vectors, valid)[0]
+
+        def step(_, v):
+            diff = x - v
+            scaled = diff * clip_scale(jnp.linalg.norm(diff, axis=1), tau)[:, None]
+            return v + (jnp.mean(scaled, axis=0) if weight is None else weight @ scaled)
+
+        v = jax.lax.fori_loop(0, self.L, step, state)
+        return v, v
+
+
+class HuberMean(AbstractAggregator):
+    """Huber-type robust mean by iteratively reweighted averaging (beyond ByzFL).
+
+    From the coordinate-wise median ``z_0``, ``T`` steps of
+    ``z_{t+1} = sum_i w_i x_i / sum_i w_i`` with Huber weights ``w_i = min(1, delta_t / r_i)``,
+    ``r_i = ||x_i - z_t||`` and a scale-free threshold ``delta_t = delta * median_i r_i``
+    (the M-estimator of location with Huber's loss on residual norms; Huber, 1964).
+    Translation and scale equivariant. Cost O(n log^2 n d + T n d).
+    """
+
+    delta: jax.Array = eqx.field(converter=float_array, default=2.0)
+    T: int = eqx.field(static=True, default=10)
+
+    def __check_init__(self):
+        check_param("HuberMean", "delta", self.delta, lambda v: v > 0, "> 0")
+        check_count("HuberMean", "T", self.T, 1)
+
+    def aggregate(self, vectors, state, key, valid=None):
+        z, _ = Median().aggregate(vectors, None, key, valid)
+        vectors, _, present = _present_or_all(vectors, valid)
+        delta = self.delta.astype(vectors.dtype)
+
+        def step(_, z):
+            r = jnp.linalg.norm(vectors - z, axis=1)
+            w = present * clip_scale(r, delta * _median(r, valid))
+            return w @ vectors / jnp.sum(w)
+
+        return jax.lax.fori_loop(0, self.T, step, z), state
+
+
+class FLTrust(AbstractAggregator):
+    """FLTrust-style trust scoring (Cao et al., NDSS 2021), beyond ByzFL.
+
+    The trusted direction ``g_0`` is the input at row ``trusted`` (static): in
+    byzjax the oracle puts the honest rows first, so row 0 is honest worker 0 --
+    the worker whose data plays FLTrust's root dataset, as the server in PIGS.
+    ``TS_i = relu(cos(x_i, g_0))``; output ``sum_i TS_i (||g_0|| / ||x_i||) x_i / sum_i TS_i``
+    (the trusted row takes part with ``TS = 1``); zero inputs get ``TS = 0``, and a
+    zero ``g_0`` gives the zero vector. Cost O(n d).
+    """
+
+    trusted: int = eqx.field(static=True, default=0)
+
+    def __check_init__(self):
+        check_count("FLTrust", "trusted", self.trusted, 0)
+
+    def check(self, n):
+        if self.trusted >= n:
+            raise ConfigError(f"FLTrust: needs trusted < n, got trusted={self.trusted} with n={n}")
+
+    def aggregate(self, vectors, state, key, valid=None):
+        if valid is not None:  # a zero row gets trust 0 (the trusted row must be present)
+            vectors, _ = present_rows(vectors, valid)
+        norms = jnp.linalg.norm(vectors, axis=1)
+        safe = jnp.where(norms > 0, norms, 1.0)
+        ref = norms[self.trusted]
+        trust = jax.nn.relu(vectors @ vectors[self.trusted] / (safe * jnp.where(ref > 0, ref, 1.0)))
+        total = jnp.sum(trust)
+        out = (trust * ref / safe) @ vectors / jnp.where(total > 0, total, 1.0)
+        return out, state
