@@ -76,12 +76,9 @@ def test_eval_schedule_and_comm_rounds():
 
 
 class NaNInf(AbstractAttack):
-    def byzantine_vectors(self, honest, n_byz, key):
-        rows = jnp.full((n_byz, honest.shape[1]), jnp.inf)
+    def byzantine_vectors(self, view, n_byz, key, present=None):
+        rows = jnp.full((n_byz, view.honest.shape[1]), jnp.inf)
         return rows.at[0, ::2].set(jnp.nan)
-
-    def byzantine_vector(self, honest, key):
-        raise NotImplementedError
 
 
 def test_inf_and_nan_rows_never_poison_a_run():
