@@ -16,7 +16,7 @@ from byzjax.attacks import LabelFlipping, SignFlipping
 from byzjax.oracle import RobustOracle
 from byzjax.problems import AbstractProblem, LogisticRegression, Quadratic, make_quadratic
 from byzjax.simulate import Experiment, run
-from helpers import tiny_classification
+from helpers import np_logistic_loss_grad, tiny_classification
 
 
 def _lists_rejected() -> bool:
@@ -106,3 +106,29 @@ def test_label_flipping_on_a_problem_without_labels_is_rejected_at_construction(
     with pytest.raises(ConfigError, match="LabelFlipping: needs labels, and Quadratic has none"):
         RobustOracle(quad, Average(), LabelFlipping(), n_honest=3, n_byz=1)
     RobustOracle(quad, Average(), LabelFlipping(), n_honest=3, n_byz=0)  # never called: fine
+
+
+def test_user_given_initial_point_is_where_the_run_starts():
+    """``Experiment(..., x0=...)``: the run starts at x0 whatever the seed (one D-GD step against NumPy)."""
+    _, data, problem = tiny_classification(n_honest=4)
+    oracle = RobustOracle(problem, Average(), None, n_honest=4, n_byz=0)
+    x0 = np.random.default_rng(0).normal(size=problem.dim)
+    exp = Experiment(oracle, DGD(lr=0.5), rounds=1, eval_every=1, x0=x0)
+    sh = data.shards
+    grad = np.mean([np_logistic_loss_grad(x0, sh.x[i][sh.mask[i] > 0].astype(np.float64), sh.y[i][sh.mask[i] > 0],
+                                          1e-2, 12, 3)[1] for i in range(4)], axis=0)
+    run_jit = jax.jit(run)
+    for seed in (0, 1):
+        np.testing.assert_allclose(run_jit(jax.random.key(seed), exp, data).final_params, x0 - 0.5 * grad, rtol=1e-10)
+
+
+@pytest.mark.parametrize("x0, message", [
+    (np.zeros(5), r"Experiment: x0 must have shape \(39,\) \(the dimension of LogisticRegression\), got shape \(5,\)"),
+    (np.zeros((3, 13)), r"got shape \(3, 13\)"),
+    ("weights.npz", "Experiment: x0 must be an array of numbers"),
+])
+def test_initial_point_of_the_wrong_size_is_a_config_error(x0, message):
+    _, _, problem = tiny_classification(n_honest=4)
+    oracle = RobustOracle(problem, Average(), None, n_honest=4, n_byz=0)
+    with pytest.raises(ConfigError, match=message):
+        Experiment(oracle, DGD(), rounds=2, x0=x0)
