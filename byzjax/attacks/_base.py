@@ -13,6 +13,7 @@ import numpy as np
 
 from byzjax._validation import ConfigError, as_matrix, concrete_values
 from byzjax.aggregators import AbstractAggregator
+from byzjax.problems import AbstractProblem
 
 
 def _require(attack: str, name: str, x, ok, rule: str) -> None:
@@ -40,8 +41,8 @@ class AttackerView(eqx.Module):
 
     honest: jax.Array
     x: jax.Array | None = None
-    shards: object = None
-    problem: object = None  # AbstractProblem (not imported: problems do not depend on attacks)
+    shards: object = None  # the problem's shard type, stacked over honest workers
+    problem: AbstractProblem | None = None
     aggregator: AbstractAggregator | None = None
 
     @property
