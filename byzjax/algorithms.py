@@ -1,4 +1,4 @@
-"""Server algorithms as pure ``init``/``step`` pairs (PAPER.md section 4).
+"""Server algorithms as pure ``init``/``step`` pairs (arXiv 2602.03329, section 4).
 
 An algorithm reaches the workers only through ``env.query`` (one communication
 round per call, counted in the oracle state). ``step`` returns the new state and
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from byzjax._validation import ConfigError, concrete_values, float_array
+from byzjax._validation import ConfigError, check_count, concrete_values, float_array
 from byzjax.metrics import round_metrics
 from byzjax.oracle import OracleOutput, OracleState, RobustOracle
 from byzjax.solvers import lbfgs_minimize
@@ -42,13 +42,6 @@ def _positive(name, value):
     values = concrete_values(value)
     if values is not None and (np.any(~np.isfinite(values)) or np.any(values <= 0)):
         raise ConfigError(f"{name} must be a positive number, got {values.tolist()}")
-
-
-def _check_inner(name, tol, max_iter):
-    """Validate an L-BFGS inner solve's tolerance and iteration cap."""
-    _positive(f"{name} inner_tol", tol)
-    if max_iter < 1:
-        raise ConfigError(f"{name} inner_max_iter must be >= 1, got {max_iter}")
 
 
 class AbstractAlgorithm(eqx.Module):
@@ -103,7 +96,7 @@ class DGD(AbstractOptaxAlgorithm):
 
 
 class DNAG(AbstractOptaxAlgorithm):
-    """Robust Nesterov (code name DSGD; PyTorch SGD nesterov=True, PAPER.md section 4).
+    """Robust Nesterov (code name DSGD; PyTorch SGD nesterov=True, arXiv 2602.03329, section 4).
 
     ``x_{t+1} = y_t - lr g_hat(y_t)``, ``y_{t+1} = x_{t+1} + momentum (x_{t+1} - x_t)``;
     in optax's (= PyTorch's) form the parameters are ``y_t``, so gradients and
@@ -123,28 +116,63 @@ class DNAG(AbstractOptaxAlgorithm):
         return optax.sgd(self.lr, momentum=self.momentum, nesterov=True)
 
 
-class PIGSState(eqx.Module):
-    params: jax.Array
+class ProximalStep(eqx.Module):
+    """The server's proximal step under similarity, shared by PIGS and prox-AEG.
 
-
-class PIGS(AbstractAlgorithm):
-    """Proximal inexact gradient under similarity (code name FedProxyProx).
-
-    The server is honest worker 0 with loss ``L_0``. Each round
-    ``x_{k+1} = argmin_x L_0(x) + <g_hat_k - grad L_0(x_k), x> + ||x - x_k||^2 / (2 eta)``,
-    solved by L-BFGS warm-started at ``x_k`` to ``||grad|| < inner_tol`` (at most
-    ``inner_max_iter`` iterations; both reported per round). One communication
-    round per iteration; the inner solve is server-local.
+    From the oracle's answer ``out`` at ``x`` and a step ``eta``:
+    ``x_next = argmin_z L_0(z) + <g_hat - grad L_0(x), z> + ||z - x||^2 / (2 eta)``
+    (arXiv 2602.03329, section 4), with ``L_0`` the loss of honest worker 0 (the server's own
+    data), solved by L-BFGS warm-started at ``x`` to ``||grad|| < inner_tol`` (at most
+    ``inner_max_iter`` iterations, history ``memory``). Server-local: no communication round.
     """
 
-    eta: jax.Array = eqx.field(converter=float_array, default=4.0)
     inner_tol: jax.Array = eqx.field(converter=float_array, default=1e-5)
     inner_max_iter: int = eqx.field(static=True, default=200)
     memory: int = eqx.field(static=True, default=20)
 
     def __check_init__(self):
+        _positive("ProximalStep inner_tol", self.inner_tol)
+        check_count("ProximalStep", "inner_max_iter", self.inner_max_iter, 1)
+        check_count("ProximalStep", "memory", self.memory, 1)
+
+    def objective(self, env: Environment, x, correction, eta):
+        """``z -> L_0(z) + <correction, z> + ||z - x||^2 / (2 eta)``."""
+
+        def phi(z):
+            return env.local_loss(z, 0) + correction @ z + jnp.sum((z - x) ** 2) / (2.0 * eta)
+
+        return phi
+
+    def __call__(self, env: Environment, x, out: OracleOutput, eta) -> tuple[jax.Array, dict]:
+        """The new point from ``out`` (the oracle's answer at ``x``), and the inner solve's metrics."""
+        phi = self.objective(env, x, out.g_hat - out.honest_grads[0], eta)
+        inner = lbfgs_minimize(phi, x, tol=self.inner_tol, max_iter=self.inner_max_iter, memory=self.memory)
+        return inner.x, {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm}
+
+
+class PIGSState(eqx.Module):
+    params: jax.Array
+
+
+class PIGS(AbstractAlgorithm):
+    """Proximal inexact gradient under similarity (code name FedProxyProx; arXiv 2602.03329, section 4).
+
+    The server is honest worker 0 with loss ``L_0``. Each round
+    ``x_{k+1} = argmin_x L_0(x) + <g_hat_k - grad L_0(x_k), x> + ||x - x_k||^2 / (2 eta)``,
+    the ``ProximalStep`` (L-BFGS warm-started at ``x_k`` to ``||grad|| < inner_tol``, at most
+    ``inner_max_iter`` iterations; both reported per round). One communication round per
+    iteration; the inner solve is server-local.
+    """
+
+    eta: jax.Array
+    proximal: ProximalStep
+
+    def __init__(self, eta=4.0, inner_tol=1e-5, inner_max_iter: int = 200, memory: int = 20):
+        self.eta = float_array(eta)
+        self.proximal = ProximalStep(inner_tol, inner_max_iter, memory)
+
+    def __check_init__(self):
         _positive("PIGS eta", self.eta)
-        _check_inner("PIGS", self.inner_tol, self.inner_max_iter)
 
     def init(self, x0):
         return PIGSState(x0)
@@ -152,23 +180,9 @@ class PIGS(AbstractAlgorithm):
     def params(self, state):
         return state.params
 
-    def prox_objective(self, env: Environment, x_k, correction):
-        """``z -> L_0(z) + <correction, z> + ||z - x_k||^2 / (2 eta)``."""
-
-        def phi(z):
-            return env.local_loss(z, 0) + correction @ z + jnp.sum((z - x_k) ** 2) / (2.0 * self.eta)
-
-        return phi
-
-    def proximal_step(self, env: Environment, x_k, out: OracleOutput) -> tuple[jax.Array, dict]:
-        """The new point from the oracle's answer ``out`` at ``x_k``, and the inner solve's metrics."""
-        phi = self.prox_objective(env, x_k, out.g_hat - out.honest_grads[0])
-        inner = lbfgs_minimize(phi, x_k, tol=self.inner_tol, max_iter=self.inner_max_iter, memory=self.memory)
-        return inner.x, {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm}
-
     def step(self, state, oracle_state, env, key):
         out, oracle_state = env.query(state.params, oracle_state, key)
-        x_next, inner = self.proximal_step(env, state.params, out)
+        x_next, inner = self.proximal(env, state.params, out, self.eta.astype(state.params.dtype))
         return PIGSState(x_next), oracle_state, round_metrics(out) | inner
 
 
@@ -179,11 +193,11 @@ class AEGState(eqx.Module):
 
 class AEG(AbstractAlgorithm):
     """Robust accelerated extragradient (Kovalev et al., 2022 style; the authors' later code,
-    PAPER.md section 4). Two communication rounds per iteration:
+    arXiv 2602.03329, section 4). Two communication rounds per iteration:
 
     ``x_avg = tau x_fast + (1 - tau) x_slow``; ``g1 = g_hat(x_avg)``;
     ``x_slow = x_avg - theta g1`` (``prox=True``: ``argmin_x L_0(x) + <g1 - grad L_0(x_avg), x>
-    + ||x - x_avg||^2 / (2 theta)``, PIGS's step, solved by L-BFGS); ``g2 = g_hat(x_slow)``;
+    + ||x - x_avg||^2 / (2 theta)``, PIGS's ``ProximalStep`` with step theta); ``g2 = g_hat(x_slow)``;
     ``x_fast = x_fast + m (x_slow - x_fast) - eta_f g2``,
     with ``tau = min(1, sqrt(theta gamma / 2))``, ``eta_f = min(1 / (2 gamma), theta / (2 tau))``,
     ``m = gamma eta_f``. ``theta`` is the slow step (about 1/L, or 1/delta with ``prox``),
@@ -192,17 +206,26 @@ class AEG(AbstractAlgorithm):
     """
 
     rounds_per_step: ClassVar[int] = 2
-    theta: jax.Array = eqx.field(converter=float_array, default=0.1)
-    gamma: jax.Array = eqx.field(converter=float_array, default=1e-3)
-    prox: bool = eqx.field(static=True, default=False)
-    inner_tol: jax.Array = eqx.field(converter=float_array, default=1e-5)
-    inner_max_iter: int = eqx.field(static=True, default=200)
-    memory: int = eqx.field(static=True, default=20)
+    theta: jax.Array
+    gamma: jax.Array
+    proximal: ProximalStep | None  # None: the plain gradient step (prox=False)
+
+    def __init__(self, theta=0.1, gamma=1e-3, prox: bool = False, inner_tol=1e-5, inner_max_iter: int = 200,
+                 memory: int = 20):
+        if not isinstance(prox, bool):
+            raise ConfigError(f"AEG: prox must be true or false, got {prox!r}")
+        self.theta = float_array(theta)
+        self.gamma = float_array(gamma)
+        self.proximal = ProximalStep(inner_tol, inner_max_iter, memory) if prox else None
 
     def __check_init__(self):
         _positive("AEG theta", self.theta)
         _positive("AEG gamma", self.gamma)
-        _check_inner("AEG", self.inner_tol, self.inner_max_iter)
+
+    @property
+    def prox(self) -> bool:
+        """Whether the slow step is the proximal step."""
+        return self.proximal is not None
 
     def coefficients(self) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(tau, eta_f, m)`` from ``theta`` and ``gamma``."""
@@ -218,15 +241,15 @@ class AEG(AbstractAlgorithm):
 
     def step(self, state, oracle_state, env, key):
         tau, eta_f, m = (c.astype(state.slow.dtype) for c in self.coefficients())
+        theta = self.theta.astype(state.slow.dtype)
         k1, k2 = jax.random.split(key)
         x_avg = tau * state.fast + (1.0 - tau) * state.slow
         out1, oracle_state = env.query(x_avg, oracle_state, k1)
         extra = {}
-        if self.prox:  # PIGS's step with eta = theta
-            pigs = PIGS(eta=self.theta, inner_tol=self.inner_tol, inner_max_iter=self.inner_max_iter, memory=self.memory)
-            slow, extra = pigs.proximal_step(env, x_avg, out1)
+        if self.proximal is not None:
+            slow, extra = self.proximal(env, x_avg, out1, theta)
         else:
-            slow = x_avg - self.theta.astype(x_avg.dtype) * out1.g_hat
+            slow = x_avg - theta * out1.g_hat
         out2, oracle_state = env.query(slow, oracle_state, k2)
         fast = state.fast + m * (slow - state.fast) - eta_f * out2.g_hat
         return AEGState(slow, fast), oracle_state, round_metrics(out2) | extra

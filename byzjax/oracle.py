@@ -1,4 +1,4 @@
-"""One communication round: the robust (inexact) gradient oracle of PAPER.md section 2.
+"""One communication round: the robust (inexact) gradient oracle of arXiv 2602.03329, section 2.
 
 ``g_hat(x) = F(v_1(x), ..., v_n(x))``: the honest workers' gradients come from one
 vmapped call, the attack appends the Byzantine rows after them (it cannot touch an
@@ -25,6 +25,12 @@ Worker momentum (the baseline of Karimireddy et al., 2021; ByzFL's honest-client
 with ``momentum = beta`` every honest worker sends ``m_i <- beta m_i + (1 - beta) g_i`` (``m_i``
 starts at 0, as in ByzFL) instead of ``g_i``; the momenta are carried in the oracle state and the
 attack sees them. ``beta`` is an array (it sweeps).
+
+Validation. ``RobustOracle(...)`` checks its components and numbers while they are concrete (one-line
+``ConfigError``, before anything is compiled): the types, the pipeline on ``n`` rows (and on the
+fewest rows a round can deliver), the attack's setting, the problem's capabilities
+(``has_samples`` for mini-batches, ``has_labels`` for an attack that ``needs_labels``).
+``check_data(shards)`` compares the shards' leading axis with ``n_honest`` when a run meets its data.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from byzjax._validation import ConfigError, check_param, concrete_values, float_array, int_array
+from byzjax._validation import ConfigError, check_count, check_param, concrete_values, float_array, int_array
 from byzjax.aggregators import AbstractAggregator
-from byzjax.attacks import AbstractAttack, NoAttack
+from byzjax.attacks import AbstractAttack, AttackerView, NoAttack
+from byzjax.preaggregators import Pipeline
 from byzjax.problems import AbstractProblem
 
 
@@ -57,7 +64,7 @@ class OracleOutput(eqx.Module):
 
     @property
     def error(self) -> jax.Array:
-        """``||g_hat - grad L_H||``, the oracle error bounded in PAPER.md section 2."""
+        """``||g_hat - grad L_H||``, the oracle error bounded in arXiv 2602.03329, section 2."""
         return jnp.linalg.norm(self.g_hat - self.honest_grad)
 
 
@@ -90,15 +97,24 @@ class RobustOracle(eqx.Module):
     def __init__(self, problem, aggregator, attack=None, *, n_honest: int, n_byz: int, byz_count=None,
                  participation=None, batch_size=None, momentum=None):
         attack = NoAttack() if attack is None else attack
+        for name, value, cls, example in (("problem", problem, AbstractProblem, "LogisticRegression(...)"),
+                                          ("aggregator", aggregator, AbstractAggregator, "TrMean(f=1)"),
+                                          ("attack", attack, AbstractAttack, "SignFlipping()")):
+            if not isinstance(value, cls):
+                raise ConfigError(f"RobustOracle: {name} must be an {cls.__name__} (e.g. {example}), "
+                                  f"got {type(value).__name__} {value!r}")
+        check_count("RobustOracle", "n_honest", n_honest, 1)
+        check_count("RobustOracle", "n_byz", n_byz, 0)
         self.problem = problem
         self.aggregator = aggregator
-        self.attack = attack.bind(aggregator, n_byz)
-        self.n_honest = n_honest
-        self.n_byz = n_byz
+        self.attack = attack
+        self.n_honest = int(n_honest)
+        self.n_byz = int(n_byz)
         self.byz_count = None if byz_count is None else int_array(byz_count)
         self.participation = None if participation is None else float_array(participation)
         self.batch_size = None if batch_size is None else int_array(batch_size)
         self.momentum = None if momentum is None else float_array(momentum)
+        self.check()
 
     @property
     def masked(self) -> bool:
@@ -122,8 +138,10 @@ class RobustOracle(eqx.Module):
         ):
             if value is not None:
                 check_param("RobustOracle", name, value, holds, allowed)
-        if self.batch_size is not None and type(self.problem).minibatch is AbstractProblem.minibatch:
+        if self.batch_size is not None and not self.problem.has_samples:
             raise ConfigError(f"{type(self.problem).__name__} has no samples to draw mini-batches from (batch_size)")
+        if self.n_byz and self.attack.needs_labels and not self.problem.has_labels:
+            raise ConfigError(f"{type(self.attack).__name__}: needs labels, and {type(self.problem).__name__} has none")
         if not self.masked:
             return
         if not self.aggregator.supports_absent:
@@ -133,6 +151,14 @@ class RobustOracle(eqx.Module):
         probs = None if self.participation is None else concrete_values(self.participation)
         fewest = 0 if probs is not None and np.any(probs < 1) else (int(counts.min()) if counts is not None else 0)
         self.aggregator.check(self.n_honest + fewest)
+
+    def check_data(self, shards) -> None:
+        """Raise ``ConfigError`` unless every leaf of ``shards`` has a leading axis of ``n_honest``
+        (shapes are static, so this works on traced data too)."""
+        sizes = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(shards)}
+        if sizes != {self.n_honest}:
+            raise ConfigError(f"RobustOracle: n_honest={self.n_honest} but the data holds shards for "
+                              f"{', '.join(str(s) for s in sorted(sizes, key=str))} workers (leading axis of data.shards)")
 
     def init(self, dtype) -> OracleState:
         momenta = None if self.momentum is None else jnp.zeros((self.n_honest, self.problem.dim), dtype)
@@ -164,12 +190,8 @@ class RobustOracle(eqx.Module):
             valid = jnp.concatenate([jnp.ones(self.n_honest, bool), present])
             byz_sent = jnp.sum(present)
         if self.n_byz:
-            seen = sent
-            if getattr(self.attack, "uses_flipped_labels", False):
-                flipped = self.problem.flip_labels(sent_shards)
-                seen = jax.vmap(jax.grad(self.problem.loss), in_axes=(None, 0))(x, flipped)
-            args = (seen, self.n_byz, k_attack) + (() if present is None else (present,))  # old 3-argument
-            rows = self.attack.byzantine_vectors(*args)  # user attacks keep working unmasked
+            view = AttackerView(sent, x, sent_shards, self.problem, self.aggregator)
+            rows = self.attack.byzantine_vectors(view, self.n_byz, k_attack, present)
             vectors = jnp.concatenate([sent, sanitise(rows).astype(sent.dtype)], axis=0)
         else:
             vectors = sent
@@ -179,5 +201,7 @@ class RobustOracle(eqx.Module):
 
 
 def _name(rule) -> str:
-    inner = getattr(rule, "agg", None)
-    return type(rule).__name__ if inner is None else "+".join([type(p).__name__ for p in rule.pre_aggs] + [_name(inner)])
+    """``"NNM+TrMean"`` for a pipeline, the class name otherwise."""
+    if isinstance(rule, Pipeline):
+        return "+".join([type(p).__name__ for p in rule.pre_aggs] + [_name(rule.agg)])
+    return type(rule).__name__

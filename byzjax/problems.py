@@ -7,6 +7,7 @@ per-worker gradients of all workers come from one ``vmap(value_and_grad(loss))``
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -18,7 +19,15 @@ from byzjax.data import FederatedData, Shards
 
 
 class AbstractProblem(eqx.Module):
-    """A federated objective: local losses, an initial point, evaluation metrics."""
+    """A federated objective: local losses, an initial point, evaluation metrics.
+
+    Capabilities (class attributes, checked by the oracle before compiling): ``has_labels``, the
+    shards carry class labels (``flip_labels`` works, LabelFlipping can run); ``has_samples``, a
+    shard is a set of samples (``minibatch`` works, ``batch_size`` can be set).
+    """
+
+    has_labels: ClassVar[bool] = False
+    has_samples: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -38,22 +47,24 @@ class AbstractProblem(eqx.Module):
         return {}
 
     def flip_labels(self, shards):
-        """Shards with flipped labels (for LabelFlipping); not every problem has labels."""
+        """Shards with labels ``c - 1 - y`` (for LabelFlipping); problems with ``has_labels`` only."""
         raise ConfigError(f"{type(self).__name__} has no labels to flip")
 
     def minibatch(self, shard, key, batch_size):
-        """One worker's shard restricted to a mini-batch drawn with ``key`` (problems with samples)."""
+        """One worker's shard restricted to a mini-batch drawn with ``key`` (problems with ``has_samples``)."""
         raise ConfigError(f"{type(self).__name__} has no samples to draw mini-batches from")
 
 
 class LogisticRegression(AbstractProblem):
-    """Multinomial logistic regression with bias, PAPER.md section 6.
+    """Multinomial logistic regression with bias, arXiv 2602.03329, section 6.
 
     ``L_i(theta) = (1/m_i) sum_{j in shard i} -log softmax(W^T a_j + b)_{y_j} + (lam/2)||theta||^2``
     with ``theta = (W, b)`` flattened (d = (p + 1) c = 7850 for MNIST). Padded
     samples carry mask 0 and do not count in ``m_i``.
     """
 
+    has_labels: ClassVar[bool] = True
+    has_samples: ClassVar[bool] = True
     num_features: int = eqx.field(static=True)
     num_classes: int = eqx.field(static=True)
     lam: jax.Array = eqx.field(converter=float_array, default=1e-3)

@@ -11,11 +11,23 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from byzjax import progress
+from byzjax._validation import ConfigError
 from byzjax.algorithms import AbstractAlgorithm, Environment
 from byzjax.data import FederatedData
 from byzjax.oracle import RobustOracle
+
+
+def _as_point(x):
+    """``None``, or ``x`` as a float array (a user-given initial point)."""
+    if x is None or isinstance(x, jax.core.Tracer):
+        return x
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iuf":
+        raise ConfigError(f"Experiment: x0 must be an array of numbers, got {x!r}")
+    return jnp.asarray(arr, dtype=jnp.result_type(float))
 
 
 class Experiment(eqx.Module):
@@ -23,17 +35,26 @@ class Experiment(eqx.Module):
 
     Numbers that may be swept (step sizes, eta, f of the rules, attack factors,
     lambda) are array leaves; ``rounds`` and ``eval_every`` and the component
-    types are static structure.
+    types are static structure. ``x0`` (optional ``[d]``): the initial point of every run of the
+    experiment (e.g. the weights a ByzFL run started from); ``None``: the problem's random
+    initialisation ``problem.init`` from the run's seed.
     """
 
     oracle: RobustOracle
     algorithm: AbstractAlgorithm
     rounds: int = eqx.field(static=True)
     eval_every: int = eqx.field(static=True, default=10)
+    x0: jax.Array | None = eqx.field(default=None, converter=_as_point)
 
     def __check_init__(self):
-        from byzjax._validation import ConfigError
-
+        if not isinstance(self.oracle, RobustOracle):
+            raise ConfigError(f"Experiment: oracle must be a RobustOracle, got {type(self.oracle).__name__}")
+        if not isinstance(self.algorithm, AbstractAlgorithm):
+            raise ConfigError(f"Experiment: algorithm must be an AbstractAlgorithm (e.g. DGD(lr=0.1)), "
+                              f"got {type(self.algorithm).__name__} {self.algorithm!r}")
+        if self.x0 is not None and self.x0.shape != (self.problem.dim,):
+            raise ConfigError(f"Experiment: x0 must have shape ({self.problem.dim},) (the dimension of "
+                              f"{type(self.problem).__name__}), got shape {tuple(self.x0.shape)}")
         if self.rounds < self.algorithm.rounds_per_step:
             raise ConfigError(f"rounds must be >= {self.algorithm.rounds_per_step} (one iteration of "
                               f"{type(self.algorithm).__name__}), got {self.rounds}")
@@ -71,13 +92,14 @@ class _Carry(eqx.Module):
 def run(key, experiment: Experiment, data: FederatedData, *, progress_every: int | None = None) -> Trace:
     """Simulate ``experiment`` from seed ``key`` on ``data`` (pure; jit/vmap it).
 
-    The initial point is ``problem.init(fold_in(key, 0))``; the key of iteration
+    The initial point is ``experiment.x0`` if given, else ``problem.init(fold_in(key, 0))``; the key of iteration
     ``t`` is ``fold_in(key, t + 1)`` so runs that share a key see the same
     randomness (common random numbers across configurations).
     """
     problem, alg = experiment.problem, experiment.algorithm
     total, k = experiment.iterations, experiment.eval_every
-    x0 = problem.init(jax.random.fold_in(key, 0))
+    experiment.oracle.check_data(data.shards)  # shapes are static: this holds under jit too
+    x0 = problem.init(jax.random.fold_in(key, 0)) if experiment.x0 is None else experiment.x0
     env = Environment(experiment.oracle, data.shards)
     carry = _Carry(alg.init(x0), experiment.oracle.init(x0.dtype))
 

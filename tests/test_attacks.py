@@ -1,5 +1,6 @@
 """Attacks against NumPy references of their formulas, ByzFL's line search, and their defining properties."""
 
+import dataclasses
 import functools
 import math
 import statistics
@@ -13,6 +14,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from byzjax import attacks as A  # noqa: E402
+from byzjax import registry  # noqa: E402
+from byzjax.attacks import AttackerView  # noqa: E402
 from byzjax.attacks import _optimal  # noqa: E402
 from byzjax._validation import ConfigError  # noqa: E402
 from byzjax.aggregators import Median, TrMean  # noqa: E402
@@ -46,7 +49,7 @@ def damage(agg, honest, rows):
 
 @functools.partial(jax.jit, static_argnums=2)
 def byz_rows(attack, honest, n_byz):
-    return attack.byzantine_vectors(honest, n_byz, KEY)
+    return attack.byzantine_vectors(AttackerView(honest), n_byz, KEY)
 
 
 def stack(modules):
@@ -77,7 +80,7 @@ def test_formula_against_numpy(attack, reference):
     out = attack(h)
     assert isinstance(out, np.ndarray) and out.shape == (h.shape[1],)
     np.testing.assert_allclose(out, reference(h), rtol=1e-12)
-    rows = attack.byzantine_vectors(jnp.asarray(h), 3, KEY)
+    rows = attack.byzantine_vectors(AttackerView(jnp.asarray(h)), 3, KEY)
     np.testing.assert_allclose(rows, np.tile(reference(h), (3, 1)), rtol=1e-12)
 
 
@@ -102,19 +105,20 @@ def test_baruch_zmax(n, f):
 def test_gaussian_rows_independent_and_reproducible():
     h = jnp.asarray(honest_data(0))
     attack = A.Gaussian(mu=0.5, sigma=2.0)
-    rows = attack.byzantine_vectors(h, 4, KEY)
+    view = AttackerView(h)
+    rows = attack.byzantine_vectors(view, 4, KEY)
     np.testing.assert_allclose(rows, 0.5 + 2.0 * jax.random.normal(KEY, (4, h.shape[1]), h.dtype), rtol=1e-12)
     assert len({tuple(np.asarray(r)) for r in rows}) == 4
-    np.testing.assert_array_equal(rows, attack.byzantine_vectors(h, 4, KEY))
-    assert not np.allclose(rows, attack.byzantine_vectors(h, 4, jax.random.key(1)))
-    np.testing.assert_allclose(attack(h, KEY), attack.byzantine_vectors(h, 1, KEY)[0], rtol=1e-12)
+    np.testing.assert_array_equal(rows, attack.byzantine_vectors(view, 4, KEY))
+    assert not np.allclose(rows, attack.byzantine_vectors(view, 4, jax.random.key(1)))
+    np.testing.assert_allclose(attack(h, KEY), attack.byzantine_vectors(view, 1, KEY)[0], rtol=1e-12)
     np.testing.assert_array_equal(A.Gaussian(mu=3.0, sigma=0.0)(h), jnp.full(h.shape[1], 3.0))
 
 
 @pytest.mark.parametrize("b", [1.0, 2.0, 5.0])
 def test_fang_against_numpy(b):
     h = honest_data(1)
-    rows = np.asarray(A.Fang(b=b).byzantine_vectors(jnp.asarray(h), 4, KEY))
+    rows = np.asarray(A.Fang(b=b).byzantine_vectors(AttackerView(jnp.asarray(h)), 4, KEY))
     mean, low, high = h.mean(0), h.min(0), h.max(0)
     u = np.asarray(jax.random.uniform(KEY, rows.shape, jnp.float64, 1.0, b))
     expected = np.where(mean > 0, np.where(low < 0, low * u, low / u), np.where(high > 0, high * u, high / u))
@@ -216,7 +220,7 @@ def numpy_base_and_direction(cls, h):
 def test_optimal_tau_matches_byzfl_search(cls, f):
     honest = np.stack([honest_data(seed, n=6, d=100, offset=1.0) for seed in range(4)])
     attack = cls(agg=TrMean(f), pre_agg_list=[NNM(f)], f=f)
-    search = jax.jit(lambda x: attack.tau(x, f, KEY))
+    search = jax.jit(lambda x: attack.tau(AttackerView(x), f, KEY))
     taus = [float(search(h)) for h in honest]
     for h, tau in zip(honest, taus):
         base, direction = numpy_base_and_direction(cls, h)
@@ -241,10 +245,10 @@ def test_optimal_tau_matches_byzfl_search(cls, f):
 )
 def test_reusing_objective_equals_generic(pipe):
     h = jnp.asarray(honest_data(2, n=6, offset=1.0))
-    attack = A.Optimal_ALittleIsEnough().bind(pipe, 2)
+    attack = A.Optimal_ALittleIsEnough()
     taus = jnp.linspace(-6.0, 30.0, 97)
-    objectives = lambda a, x: [jax.vmap(a.objective(x, 2, KEY, r))(taus) for r in (True, False)]  # noqa: E731
-    fast, generic = jax.jit(objectives)(attack, h)
+    objectives = lambda a, v: [jax.vmap(a.objective(v, 2, KEY, r))(taus) for r in (True, False)]  # noqa: E731
+    fast, generic = jax.jit(objectives)(attack, AttackerView(h, aggregator=pipe))
     np.testing.assert_allclose(fast, generic, rtol=1e-10, atol=1e-12)
 
 
@@ -259,15 +263,25 @@ def test_inserted_order_statistic_with_ties():
                 np.testing.assert_allclose(row, reference(np.concatenate([h, np.tile(b, (n_byz, 1))])), atol=1e-12)
 
 
-def test_bind_takes_pipeline_and_count_from_experiment():
-    pipe = Pipeline([NNM(2)], TrMean(2))
-    bound = A.Optimal_ALittleIsEnough().bind(pipe, 3)
-    assert bound.f == 3 and bound.pipeline() is pipe
-    bound.check(10, 3)
-    own = A.Optimal_ALittleIsEnough(agg=Median(), pre_agg_list=[NNM(1)]).bind(pipe, 3)
-    assert isinstance(own.pipeline(), Pipeline) and isinstance(own.pipeline().agg, Median)
-    with pytest.raises(ConfigError, match="f=2"):
-        A.Optimal_ALittleIsEnough(agg=Median(), f=2).bind(pipe, 3).check(10, 3)
+def test_pipeline_comes_from_the_view_unless_given_and_f_is_the_count_searched():
+    """Without ``agg`` the search runs against the server's pipeline (``view.aggregator``); with
+    ``agg``/``pre_agg_list`` against its own. A given ``f`` is the number of copies the search
+    assumes, whatever the number of rows sent; without it, the rows sent."""
+    h = jnp.asarray(honest_data(5, n=8, offset=1.0))
+    server, own = TrMean(2), Median()
+    attack, mine = A.Optimal_ALittleIsEnough(), A.Optimal_ALittleIsEnough(agg=own)
+    view = AttackerView(h, aggregator=server)
+    tau = jax.jit(lambda a, v, n: a.tau(v, n, KEY), static_argnums=2)
+    rows_of = jax.jit(lambda a, v, n: a.byzantine_vectors(v, n, KEY), static_argnums=2)
+    assert float(tau(mine, view, 3)) == float(tau(attack, AttackerView(h, aggregator=own), 3))
+    assert float(tau(attack, view, 3)) != float(tau(mine, view, 3))
+    rows = rows_of(A.Optimal_ALittleIsEnough(f=2), view, 3)
+    np.testing.assert_array_equal(rows, jnp.broadcast_to(rows_of(attack, view, 2)[0], rows.shape))
+    assert not np.allclose(rows[0], rows_of(attack, view, 3)[0])  # 2 copies assumed, not 3
+    eager = A.Optimal_ALittleIsEnough(agg=server, f=2)(np.asarray(h))  # ByzFL: f copies
+    np.testing.assert_allclose(eager, rows[0], rtol=1e-12)
+    with pytest.raises(ConfigError, match="Optimal_ALittleIsEnough: no aggregator to optimise against"):
+        attack(np.asarray(h))
 
 
 # --- protocol properties ------------------------------------------------------------------------
@@ -291,21 +305,28 @@ EVERY_ATTACK = [
 ]
 
 
+def test_every_registered_attack_has_a_case():
+    assert {type(a).__name__ for a in EVERY_ATTACK} == set(registry.registry("attack"))
+
+
 @pytest.mark.parametrize("attack", EVERY_ATTACK, ids=lambda a: type(a).__name__)
-def test_rows_shape_and_honest_input_untouched(attack):
-    """The oracle appends ``[n_byz, d]`` rows after the honest ones (JAX arrays cannot be changed in
-    place); the ByzFL-style call leaves a NumPy input as it was."""
+def test_rows_shape_and_eager_call_is_the_first_row(attack):
+    """``[n_byz, d]`` rows, finite except Inf's; the ByzFL-style call returns the first row sent
+    by a single Byzantine worker, as NumPy for NumPy input."""
     h = honest_data(3, n=8)
-    h_copy = h.copy()
-    n_byz = 3
-    bound = attack.bind(TrMean(3), n_byz)
-    bound.check(len(h), n_byz)
-    rows = jax.eval_shape(lambda x: bound.byzantine_vectors(x, n_byz, KEY), jnp.asarray(h))
+    n_byz, pipe = 3, TrMean(3)
+    attack.check(len(h), n_byz)
+    view = AttackerView(jnp.asarray(h), aggregator=pipe)
+    rows = jax.jit(lambda a, v: a.byzantine_vectors(v, n_byz, KEY))(attack, view)
     assert rows.shape == (n_byz, h.shape[1])
-    out = bound(h)
-    assert out.shape == (h.shape[1],)
-    np.testing.assert_array_equal(h, h_copy)
-    assert type(attack).uses_flipped_labels == isinstance(attack, A.LabelFlipping)
+    assert bool(np.all(np.isfinite(rows))) != isinstance(attack, A.Inf)
+    if isinstance(attack, A.AbstractCopyAttack) or isinstance(attack, _optimal._OptimalAttack):
+        np.testing.assert_array_equal(rows, np.broadcast_to(rows[0], rows.shape))
+    eager_attack = dataclasses.replace(attack, agg=pipe) if isinstance(attack, _optimal._OptimalAttack) else attack
+    out = eager_attack(h)
+    assert isinstance(out, np.ndarray)
+    one = eager_attack.byzantine_vectors(AttackerView(jnp.asarray(h), aggregator=pipe), 1, KEY)[0]
+    np.testing.assert_allclose(out, one, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -326,7 +347,7 @@ def test_rows_shape_and_honest_input_untouched(attack):
 def test_eager_jit_vmap_agree(batch):
     h = jnp.asarray(honest_data(4, n=6, offset=1.0))
     n_byz = 2
-    call = lambda a: a.byzantine_vectors(h, n_byz, KEY)  # noqa: E731
+    call = lambda a: a.byzantine_vectors(AttackerView(h), n_byz, KEY)  # noqa: E731
     eager = np.stack([call(a) for a in batch])
     jitted = np.stack([jax.jit(call)(a) for a in batch])
     vmapped = jax.jit(jax.vmap(call))(stack(batch))
@@ -357,30 +378,31 @@ def test_adaptive_attacks_do_at_least_the_baselines_damage(f):
 
 
 @pytest.mark.parametrize(
-    "make",
+    "make, message",
     [
-        lambda: A.Optimal_ALittleIsEnough(ratio=0.5),
-        lambda: A.Optimal_ALittleIsEnough(ratio=1.0),
-        lambda: A.Optimal_InnerProductManipulation(ratio=jnp.array([0.8, 0.4])),
-        lambda: A.Optimal_ALittleIsEnough(evals=0),
-        lambda: A.Optimal_ALittleIsEnough(evals=2.0),
-        lambda: A.Optimal_ALittleIsEnough(delta=0.0),
-        lambda: A.Optimal_ALittleIsEnough(f=-1),
-        lambda: A.Optimal_InnerProductManipulation()(np.ones((5, 3))),
-        lambda: A.Optimal_InnerProductManipulation(agg=TrMean(3), f=1)(np.ones((4, 3))),
-        lambda: A.Gaussian(sigma=-1.0),
-        lambda: A.Mimic(-1),
-        lambda: A.Mimic(3)(np.ones((3, 4))),
-        lambda: A.Mimic(epsilon=1.5),
-        lambda: A.Fang(b=0.5),
-        lambda: A.MinMax(direction="up"),
-        lambda: A.MinSum(steps=0),
-        lambda: A.ALittleIsEnough.from_baruch(10, 6),
-        lambda: A.ALittleIsEnough.from_baruch(25, -1),
-        lambda: A.InnerProductManipulation(tau="big"),
-        lambda: A.SignFlipping()(np.ones(3)),
+        (lambda: A.Optimal_ALittleIsEnough(ratio=0.5), r"ratio must be in \(0.5, 1\), got ratio=\[0.5\]"),
+        (lambda: A.Optimal_ALittleIsEnough(ratio=1.0), r"ratio must be in \(0.5, 1\)"),
+        (lambda: A.Optimal_InnerProductManipulation(ratio=jnp.array([0.8, 0.4])), r"ratio=\[0.8, 0.4\]"),
+        (lambda: A.Optimal_ALittleIsEnough(evals=0), "evals must be a positive integer, got 0"),
+        (lambda: A.Optimal_ALittleIsEnough(evals=2.0), "evals must be a positive integer, got 2.0"),
+        (lambda: A.Optimal_ALittleIsEnough(delta=0.0), "delta must be non-zero"),
+        (lambda: A.Optimal_ALittleIsEnough(f=-1), "f must be None or a non-negative integer, got -1"),
+        (lambda: A.Optimal_ALittleIsEnough(agg="TrMean"), "agg must be an aggregator"),
+        (lambda: A.Optimal_InnerProductManipulation()(np.ones((5, 3))), "no aggregator to optimise against"),
+        (lambda: A.Optimal_InnerProductManipulation(agg=TrMean(3), f=1)(np.ones((4, 3))), "TrMean"),
+        (lambda: A.Gaussian(sigma=-1.0), "Gaussian: sigma must be >= 0"),
+        (lambda: A.Mimic(-1), "Mimic: epsilon must be >= 0"),
+        (lambda: A.Mimic(3)(np.ones((3, 4))), "Mimic: epsilon must be < n_honest = 3"),
+        (lambda: A.Mimic(epsilon=1.5), "integer"),
+        (lambda: A.Fang(b=0.5), "Fang: b must be >= 1"),
+        (lambda: A.MinMax(direction="up"), "MinMax: direction must be 'std', 'unit_vec' or 'sign', got 'up'"),
+        (lambda: A.MinSum(steps=0), "MinSum: steps must be a positive integer"),
+        (lambda: A.ALittleIsEnough.from_baruch(10, 6), r"from_baruch: needs f >= 0 .* got n=10, f=6"),
+        (lambda: A.ALittleIsEnough.from_baruch(25, -1), r"from_baruch: needs f >= 0 .* got n=25, f=-1"),
+        (lambda: A.InnerProductManipulation(tau="big"), "number"),
+        (lambda: A.SignFlipping()(np.ones(3)), r"honest_vectors must be a 2-D array \[n, d\], got shape \(3,\)"),
     ],
 )
-def test_bad_configuration_raises(make):
-    with pytest.raises(ConfigError):
+def test_bad_configuration_raises(make, message):
+    with pytest.raises(ConfigError, match=message):
         make()

@@ -1,21 +1,24 @@
 """Byzantine attacks: ByzFL's (same names, parameters, defaults) and a few from the literature.
 
-What an attack sees. Every attack here is omniscient about the current round: it receives the
-gradients ``honest [n_h, d]`` of all honest workers. The Optimal_* attacks also see the
-aggregation pipeline, given once by ``bind(aggregator, n_byz)`` before compilation; MinMax, MinSum
-and Fang adapt to the honest vectors only (the versions of their papers used here need no
-parameter of the aggregator). No attack sees the current point or earlier rounds (attacks keep no
-state). Each class's docstring says what it uses.
+What an attack sees. Every attack here is omniscient about the current round: it receives an
+``AttackerView`` with the messages ``honest [n_h, d]`` of all honest workers, the query point
+``x``, the honest shards those messages were computed on, the problem (so that it can compute
+gradients on data of its choice, as LabelFlipping does on flipped labels) and the server's
+aggregation pipeline (which the Optimal_* attacks optimise against). MinMax, MinSum and Fang adapt
+to the honest vectors only (the versions of their papers used here need no parameter of the
+aggregator). No attack sees earlier rounds (attacks keep no state). Each class's docstring says
+what it uses.
 
-Protocol, as the round oracle calls it: ``attack.bind(aggregator, n_byz)`` and
-``attack.check(n_honest, n_byz)`` once, before compilation (``ConfigError`` on a bad setting); then
-each round, inside jit/vmap, ``attack.byzantine_vectors(honest, n_byz, key, present) -> [n_byz, d]``. The
-oracle appends these rows after the honest ones, so an attack can never change an honest row.
-Most attacks send ``n_byz`` copies of one vector ``byzantine_vector(honest, key)``; Gaussian and
-Fang draw each row independently. ``attack(honest_vectors)`` works eagerly like ByzFL and returns
-one Byzantine vector. An attack with ``uses_flipped_labels = True`` (LabelFlipping) is given the
-honest workers' gradients on the flipped labels ``9 - y`` of their own shards instead of their
-true gradients.
+Protocol, as the round oracle calls it: ``attack.check(n_honest, n_byz)`` once, before
+compilation (``ConfigError`` on a bad setting); then each round, inside jit/vmap,
+``attack.byzantine_vectors(view, n_byz, key, present) -> [n_byz, d]``, the one abstract entry
+point. The oracle appends these rows after the honest ones, so an attack can never change an
+honest row. ``AbstractCopyAttack`` is the base of the attacks that send ``n_byz`` copies of one
+vector (they implement ``byzantine_vector(view, key)``); ``AbstractPerWorkerAttack`` the base of
+those that draw each row independently (Gaussian, Fang). ``attack(honest_vectors)`` works
+eagerly like ByzFL and returns one Byzantine vector, from a view holding the honest vectors only.
+Capabilities are class attributes: ``needs_labels`` (LabelFlipping) makes the oracle require a
+problem with labels.
 
 Declared f versus actual Byzantine count: the ``f`` an aggregator assumes (``TrMean(f)``) and the
 number ``n_byz`` of Byzantine rows the oracle appends are independent, so an experiment can
@@ -27,12 +30,12 @@ with a participation probability, it passes ``present [n_byz]`` (bool), the rows
 receive this round. Attacks that optimise against the pipeline evaluate it on those rows only
 (the server's view); the others ignore it (absent rows are dropped by the aggregator anyway).
 
-Not done: attacks that see the current point or keep a state across rounds (e.g. Karimireddy et al.'s
+Not done: attacks that keep a state across rounds (e.g. Karimireddy et al.'s
 warm-up phase of Mimic); Fang et al.'s attack on Krum; the aggregator-tailored variants of
 MinMax/MinSum.
 """
 
-from byzjax.attacks._base import AbstractAttack, AbstractPerWorkerAttack
+from byzjax.attacks._base import AbstractAttack, AbstractCopyAttack, AbstractPerWorkerAttack, AttackerView
 from byzjax.attacks._distance import MinMax, MinSum
 from byzjax.attacks._optimal import (
     LineSearchState,
@@ -54,7 +57,7 @@ from byzjax.attacks._simple import (
 )
 
 __all__ = [
-    "AbstractAttack", "AbstractPerWorkerAttack", "NoAttack", "SignFlipping", "InnerProductManipulation",
+    "AttackerView", "AbstractAttack", "AbstractCopyAttack", "AbstractPerWorkerAttack", "NoAttack", "SignFlipping", "InnerProductManipulation",
     "ALittleIsEnough", "Mimic", "MimicHeuristic", "Inf", "Gaussian", "LabelFlipping", "Fang", "MinMax", "MinSum",
     "LineSearchState", "positive_line_search", "Optimal_InnerProductManipulation", "Optimal_ALittleIsEnough",
 ]

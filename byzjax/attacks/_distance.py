@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from byzjax import _kernels
 from byzjax._validation import ConfigError
-from byzjax.attacks._base import AbstractAttack, _honest_std, _require_count
+from byzjax.attacks._base import AbstractCopyAttack, _honest_std, _require_count
 
 
 def _halving_search(feasible, steps: int) -> jax.Array:
@@ -30,7 +30,7 @@ def _halving_search(feasible, steps: int) -> jax.Array:
     return jax.lax.fori_loop(0, steps, body, (one, one / 2, 0 * one))[2]
 
 
-class _DistanceBoundedAttack(AbstractAttack):
+class _DistanceBoundedAttack(AbstractCopyAttack):
     """``b = mean + gamma * p`` with the largest ``gamma`` keeping a spread of the squared distances
     from ``b`` to the honest vectors within a budget ``r^2`` set by the honest vectors (Shejwalkar &
     Houmansadr, NDSS 2021, aggregator-agnostic attacks).
@@ -60,7 +60,8 @@ class _DistanceBoundedAttack(AbstractAttack):
     def spread(self, sq_to_b: jax.Array) -> jax.Array:
         """The statistic of the squared distances ``||b - h_i||^2 [n_h]`` kept ``<= r^2``."""
 
-    def byzantine_vector(self, honest, key):
+    def byzantine_vector(self, view, key):
+        honest = view.honest
         mean = jnp.mean(honest, axis=0)
         if self.direction == "std":
             p = -_honest_std(honest)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import dataclasses
 from typing import NamedTuple
 
 import equinox as eqx
@@ -13,12 +12,12 @@ import jax.numpy as jnp
 from byzjax import _kernels
 from byzjax._validation import ConfigError, float_array
 from byzjax.aggregators import AbstractAggregator, Median, TrMean
-from byzjax.attacks._base import AbstractAttack, _honest_std, _require, _require_count
+from byzjax.attacks._base import AbstractAttack, AttackerView, _honest_std, _require, _require_count
 from byzjax.preaggregators import NNM, Pipeline, nnm_mixing_matrix
 
 
 class LineSearchState(NamedTuple):
-    """Carry of the Optimal attacks' search (PAPER.md section 5)."""
+    """Carry of the Optimal attacks' search (arXiv 2602.03329, section 5)."""
 
     best: jax.Array  # best tau so far
     value: jax.Array  # objective at best
@@ -115,17 +114,20 @@ def _inserted_order_statistic(honest, copies, weights):
 
 class _OptimalAttack(AbstractAttack):
     """Attack ``b(tau) = base + tau * direction`` with tau maximising the damage
-    ``||Agg(honest + n_byz copies of b(tau)) - mean(honest)||`` through the real pipeline
-    by ByzFL's line search (PAPER.md section 5; Allouah et al., AISTATS 2023).
-    Sees: honest vectors and the aggregation pipeline.
+    ``||Agg(honest + copies of b(tau)) - mean(honest)||`` through the real pipeline
+    by ByzFL's line search (arXiv 2602.03329, section 5; Allouah et al., AISTATS 2023).
+    Sees: honest vectors and the aggregation pipeline; sends ``n_byz`` copies of ``b(tau)``.
 
-    ``agg``/``pre_agg_list``/``f`` follow ByzFL, except that ``agg`` has no default: inside an
-    experiment, ``bind`` takes the pipeline and ``f`` from the experiment when they are left
-    ``None`` (eagerly, ``agg`` is required and ``f`` defaults to 1). What does not depend on tau
-    is computed once per round: for a pipeline starting with NNM, the honest-honest distances
-    (``_nnm_mixed``); for a bare TrMean or Median, the sorted honest coordinates
-    (``_inserted_order_statistic``). With ``present`` (absent Byzantine workers), the damage is
-    that of the rows the server receives, on the same fast paths.
+    ``agg``/``pre_agg_list``/``f`` follow ByzFL, except that ``agg`` has no default: left
+    ``None``, the search runs against the server's pipeline (``view.aggregator``, filled in by the
+    oracle; the eager call then needs ``agg``). ``f``: the number of copies the search assumes;
+    ``None`` (the default inside an experiment): the rows the oracle asks for, present or not as
+    the server will receive them; given, ``f`` copies all present (the attacker's own model of the
+    server, like a rule's declared f), and the eager call ``attack(honest)`` uses it (default 1).
+    What does not depend on tau is computed once per round: for a pipeline starting with NNM, the
+    honest-honest distances (``_nnm_mixed``); for a bare TrMean or Median, the sorted honest
+    coordinates (``_inserted_order_statistic``). With ``present`` (absent Byzantine workers), the
+    damage is that of the rows the server receives, on the same fast paths.
     """
 
     agg: AbstractAggregator | None = None
@@ -139,8 +141,10 @@ class _OptimalAttack(AbstractAttack):
     def __check_init__(self):
         name = type(self).__name__
         _require_count(name, "evals", self.evals)
-        if self.f is not None and (not isinstance(self.f, int) or self.f < 0):
+        if self.f is not None and (not isinstance(self.f, int) or isinstance(self.f, bool) or self.f < 0):
             raise ConfigError(f"{name}: f must be None or a non-negative integer, got {self.f!r}")
+        if self.agg is not None and not isinstance(self.agg, AbstractAggregator):
+            raise ConfigError(f"{name}: agg must be an aggregator (e.g. TrMean(f=1)), got {self.agg!r}")
         _require(name, "delta", self.delta, lambda v: v != 0, "must be non-zero")
         _require(name, "ratio", self.ratio, lambda v: (v > 0.5) & (v < 1), "must be in (0.5, 1)")
 
@@ -148,29 +152,31 @@ class _OptimalAttack(AbstractAttack):
     def base_and_direction(self, honest) -> tuple[jax.Array, jax.Array]:
         """``(base, direction)`` with ``b(tau) = base + tau * direction``."""
 
-    def bind(self, aggregator, n_byz):
-        agg = aggregator if self.agg is None else self.pipeline()
-        return dataclasses.replace(self, agg=agg, pre_agg_list=None, f=n_byz if self.f is None else self.f)
-
-    def pipeline(self) -> AbstractAggregator:
+    def own_pipeline(self) -> AbstractAggregator | None:
+        """The pipeline given to the attack (``agg`` after ``pre_agg_list``), or None."""
         if self.agg is None:
-            raise ConfigError(f"{type(self).__name__}: no aggregator to optimise against (pass agg=...)")
+            return None
         return Pipeline(tuple(self.pre_agg_list), self.agg) if self.pre_agg_list else self.agg
 
+    def target(self, view: AttackerView) -> AbstractAggregator:
+        """The pipeline the search optimises against: its own if given, else the server's."""
+        own = self.own_pipeline()
+        if own is not None:
+            return own
+        if view.aggregator is None:
+            raise ConfigError(f"{type(self).__name__}: no aggregator to optimise against (pass agg=...)")
+        return view.aggregator
+
     def check(self, n_honest, n_byz):
-        if self.f is not None and self.f != n_byz:
-            name = type(self).__name__
-            raise ConfigError(f"{name}: f={self.f} but the experiment has {n_byz} Byzantine workers")
-        self.pipeline().check(n_honest + n_byz)
+        own = self.own_pipeline()
+        if own is not None:
+            own.check(n_honest + (n_byz if self.f is None else self.f))
 
-    def _eager_n_byz(self):
-        return 1 if self.f is None else self.f
-
-    def objective(self, honest: jax.Array, n_byz: int, key, reuse: bool = True, present=None):
-        """``tau -> ||Agg(honest, n_byz copies of b(tau)) - mean(honest)||``, over the Byzantine
-        rows ``present`` if given. ``reuse=False`` evaluates the pipeline on the concatenated
-        rows (the reference for the reusing paths)."""
-        pipe = self.pipeline()
+    def objective(self, view: AttackerView, n_byz: int, key, reuse: bool = True, present=None):
+        """``tau -> ||Agg(honest, n_byz copies of b(tau)) - mean(honest)||`` with ``Agg`` the
+        target pipeline, over the Byzantine rows ``present`` if given. ``reuse=False`` evaluates
+        the pipeline on the concatenated rows (the reference for the reusing paths)."""
+        honest, pipe = view.honest, self.target(view)
         pre, agg = (pipe.pre_aggs, pipe.agg) if isinstance(pipe, Pipeline) else ((), pipe)
         mean = jnp.mean(honest, axis=0)
         base, direction = self.base_and_direction(honest)
@@ -194,22 +200,20 @@ class _OptimalAttack(AbstractAttack):
 
         return lambda tau: jnp.linalg.norm(aggregate(tau) - mean)
 
-    def tau(self, honest: jax.Array, n_byz: int, key, reuse: bool = True, present=None) -> jax.Array:
+    def tau(self, view: AttackerView, n_byz: int, key, reuse: bool = True, present=None) -> jax.Array:
         """The attack factor chosen by the line search."""
-        objective = self.objective(honest, n_byz, key, reuse, present)
+        objective = self.objective(view, n_byz, key, reuse, present)
         return positive_line_search(objective, self.start, self.delta, self.ratio, self.evals).best
 
-    def byzantine_vectors(self, honest, n_byz, key, present=None):
-        base, direction = self.base_and_direction(honest)
-        b = base + self.tau(honest, n_byz, key, present=present) * direction
+    def byzantine_vectors(self, view, n_byz, key, present=None):
+        copies, present = (n_byz, present) if self.f is None else (self.f, None)
+        base, direction = self.base_and_direction(view.honest)
+        b = base + self.tau(view, copies, key, present=present) * direction
         return jnp.broadcast_to(b, (n_byz,) + b.shape)
-
-    def byzantine_vector(self, honest, key):
-        return self.byzantine_vectors(honest, self._eager_n_byz(), key)[0]
 
 
 class Optimal_InnerProductManipulation(_OptimalAttack):
-    """IPM with tau chosen each round by line search against the pipeline (ByzFL; PAPER.md section 5).
+    """IPM with tau chosen each round by line search against the pipeline (ByzFL; arXiv 2602.03329, section 5).
     Sees: honest vectors and the aggregation pipeline."""
 
     def base_and_direction(self, honest):
@@ -218,7 +222,7 @@ class Optimal_InnerProductManipulation(_OptimalAttack):
 
 
 class Optimal_ALittleIsEnough(_OptimalAttack):
-    """ALIE with tau chosen each round by line search against the pipeline (ByzFL; PAPER.md section 5).
+    """ALIE with tau chosen each round by line search against the pipeline (ByzFL; arXiv 2602.03329, section 5).
     Sees: honest vectors and the aggregation pipeline."""
 
     def base_and_direction(self, honest):

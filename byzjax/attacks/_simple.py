@@ -11,33 +11,33 @@ import numpy as np
 from jax.scipy.stats import norm
 
 from byzjax._validation import ConfigError, float_array, int_array, is_concrete
-from byzjax.attacks._base import AbstractAttack, AbstractPerWorkerAttack, _honest_std, _require
+from byzjax.attacks._base import AbstractCopyAttack, AbstractPerWorkerAttack, _honest_std, _require
 
 
-class NoAttack(AbstractAttack):
+class NoAttack(AbstractCopyAttack):
     """Byzantine workers send the honest mean (harmless; used when ``f = 0``). Sees: honest vectors."""
 
-    def byzantine_vector(self, honest, key):
-        return jnp.mean(honest, axis=0)
+    def byzantine_vector(self, view, key):
+        return jnp.mean(view.honest, axis=0)
 
 
-class SignFlipping(AbstractAttack):
+class SignFlipping(AbstractCopyAttack):
     """``b = -mean(honest)`` (Allen-Zhu et al., ICLR 2020; ByzFL). Sees: honest vectors."""
 
-    def byzantine_vector(self, honest, key):
-        return -jnp.mean(honest, axis=0)
+    def byzantine_vector(self, view, key):
+        return -jnp.mean(view.honest, axis=0)
 
 
-class InnerProductManipulation(AbstractAttack):
+class InnerProductManipulation(AbstractCopyAttack):
     """IPM (Xie et al., UAI 2020; ByzFL): ``b = -tau * mean(honest)``. Sees: honest vectors."""
 
     tau: jax.Array = eqx.field(converter=float_array, default=2.0)
 
-    def byzantine_vector(self, honest, key):
-        return -self.tau * jnp.mean(honest, axis=0)
+    def byzantine_vector(self, view, key):
+        return -self.tau * jnp.mean(view.honest, axis=0)
 
 
-class ALittleIsEnough(AbstractAttack):
+class ALittleIsEnough(AbstractCopyAttack):
     """ALIE (Baruch et al., NeurIPS 2019; ByzFL): ``b = mean + tau * std`` coordinate-wise (ddof 1).
 
     Sees: honest vectors. ``ALittleIsEnough.from_baruch(n, f)`` sets tau to the paper's z_max.
@@ -63,11 +63,11 @@ class ALittleIsEnough(AbstractAttack):
                 )
         return cls(tau=norm.ppf(float_array(n - s) / float_array(n)))
 
-    def byzantine_vector(self, honest, key):
-        return jnp.mean(honest, axis=0) + self.tau * _honest_std(honest)
+    def byzantine_vector(self, view, key):
+        return jnp.mean(view.honest, axis=0) + self.tau * _honest_std(view.honest)
 
 
-class Mimic(AbstractAttack):
+class Mimic(AbstractCopyAttack):
     """Copy honest worker ``epsilon`` (Karimireddy et al., ICLR 2022; ByzFL). Sees: honest vectors."""
 
     epsilon: jax.Array = eqx.field(converter=int_array, default=0)
@@ -78,11 +78,11 @@ class Mimic(AbstractAttack):
     def check(self, n_honest, n_byz):
         _require("Mimic", "epsilon", self.epsilon, lambda v: v < n_honest, f"must be < n_honest = {n_honest}")
 
-    def byzantine_vector(self, honest, key):
-        return honest[self.epsilon]
+    def byzantine_vector(self, view, key):
+        return view.honest[self.epsilon]
 
 
-class MimicHeuristic(AbstractAttack):
+class MimicHeuristic(AbstractCopyAttack):
     """Mimic the honest worker that sticks out most along the top principal direction.
 
     Karimireddy et al. (ICLR 2022), section on the mimic attack: copy ``h_i*`` with ``i*`` the
@@ -99,15 +99,15 @@ class MimicHeuristic(AbstractAttack):
         _, vecs = jnp.linalg.eigh(centred @ centred.T)
         return jnp.argmax(jnp.abs(vecs[:, -1]))  # projections on z are proportional to this eigenvector
 
-    def byzantine_vector(self, honest, key):
-        return honest[self.target(honest)]
+    def byzantine_vector(self, view, key):
+        return view.honest[self.target(view.honest)]
 
 
-class Inf(AbstractAttack):
+class Inf(AbstractCopyAttack):
     """Every coordinate ``+inf`` (ByzFL). Sees: only the dimension."""
 
-    def byzantine_vector(self, honest, key):
-        return jnp.full(honest.shape[1:], jnp.inf, honest.dtype)
+    def byzantine_vector(self, view, key):
+        return jnp.full(view.honest.shape[1:], jnp.inf, view.honest.dtype)
 
 
 class Gaussian(AbstractPerWorkerAttack):
@@ -120,22 +120,26 @@ class Gaussian(AbstractPerWorkerAttack):
     def __check_init__(self):
         _require("Gaussian", "sigma", self.sigma, lambda v: v >= 0, "must be >= 0")
 
-    def byzantine_vectors(self, honest, n_byz, key, present=None):
-        noise = jax.random.normal(key, (n_byz, honest.shape[1]), honest.dtype)
+    def byzantine_vectors(self, view, n_byz, key, present=None):
+        noise = jax.random.normal(key, (n_byz, view.honest.shape[1]), view.honest.dtype)
         return self.mu + self.sigma * noise
 
 
-class LabelFlipping(AbstractAttack):
-    """Honest-looking gradients computed on flipped labels (ByzFL's ``LabelFlipping``).
+class LabelFlipping(AbstractCopyAttack):
+    """Honest-looking gradients computed on flipped labels (ByzFL's ``LabelFlipping``): the mean
+    over honest workers ``i`` of ``grad L(x; shard_i with labels c - 1 - y)`` (``9 - y`` for 10
+    classes), on the data the honest messages were computed on (their mini-batches if any).
 
-    Sees: the honest workers' gradients on the labels ``9 - y`` of their own shards, which the
-    oracle passes instead of the true honest gradients (``uses_flipped_labels``); sends their mean.
+    Sees: the query point, the honest shards and the problem (``needs_labels``). Eagerly
+    (``attack(vectors)``, a view without data) the vectors are taken to be those flipped-label
+    gradients already, as in ByzFL, and their mean is returned.
     """
 
-    uses_flipped_labels: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = True
 
-    def byzantine_vector(self, honest, key):
-        return jnp.mean(honest, axis=0)
+    def byzantine_vector(self, view, key):
+        flipped = view.gradients(view.problem.flip_labels(view.shards)) if view.has_data else view.honest
+        return jnp.mean(flipped, axis=0)
 
 
 class Fang(AbstractPerWorkerAttack):
@@ -155,7 +159,8 @@ class Fang(AbstractPerWorkerAttack):
     def __check_init__(self):
         _require("Fang", "b", self.b, lambda v: v >= 1, "must be >= 1")
 
-    def byzantine_vectors(self, honest, n_byz, key, present=None):
+    def byzantine_vectors(self, view, n_byz, key, present=None):
+        honest = view.honest
         below = jnp.mean(honest, axis=0) > 0
         edge = jnp.where(below, jnp.min(honest, axis=0), jnp.max(honest, axis=0))
         outward = jnp.where(below, edge < 0, edge > 0)  # multiplying by u >= 1 moves edge away
