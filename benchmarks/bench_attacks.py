@@ -21,6 +21,7 @@ import numpy as np
 
 from byzjax import attacks as A
 from byzjax.aggregators import TrMean
+from byzjax.attacks import AttackerView
 from byzjax.preaggregators import NNM, Pipeline
 
 N_HONEST, DIM = 20, 7850
@@ -100,21 +101,20 @@ def main() -> None:
     for f in (1, 5):
         pipe = Pipeline([NNM(f)], TrMean(f))
         for name, attack in attack_list(f).items():
-            bound = attack.bind(pipe, f)
-            bound.check(N_HONEST, f)
-            one, many = single_and_vmapped(lambda a, h, k: a.byzantine_vectors(h, f, k))
-            c1, t1 = timed(one, (bound, honest, key), args.reps)
-            cb, tb = timed(many, (bound, batch, keys), args.reps)
+            attack.check(N_HONEST, f)
+            one, many = single_and_vmapped(lambda a, h, k, p=pipe: a.byzantine_vectors(AttackerView(h, aggregator=p), f, k))
+            c1, t1 = timed(one, (attack, honest, key), args.reps)
+            cb, tb = timed(many, (attack, batch, keys), args.reps)
             print(f"{name:34s} {f:2d} {c1:11.2f}s {t1:12.2f} {cb:11.2f}s {tb:12.1f} {tb / args.batch:12.2f}")
 
     print("\nOptimal_ALittleIsEnough search (tau only), median ms: reusing tau-independent work vs generic")
     for label, pipe_of in (("NNM -> TrMean", lambda f: Pipeline([NNM(f)], TrMean(f))), ("TrMean", TrMean)):
         for f in (1, 5):
-            bound = A.Optimal_ALittleIsEnough().bind(pipe_of(f), f)
+            bound, pipe = A.Optimal_ALittleIsEnough(), pipe_of(f)
             cells = []
             for inputs in ((bound, honest, key), (bound, batch, keys)):
                 vmapped = inputs[1].ndim == 3
-                searches = [lambda a, h, k, r=reuse: a.tau(h, f, k, r) for reuse in (True, False)]
+                searches = [lambda a, h, k, r=reuse: a.tau(AttackerView(h, aggregator=pipe), f, k, r) for reuse in (True, False)]
                 fns = [single_and_vmapped(search)[vmapped] for search in searches]
                 fast, generic = median_ms([compiled_with_time(fn, inputs)[0] for fn in fns], inputs, args.reps)
                 cells.append(f"{fast:8.2f} ms vs {generic:8.2f} ms (x{generic / fast:.2f})")

@@ -14,7 +14,7 @@ from byzjax.aggregators import (
 )
 from byzjax.algorithms import AEG, DGD, DNAG, PIGS, AbstractAlgorithm, Environment
 from byzjax.attacks import (
-    AbstractAttack, ALittleIsEnough, Fang, Gaussian, Inf, InnerProductManipulation, LabelFlipping, Mimic,
+    AbstractAttack, AbstractCopyAttack, AbstractPerWorkerAttack, AttackerView, ALittleIsEnough, Fang, Gaussian, Inf, InnerProductManipulation, LabelFlipping, Mimic,
     MimicHeuristic, MinMax, MinSum, NoAttack, Optimal_ALittleIsEnough, Optimal_InnerProductManipulation, SignFlipping,
 )
 from byzjax.data import FederatedData, federated_classification, load_dataset, synthetic_dataset
@@ -31,7 +31,7 @@ __all__ = [
     "CenteredClipping", "HuberMean", "FLTrust", "Krum", "MultiKrum", "MoNNA", "Bulyan", "MDA", "SMEA", "CAF", "DnC",
     "SignGuard", "ClippedClustering",
     "AbstractPreAggregator", "NNM", "Bucketing", "Clipping", "ARC", "Pipeline",
-    "AbstractAttack", "NoAttack", "SignFlipping", "InnerProductManipulation", "ALittleIsEnough", "Mimic",
+    "AbstractAttack", "AbstractCopyAttack", "AbstractPerWorkerAttack", "AttackerView", "NoAttack", "SignFlipping", "InnerProductManipulation", "ALittleIsEnough", "Mimic",
     "MimicHeuristic", "Inf", "Gaussian", "LabelFlipping", "Fang", "MinMax", "MinSum",
     "Optimal_InnerProductManipulation", "Optimal_ALittleIsEnough",
     "AbstractAlgorithm", "Environment", "DGD", "DNAG", "PIGS", "AEG",
