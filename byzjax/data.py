@@ -1,6 +1,6 @@
 """Data: IDX loading (MNIST / Fashion-MNIST), a synthetic stand-in, and worker splits.
 
-PAPER.md section 6: the 60k training images are split 80/20 into train/validation,
+arXiv 2602.03329, section 6: the 60k training images are split 80/20 into train/validation,
 normalised, flattened to 784 features, then the training part is divided among the
 honest workers iid or by per-class Dirichlet proportions. Unequal shards are padded
 to the largest one with a sample mask, so every worker's loss stays its true mean
@@ -86,6 +86,10 @@ def load_idx_folder(folder: str | os.PathLike) -> dict[str, np.ndarray]:
             raise DataError(f"{folder}: {part} has {images.shape[0]} images but labels of shape {labels.shape}")
         if labels.size and labels.max() > 9:
             raise DataError(f"{folder}: {part} labels must be in 0..9, found {int(labels.max())}")
+    train_shape, test_shape = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if train_shape != test_shape:
+        raise DataError(f"{folder}: test images are {test_shape[0]}x{test_shape[1]} but training images are "
+                        f"{train_shape[0]}x{train_shape[1]}; both parts must have the same image size")
     return arrays
 
 
@@ -141,10 +145,10 @@ def load_dataset(
     ``"mnist"`` forces MNIST's constants, as the authors' code does on any data.
     The validation set is a seeded random ``val_fraction`` of the 60k training images.
     """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
     if str(source) == "synthetic":
         return synthetic_dataset(seed=seed, n_train=synthetic_size[0], n_test=synthetic_size[1])
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     arrays = load_idx_folder(source)
     mean, std = _normalisation(arrays["train_images"], normalization)
 
@@ -190,7 +194,7 @@ def split_iid(labels: np.ndarray, n_workers: int, rng: np.random.Generator) -> l
 def split_dirichlet(labels: np.ndarray, n_workers: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
     """Per class k: ``p_k ~ Dir(alpha 1)``, cut class k's shuffled indices at ``floor(cumsum(p_k) N_k)``.
 
-    As the authors' code (PAPER.md section 6); shard sizes are unequal.
+    As the authors' code (arXiv 2602.03329, section 6); shard sizes are unequal.
     """
     if alpha <= 0:
         raise ConfigError(f"Dirichlet alpha must be > 0, got {alpha}")
@@ -259,9 +263,14 @@ class FederatedData(NamedTuple):
 
 
 def federated_classification(dataset: Dataset, n_honest: int, split: str, alpha: float | None,
-                             seed: int, width: int | None = None) -> FederatedData:
-    """Split ``dataset``'s training part among ``n_honest`` workers (padded shards)."""
-    shards = split_indices(dataset.train_y, n_honest, split, alpha, seed)
+                             seed: int, width: int | None = None, shards: list[np.ndarray] | None = None
+                             ) -> FederatedData:
+    """Split ``dataset``'s training part among ``n_honest`` workers (padded shards); ``shards``
+    (index arrays into the training part, e.g. from ``load_partition``) replaces the split."""
+    if shards is None:
+        shards = split_indices(dataset.train_y, n_honest, split, alpha, seed)
+    elif len(shards) != n_honest:
+        raise ConfigError(f"partition has {len(shards)} workers, n_honest = {n_honest}")
     x, y, mask = pad_shards(dataset.train_x, dataset.train_y, shards, width)
     return FederatedData(
         Shards(x, y, mask),
@@ -287,3 +296,112 @@ def stack_seeds(datas: list[FederatedData]) -> FederatedData:
 
         datas = [d._replace(shards=pad(d.shards)) for d in datas]
     return jax.tree.map(lambda *xs: np.stack(xs), *datas)
+
+
+# ----------------------------------------------------------------------------------------------
+# A user-given partition ([data] partition = "FILE.npz").
+
+
+class Partition(NamedTuple):
+    """Index arrays into the full training set (the training file's images, in file order)."""
+
+    workers: list[np.ndarray]  # one per honest worker
+    val: np.ndarray | None  # the validation images (None: not given)
+
+
+def _index_array(where: str, arr, n_train: int) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ConfigError(f"{where}: must be a 1-D array of integer indices, got dtype {arr.dtype} shape {arr.shape}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n_train):
+        bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+        raise ConfigError(f"{where}: index {bad} is out of range (the training set has {n_train} images: 0..{n_train - 1})")
+    return arr
+
+
+def load_partition(path: str | os.PathLike, n_honest: int, n_train: int) -> Partition:
+    """Read and check a partition file: ``worker_0 ... worker_{n-1}`` (or one object array
+    ``workers`` of index arrays), plus optional ``val``, indices into the ``n_train`` training images.
+
+    Every worker needs at least one image; no image may be held twice (by two workers, by a
+    worker and the validation set, or twice by one worker).
+    """
+    where = f"[data] partition {path}"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k != "workers"}
+            obj = None
+            if "workers" in npz.files:
+                try:
+                    obj = npz["workers"]  # a 2-D integer array [n, m] (equal shards) needs no pickle
+                except ValueError:  # an object array of index arrays: pickled, read on request only
+                    obj = "pickled"
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise ConfigError(f"{where}: not a readable .npz file ({' '.join(str(err).split())})") from None
+    if obj is not None:
+        if isinstance(obj, str):  # numpy object arrays are pickles: only use partition files you trust
+            with np.load(path, allow_pickle=True) as npz:
+                obj = npz["workers"]
+        if obj.ndim not in (1, 2):
+            raise ConfigError(f"{where}: 'workers' must be an object array of index arrays or a 2-D array")
+        workers = [np.asarray(w) for w in obj]
+        extra = sorted(k for k in arrays if k != "val")
+    else:
+        keys = sorted((k for k in arrays if k.startswith("worker_")), key=lambda k: (len(k), k))
+        expected = [f"worker_{i}" for i in range(len(keys))]
+        if keys != expected or not keys:
+            raise ConfigError(f"{where}: worker arrays must be named worker_0 ... worker_{{n-1}} (or one array "
+                              f"'workers'), found {sorted(arrays)}")
+        workers = [arrays[k] for k in keys]
+        extra = sorted(k for k in arrays if k != "val" and not k.startswith("worker_"))
+    if extra:
+        raise ConfigError(f"{where}: unexpected arrays {extra} (allowed: worker_0 ... worker_{{n-1}} or workers, val)")
+    if len(workers) != n_honest:
+        raise ConfigError(f"{where}: has {len(workers)} workers, n_honest = {n_honest}")
+    workers = [_index_array(f"{where}: worker {i}", w, n_train) for i, w in enumerate(workers)]
+    empty = [i for i, w in enumerate(workers) if w.size == 0]
+    if empty:
+        raise ConfigError(f"{where}: workers {empty} have no images")
+    val = _index_array(f"{where}: val", arrays["val"], n_train) if "val" in arrays else None
+    every = np.concatenate(workers + ([] if val is None else [val]))
+    counts = np.bincount(every, minlength=n_train)
+    if counts.max() > 1:
+        dup = np.flatnonzero(counts > 1)
+        raise ConfigError(f"{where}: {dup.size} images are held more than once (first: index {int(dup[0])})")
+    return Partition(workers, val)
+
+
+def partitioned_dataset(source: str | os.PathLike, partition_path, n_honest: int, *, normalization="dataset",
+                        synthetic_size: tuple[int, int] = (6000, 1000)) -> tuple[Dataset, list[np.ndarray]]:
+    """The data set with a user-given partition: ``(dataset, shards)``.
+
+    The dataset's training part is the WHOLE training set in file order (so the partition's
+    indices index it directly), the validation part is ``val`` if given, else the training images
+    no worker holds; the test part is the test files.
+    """
+    if str(source) == "synthetic":
+        syn = synthetic_dataset(n_train=synthetic_size[0], n_test=synthetic_size[1])
+        x, y = np.concatenate([syn.val_x, syn.train_x]), np.concatenate([syn.val_y, syn.train_y])
+        test_x, test_y, mean, std, name = syn.test_x, syn.test_y, syn.mean, syn.std, syn.name
+    else:
+        arrays = load_idx_folder(source)
+        mean, std = _normalisation(arrays["train_images"], normalization)
+
+        def prep(images):
+            return ((images.reshape(images.shape[0], -1).astype(np.float32) / 255.0) - mean) / std
+
+        x, y = prep(arrays["train_images"]), arrays["train_labels"].astype(np.int32)
+        test_x, test_y, name = prep(arrays["test_images"]), arrays["test_labels"].astype(np.int32), Path(source).name
+    part = load_partition(partition_path, n_honest, len(y))
+    val = part.val
+    if val is None:
+        held = np.zeros(len(y), bool)
+        held[np.concatenate(part.workers)] = True
+        val = np.flatnonzero(~held)
+        if val.size == 0:
+            raise ConfigError(f"[data] partition {partition_path}: the workers hold every training image and no "
+                              "'val' indices are given: add a 'val' array (the validation images)")
+    return Dataset(x, y, x[val], y[val], test_x, test_y, mean, std, name), part.workers

@@ -3,6 +3,12 @@
 The compiled loop calls ``report(t)`` through ``jax.debug.callback`` every
 ``every`` rounds; ``t`` is the unbatched scan index, so a vmapped grid of runs
 reports once per round, not once per run. The host side prints to stderr.
+
+Inside ``with grid(programs)`` (the runner's list of compiled program calls, each with a name
+and its work = iterations x runs), every new bar is the next program: it says
+"program i of N", names the program (methods, attacks, f) and adds an ETA for the whole grid:
+the current program's remaining time plus the later programs' work at the throughput measured
+so far (run-iterations per second, compilation excluded).
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ import jax.numpy as jnp
 class ProgressBar:
     def __init__(self, total: int, label: str = "", stream=None, enabled: bool = True):
         self.total, self.label, self.enabled = total, label, enabled
+        self.program = _GRID[-1].start_program(self) if _GRID else None
         self.stream = sys.stderr if stream is None else stream
         self.start = time.perf_counter()
         self.first = None  # time of the first report (excludes compilation)
         self.last = -1
+        self.last_time = self.start
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.printed_decile = -1
 
@@ -29,6 +37,7 @@ class ProgressBar:
             return
         self.last = t
         now = time.perf_counter()
+        self.last_time = now
         if self.first is None:
             self.first = (now, t)
         done = t + 1
@@ -43,9 +52,15 @@ class ProgressBar:
         width = 30
         filled = int(width * done / max(self.total, 1))
         bar = "#" * filled + "." * (width - filled)
-        msg = f"\r{self.label} [{bar}] {done}/{self.total} rounds"
+        if self.program is None:
+            msg = f"\r{self.label} [{bar}] {done}/{self.total} rounds"
+        else:
+            g, i = self.program
+            msg = f"\r{g.label} program {i + 1} of {len(g.programs)}: {g.programs[i][0]} [{bar}] {done}/{self.total}"
         if rate > 0:
             msg += f"  {rate:.1f} rounds/s  ETA {eta:.0f}s"
+            if self.program is not None:
+                msg += f"  grid ETA {self.program[0].eta(self.program[1], rate, eta):.0f}s"
         self.stream.write(msg if self.tty else msg[1:] + "\n")
         if self.tty and done >= self.total:
             self.stream.write("\n")
@@ -53,6 +68,51 @@ class ProgressBar:
 
 
 _CURRENT: list[ProgressBar] = []
+_GRID: list["grid"] = []
+
+
+class grid:
+    """Context manager: the bars created inside it are the programs ``programs`` in order.
+
+    ``programs``: ``[(name, work)]`` with work = iterations x runs of each program call.
+    """
+
+    def __init__(self, programs, label: str = ""):
+        self.programs = [(str(n), float(w)) for n, w in programs]
+        self.label = label
+        self.next = 0
+        self.bars: list[ProgressBar] = []
+
+    def start_program(self, bar: ProgressBar):
+        i = min(self.next, len(self.programs) - 1)
+        self.next += 1
+        self.bars.append(bar)
+        return (self, i)
+
+    def throughput(self) -> float:
+        """Work units (run-iterations) per second over the programs finished so far (0 if none)."""
+        work = secs = 0.0
+        for j, bar in enumerate(self.bars[:-1]):
+            if bar.first is not None and bar.last >= 0:
+                t0, r0 = bar.first
+                done = bar.last + 1
+                secs += bar.last_time - t0
+                work += self.programs[min(j, len(self.programs) - 1)][1] * (done - r0 - 1) / max(bar.total, 1)
+        return work / secs if secs > 0 and work > 0 else 0.0
+
+    def eta(self, i: int, rounds_per_s: float, current_eta: float) -> float:
+        """Seconds left for the grid: program ``i``'s ETA plus the later programs' work at the
+        measured throughput (program ``i``'s own when no program has finished yet)."""
+        later = sum(w for _, w in self.programs[i + 1 :])
+        rate = self.throughput() or rounds_per_s * self.programs[i][1] / max(self.bars[-1].total, 1)
+        return current_eta + (later / rate if rate > 0 else float("nan"))
+
+    def __enter__(self):
+        _GRID.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _GRID.remove(self)
 
 
 def _report(t) -> None:

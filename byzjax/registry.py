@@ -1,8 +1,14 @@
-"""Components by name (ByzFL's class names, plus the paper's short names)."""
+"""Components by name (ByzFL's class names, plus the paper's short names).
+
+``registry(kind)`` is the table of one kind (aggregator, preaggregator, attack, algorithm,
+problem); ``config_params(cls)`` the parameters a config file may set on a class and the type
+each takes; ``build`` / ``build_problem`` instantiate a component from its name and parameters.
+"""
 
 from __future__ import annotations
 
 import inspect
+from typing import Callable, NamedTuple
 
 from byzjax import aggregators, algorithms, attacks, preaggregators, problems
 from byzjax._validation import ConfigError
@@ -15,6 +21,19 @@ ALIASES = {
 }
 
 
+def _logistic_from_dataset(dataset, **params) -> problems.LogisticRegression:
+    """Multinomial logistic regression shaped by the data: ``p`` features, ``c`` classes."""
+    return problems.LogisticRegression(num_features=dataset.num_features, num_classes=dataset.num_classes, **params)
+
+
+# Problems a config can name: each is built from the loaded data set's shapes by a function
+# ``(dataset, **params) -> problem``. TODO(problems.py owner): make this a classmethod
+# ``AbstractProblem.from_dataset(dataset, **params)`` and register the classes themselves.
+PROBLEM_BUILDERS: dict[str, tuple[type, Callable]] = {
+    "LogisticRegression": (problems.LogisticRegression, _logistic_from_dataset),
+}
+
+
 def _concrete_subclasses(module, base) -> dict[str, type]:
     return {
         name: obj for name, obj in vars(module).items()
@@ -23,7 +42,11 @@ def _concrete_subclasses(module, base) -> dict[str, type]:
     }
 
 
+KINDS = ("aggregator", "preaggregator", "attack", "algorithm", "problem")
+
+
 def registry(kind: str) -> dict[str, type]:
+    """``{name: class}`` of every registered component of ``kind`` (one of ``KINDS``)."""
     if kind == "aggregator":
         out = _concrete_subclasses(aggregators, aggregators.AbstractAggregator)
         out.pop("Pipeline", None)
@@ -35,17 +58,63 @@ def registry(kind: str) -> dict[str, type]:
     if kind == "algorithm":
         return _concrete_subclasses(algorithms, algorithms.AbstractAlgorithm)
     if kind == "problem":
-        return {"LogisticRegression": problems.LogisticRegression}
+        return {name: cls for name, (cls, _) in PROBLEM_BUILDERS.items()}
     raise KeyError(kind)
+
+
+def canonical(kind: str, name: str) -> str:
+    """The registered name of ``name`` (itself or the target of an alias), with an error listing the choices."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{kind} name must be a string, got {name!r}")
+    table = registry(kind)
+    key = ALIASES.get(name, name)
+    if key not in table:
+        raise ConfigError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))}")
+    return key
 
 
 def lookup(kind: str, name: str) -> type:
     """The class registered under ``name`` (or an alias), with an error listing the choices."""
-    table = registry(kind)
-    cls = table.get(ALIASES.get(name, name))
-    if cls is None:
-        raise ConfigError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))}")
-    return cls
+    return registry(kind)[canonical(kind, name)]
+
+
+class Param(NamedTuple):
+    """A parameter a config may set: its type (``int``, ``number``, ``bool``, ``str``), its default
+    (``inspect.Parameter.empty`` when required) and whether it may be left unset (``None``)."""
+
+    kind: str
+    default: object
+    optional: bool
+
+
+def _param_kind(p: inspect.Parameter) -> Param | None:
+    ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "Any")
+    optional = p.default is None or "None" in ann
+    base = ann.replace("| None", "").replace("None |", "").strip()
+    if base in ("int", "bool", "str", "float"):
+        return Param("number" if base == "float" else base, p.default, optional)
+    if base not in ("Any", "_empty", "empty"):
+        return None  # a component or a tuple: set by the builder, never by a config
+    d = p.default
+    if isinstance(d, bool):
+        return Param("bool", d, optional)
+    if isinstance(d, str):
+        return Param("str", d, optional)
+    if d is None or d is inspect.Parameter.empty or isinstance(d, (int, float)):
+        return Param("number", d, optional)
+    return None
+
+
+def config_params(cls: type) -> dict[str, Param]:
+    """The constructor parameters of ``cls`` that a config file may set, with their types."""
+    out = {}
+    for name, p in inspect.signature(cls).parameters.items():
+        kind = _param_kind(p)
+        if kind is not None and name == "f":  # the rules' Byzantine count is an integer, however annotated
+            kind = kind._replace(kind="int")
+        if kind is not None:
+            out[name] = kind
+    return out
 
 
 def build(kind: str, name: str, params: dict):
@@ -57,7 +126,27 @@ def build(kind: str, name: str, params: dict):
         raise ConfigError(f"{kind} {name}: unknown parameter(s) {unknown}; allowed: {allowed}")
     try:
         return cls(**params)
-    except ConfigError:
-        raise
+    except ConfigError as err:
+        raise ConfigError(f"{kind} {name}: {err}" if name not in str(err) else str(err)) from None
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{kind} {name}: {err}") from None
+
+
+def problem_params(name: str) -> dict[str, Param]:
+    """The parameters of problem ``name`` a config may set (those not fixed by the data's shapes)."""
+    return {k: p for k, p in config_params(lookup("problem", name)).items() if p.default is not inspect.Parameter.empty}
+
+
+def build_problem(name: str, dataset, params: dict):
+    """Problem ``name`` built for ``dataset`` (its feature and class counts) with keyword ``params``."""
+    _, builder = PROBLEM_BUILDERS[canonical("problem", name)]
+    allowed = problem_params(name)
+    unknown = [k for k in params if k not in allowed]
+    if unknown:
+        raise ConfigError(f"problem {name}: unknown parameter(s) {unknown}; allowed: {sorted(allowed)}")
+    try:
+        return builder(dataset, **params)
+    except ConfigError as err:
+        raise ConfigError(f"problem {name}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"problem {name}: {err}") from None

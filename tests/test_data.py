@@ -124,3 +124,16 @@ def test_split_errors():
         split_indices(np.zeros(10, int), 2, "dirichlet", 0.0, 0)
     with pytest.raises(ConfigError, match="without data"):
         split_indices(np.zeros(3, int), 5, "iid", None, 0)
+
+
+def test_test_images_of_another_size_are_a_one_line_error(tmp_path):
+    make_folder(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((20, 27, 27)))
+    with pytest.raises(DataError, match="test images are 27x27 but training images are 28x28"):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("val_fraction", [1.5, 0, True, "0.2"])
+def test_val_fraction_is_checked_for_every_source(val_fraction):
+    with pytest.raises(ConfigError, match="val_fraction must be a number in"):
+        load_dataset("synthetic", val_fraction=val_fraction)

@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    command_line = ["byzjax", *(sys.argv[1:] if argv is None else argv)]
     args = _parser().parse_args(argv)
+    args.command_line = command_line
     if getattr(args, "x64", False):
         import jax
 
@@ -72,18 +74,9 @@ def _dispatch(args) -> int:
         from byzjax.app.plotting import plot_dir
         from byzjax.app.runner import describe, execute
 
-        cfg = load_config(args.config)
-        if args.seeds is not None:
-            cfg.seeds = list(range(args.seeds))
-        if args.rounds is not None:
-            cfg.rounds = args.rounds
-        if args.x64:
-            cfg.x64 = True
-        if cfg.x64:
-            import jax
-
-            jax.config.update("jax_enable_x64", True)
-        _, _, meta = execute(cfg, args.out, data_source=args.data, show_progress=not args.quiet)
+        cfg = load_config(args.config).override(seeds=args.seeds, rounds=args.rounds, x64=True if args.x64 else None,
+                                                source=args.data)
+        _, _, meta = execute(cfg, args.out, show_progress=not args.quiet, command_line=args.command_line)
         print(f"wrote {args.out}/metrics.csv, summary.csv, config.json  {describe(meta)}")
         if not args.no_plot:
             for p in plot_dir(args.out):
@@ -96,8 +89,13 @@ def _dispatch(args) -> int:
             print(f"wrote {p}")
         return 0
     if args.command == "reproduce":
+        from byzjax.app.config import check_int
         from byzjax.app.reproduce import reproduce
 
+        for flag, value in (("--seeds", args.seeds), ("--tune-rounds", args.tune_rounds),
+                            ("--eval-every", args.eval_every), ("--max-batch", args.max_batch)):
+            if value is not None:
+                check_int("command line", flag, value, 1)
         out = Path(args.out or f"results/paper_{args.which}{'_quick' if args.quick else ''}")
         log = reproduce(args.which, out, quick=args.quick, data_source=args.data, seeds=args.seeds, mode=args.steps,
                         x64=args.x64, eval_every=args.eval_every, max_batch=args.max_batch,

@@ -1,19 +1,28 @@
-"""Experiment description files (TOML) -> a grid of runs.
+"""Experiment description files (TOML) -> typed specs -> a grid of runs.
 
-See README.md ("Config files") for the format. Any component parameter given as
-a list is swept (Cartesian product); ``byzantine.f``, ``byzantine.attack``,
-``byzantine.tolerated_f`` and ``byzantine.participation`` may be lists too. Runs
-that share their static structure are compiled once; ``byzantine.max_f`` puts
-every ``f <= max_f`` into one structure (rows past ``f`` masked as absent).
+See README.md ("Config files") for the format. ``parse_config(raw)`` validates a config
+dictionary once, section by section, into frozen specs (``DataSpec``, ``ProblemSpec``,
+``ByzantineSpec``, ``WorkersSpec``, ``AggregatorSpec``, ``ComponentSpec``), each the image of
+one config section, so a new option is one field. Types are strict: a bool is not a number, a
+string is not a bool, a list is a sweep and never empty. ``GridSpec.runs`` expands the grid:
+any component parameter given as a list is swept (Cartesian product); ``byzantine.f``,
+``byzantine.attack``, ``byzantine.tolerated_f``, ``byzantine.participation`` and the
+``[workers]`` values may be lists too. ``GridSpec.to_dict()`` is the resolved config (every
+default filled in), the record of what ran. Runs that share their static structure are
+compiled once; ``byzantine.max_f`` puts every ``f <= max_f`` into one structure.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import itertools
+import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+
+import numpy as np
 
 try:
     import tomllib
@@ -24,20 +33,394 @@ from byzjax import registry
 from byzjax._validation import ConfigError
 from byzjax.data import DEFAULT_DATA_DIR
 
-TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
-            "aggregator", "algorithm", "workers"}
-DATA_KEYS = {"source", "split", "alpha", "n_honest", "normalization", "val_fraction"}
+# ----------------------------------------------------------------------------------------------
+# Strict value checks: one-line errors naming the section, the key, the value and what is allowed.
 
 
-@dataclass
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fail(where: str, key: str, allowed: str, value) -> ConfigError:
+    return ConfigError(f"{where}: {key} must be {allowed}, got {value!r}")
+
+
+def check_int(where: str, key: str, value, minimum: int | None = None) -> int:
+    """``value`` as an integer ``>= minimum`` (a bool or a float is refused)."""
+    allowed = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
+        minimum, f"an integer >= {minimum}")
+    if not _is_int(value) or (minimum is not None and value < minimum):
+        raise _fail(where, key, allowed, value)
+    return value
+
+
+def check_number(where: str, key: str, value, *, low=None, high=None, low_open=False, high_open=False,
+                 allowed: str | None = None) -> float:
+    """``value`` as a finite number in the given interval (a bool, NaN or inf is refused)."""
+    if allowed is None:
+        parts = [f"{'>' if low_open else '>='} {low:g}" if low is not None else "",
+                 f"{'<' if high_open else '<='} {high:g}" if high is not None else ""]
+        allowed = "a finite number" + (" " + " and ".join(p for p in parts if p) if any(parts) else "")
+    ok = _is_number(value) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise _fail(where, key, allowed, value)
+    return value
+
+
+def check_bool(where: str, key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, key, "true or false (a TOML boolean, not a string)", value)
+    return value
+
+
+def check_str(where: str, key: str, value, choices=None) -> str:
+    if not isinstance(value, str) or (choices is not None and value not in choices) or not value:
+        allowed = "one of " + ", ".join(repr(c) for c in choices) if choices else "a non-empty string"
+        raise _fail(where, key, allowed, value)
+    return value
+
+
+def _listed(where: str, key: str, value, check, what: str) -> tuple:
+    """A scalar or a non-empty list of scalars (a sweep), each passed through ``check``."""
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{where}: {key} is an empty list (a sweep needs at least one value; "
+                              f"give {what} or a list of them)")
+        return tuple(check(v) for v in value)
+    try:
+        return (check(value),)
+    except ConfigError:
+        raise ConfigError(f"{where}: {key} must be {what} or a list of them, got {value!r}") from None
+
+
+def _known(where: str, table: dict, allowed) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, got {table!r}")
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _param_value(where: str, key: str, param: registry.Param, value):
+    if param.kind == "int":
+        return check_int(where, key, value)
+    if param.kind == "bool":
+        return check_bool(where, key, value)
+    if param.kind == "str":
+        return check_str(where, key, value)
+    return check_number(where, key, value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Specs: one frozen dataclass per config section.
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A registered component and its parameters; a tuple value is a sweep (see ``expand``)."""
+
+    kind: str
+    name: str  # the registered name (aliases resolved)
+    params: dict = field(default_factory=dict)
+    given: str = ""  # the name as written in the config (for labels); "" = name
+
+    @classmethod
+    def parse(cls, kind: str, entry, where: str, exclude=()) -> ComponentSpec:
+        if isinstance(entry, str):
+            name, raw = entry, {}
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            name, raw = entry["name"], {k: v for k, v in entry.items() if k != "name"}
+        else:
+            raise ConfigError(f"{where} must be a name or a table with a 'name' key, got {entry!r}")
+        canonical = registry.canonical(kind, name)
+        allowed = {k: p for k, p in registry.config_params(registry.lookup(kind, name)).items() if k not in exclude}
+        unknown = [k for k in raw if k not in allowed]
+        if unknown:
+            raise ConfigError(f"{kind} {canonical}: unknown parameter(s) {unknown}; allowed: {sorted(allowed)}")
+        what = {"int": "an integer", "bool": "true or false", "str": "a string", "number": "a finite number"}
+        params = {}
+        for k, v in raw.items():
+            values = _listed(f"{kind} {canonical}", k, v, lambda x, k=k: _param_value(
+                f"{kind} {canonical}", k, allowed[k], x), what[allowed[k].kind])
+            params[k] = values if isinstance(v, list) else values[0]
+        return cls(kind, canonical, params, name if name != canonical else "")
+
+    @property
+    def label_name(self) -> str:
+        return self.given or self.name
+
+    def expand(self) -> list[ComponentSpec]:
+        """One spec per point of the Cartesian product of the swept (tuple-valued) parameters."""
+        keys = list(self.params)
+        choices = [v if isinstance(v, tuple) else (v,) for v in self.params.values()]
+        return [dataclasses.replace(self, params=dict(zip(keys, combo))) for combo in itertools.product(*choices)]
+
+    def resolved(self) -> dict:
+        """``{"name": ..., **params}`` with every default the config could have set filled in
+        (``f`` of the rules, filled from ``[byzantine]`` at build time, is left out)."""
+        defaults = {k: p.default for k, p in registry.config_params(registry.lookup(self.kind, self.name)).items()
+                    if k != "f" and p.default is not None and _is_plain(p.default)}
+        params = defaults | {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}
+        return {"name": self.name, **params}
+
+    def build(self, **extra):
+        return registry.build(self.kind, self.name, self.params | extra)
+
+
+def _is_plain(v) -> bool:
+    return isinstance(v, (bool, int, float, str))
+
+
+def method_label(name: str, params: dict) -> str:
+    """``D-GD(lr=0.1)``-style label used in tables and legends."""
+    canon = registry.ALIASES.get(name, name)
+    short = {"DGD": "D-GD", "DNAG": "D-NAG"}.get(canon, canon)
+    inner = ",".join(f"{k}={_fmt(v)}" for k, v in params.items())
+    return f"{short}({inner})" if inner else short
+
+
+@dataclass(frozen=True)
+class AggregatorSpec:
+    """``[aggregator]``: the robust rule and the pre-aggregators applied before it, in order.
+
+    (A list of these, from ``[[aggregator]]`` tables, is the planned way to sweep pipelines.)
+    """
+
+    rule: ComponentSpec
+    pre: tuple[ComponentSpec, ...] = ()
+
+    @classmethod
+    def parse(cls, table) -> AggregatorSpec:
+        if isinstance(table, list):
+            raise ConfigError("config: [[aggregator]] tables (a sweep over pipelines) are not supported yet; "
+                              "give one [aggregator] table")
+        if not isinstance(table, dict):
+            raise ConfigError(f"config: [aggregator] must be a table, got {table!r}")
+        table = dict(table)
+        pre_raw = table.pop("pre_aggs", [])
+        if not isinstance(pre_raw, list):
+            pre_raw = [pre_raw]
+        pre = tuple(ComponentSpec.parse("preaggregator", p, "aggregator.pre_aggs") for p in pre_raw)
+        return cls(ComponentSpec.parse("aggregator", table, "aggregator"), pre)
+
+    def expand(self) -> list[AggregatorSpec]:
+        return [AggregatorSpec(rule, tuple(pre)) for rule in self.rule.expand()
+                for pre in itertools.product(*[p.expand() for p in self.pre])]
+
+    @property
+    def label(self) -> str:
+        return "+".join([p.label_name for p in self.pre] + [self.rule.label_name])
+
+    def resolved(self) -> dict:
+        return self.rule.resolved() | {"pre_aggs": [p.resolved() for p in self.pre]}
+
+
+NORMALIZATIONS = ("dataset", "mnist")
+SPLITS = ("iid", "dirichlet")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """``[data]``: where the data comes from and how the training part is divided."""
+
+    source: str = "fashion-mnist"
+    split: str = "iid"  # "iid", "dirichlet", or "partition" (given by the ``partition`` file)
+    alpha: float | None = None
+    n_honest: int = 20
+    normalization: str | tuple = "dataset"
+    val_fraction: float = 0.2
+    partition: str | None = None  # an .npz of index arrays per honest worker (see byzjax.data.load_partition)
+
+    @classmethod
+    def parse(cls, table: dict, base: Path | None = None) -> DataSpec:
+        w = "config [data]"
+        _known(w, table, [f.name for f in dataclasses.fields(cls)])
+        source = check_str(w, "source", table.get("source", cls.source))
+        n_honest = check_int(w, "n_honest", table.get("n_honest", cls.n_honest), 1)
+        val_fraction = check_number(w, "val_fraction", table.get("val_fraction", cls.val_fraction), low=0, high=1,
+                                    low_open=True, high_open=True)
+        norm = table.get("normalization", cls.normalization)
+        if isinstance(norm, list):
+            if len(norm) != 2:
+                raise _fail(w, "normalization", "'dataset', 'mnist' or [mean, std]", norm)
+            norm = (check_number(w, "normalization mean", norm[0]),
+                    check_number(w, "normalization std", norm[1], low=0, low_open=True))
+        else:
+            check_str(w, "normalization", norm, NORMALIZATIONS)
+        partition = table.get("partition")
+        if partition is not None:
+            if "split" in table or "alpha" in table:
+                raise ConfigError(f"{w}: give either partition (a file of worker indices) or split/alpha, not both")
+            partition = check_str(w, "partition", partition)
+            if base is not None and not Path(partition).is_absolute():
+                partition = str(base / partition)
+            return cls(source, "partition", None, n_honest, norm, val_fraction, partition)
+        split = check_str(w, "split", table.get("split", cls.split), SPLITS)
+        alpha = table.get("alpha")
+        if split == "dirichlet":
+            if alpha is None:
+                raise ConfigError(f"{w}: split 'dirichlet' needs alpha = a positive number")
+            alpha = check_number(w, "alpha", alpha, low=0, low_open=True)
+        elif alpha is not None:
+            raise ConfigError(f"{w}: alpha is only used with split = 'dirichlet' (split is {split!r})")
+        return cls(source, split, alpha, n_honest, norm, val_fraction, None)
+
+    def resolved(self) -> dict:
+        out = dataclasses.asdict(self)
+        if isinstance(self.normalization, tuple):
+            out["normalization"] = list(self.normalization)
+        if self.partition is not None:
+            del out["split"]
+        return {k: v for k, v in out.items() if v is not None}
+
+
+# Bounds of problem parameters a config may set (the problem classes do not check them yet).
+PROBLEM_BOUNDS = {"lam": dict(low=0.0)}
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """``[problem]``: a registered problem, built from the data's shapes with ``params``."""
+
+    name: str = "LogisticRegression"
+    params: dict = field(default_factory=dict)  # every settable parameter, defaults filled in
+    init: str | None = None  # an .npz initial point (see load_init)
+    x0: np.ndarray | None = field(default=None, compare=False, repr=False)  # its flat vector (unchecked size)
+
+    @classmethod
+    def parse(cls, table: dict, base: Path | None = None) -> ProblemSpec:
+        w = "config [problem]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{w} must be a table, got {table!r}")
+        name = registry.canonical("problem", check_str(w, "name", table.get("name", cls.name)))
+        allowed = registry.problem_params(name)
+        _known(f"{w} ({name})", table, ["name", "init", *allowed])
+        params = {}
+        for k, p in allowed.items():
+            value = table.get(k, p.default)
+            if isinstance(value, list):
+                raise ConfigError(f"{w}: {k} cannot be swept (give one value), got {value!r}")
+            if p.kind == "number":
+                params[k] = check_number(w, k, value, **PROBLEM_BOUNDS.get(k, {}))
+            else:
+                params[k] = _param_value(w, k, p, value)
+        init = table.get("init")
+        x0 = None
+        if init is not None:
+            init = check_str(w, "init", init)
+            if base is not None and not Path(init).is_absolute():
+                init = str(base / init)
+            x0 = read_init(init)
+        return cls(name, params, init, x0)
+
+    def resolved(self) -> dict:
+        return {"name": self.name, **self.params} | ({"init": self.init} if self.init else {})
+
+    def build(self, dataset):
+        """The problem for ``dataset``; with ``init``, its initial point is checked against it."""
+        problem = registry.build_problem(self.name, dataset, self.params)
+        if self.x0 is not None:
+            check_init(self.x0, problem, self.init)
+        return problem
+
+
+@dataclass(frozen=True)
+class ByzantineSpec:
+    """``[byzantine]``: Byzantine counts, the attacks, what the rules are told, participation."""
+
+    f: tuple[int, ...] = (0,)
+    attacks: tuple[ComponentSpec, ...] = ()
+    tolerated_f: tuple[int | None, ...] = (None,)
+    max_f: int | None = None
+    participation: tuple[float | None, ...] = (None,)
+
+    @classmethod
+    def parse(cls, table: dict) -> ByzantineSpec:
+        w = "config [byzantine]"
+        _known(w, table, ["attack", "f", "max_f", "participation", "tolerated_f"])
+        fs = _listed(w, "f", table.get("f", 0), lambda v: check_int(w, "f", v, 0), "a non-negative integer")
+        tolerated = (None,)
+        if "tolerated_f" in table:
+            tolerated = _listed(w, "tolerated_f", table["tolerated_f"], lambda v: check_int(w, "tolerated_f", v, 0),
+                                "a non-negative integer")
+        max_f = table.get("max_f")
+        if max_f is not None and not (_is_int(max_f) and max_f >= max(fs)):
+            raise ConfigError(f"{w}: max_f must be an integer >= every f (largest f: {max(fs)}), got {max_f!r}")
+        part = (None,)
+        if "participation" in table:
+            part = _listed(w, "participation", table["participation"],
+                           lambda v: check_number(w, "participation", v, low=0, high=1),
+                           "a probability in [0, 1]")
+        attack_raw = table.get("attack", "NoAttack")
+        if isinstance(attack_raw, list) and not attack_raw:
+            raise ConfigError(f"{w}: attack is an empty list (give a name, a table or a list of them)")
+        attacks = tuple(ComponentSpec.parse("attack", a, "byzantine.attack", exclude=("f",))
+                        for a in (attack_raw if isinstance(attack_raw, list) else [attack_raw]))
+        return cls(fs, attacks, tolerated, max_f, part)
+
+    def resolved(self) -> dict:
+        out = {"f": list(self.f), "attack": [a.resolved() for a in self.attacks]}
+        if self.tolerated_f != (None,):
+            out["tolerated_f"] = list(self.tolerated_f)
+        if self.max_f is not None:
+            out["max_f"] = self.max_f
+        if self.participation != (None,):
+            out["participation"] = list(self.participation)
+        return out
+
+
+@dataclass(frozen=True)
+class WorkersSpec:
+    """``[workers]``: what the honest workers send (mini-batch gradients, momenta)."""
+
+    batch_size: tuple[int | None, ...] = (None,)
+    momentum: tuple[float | None, ...] = (None,)
+
+    @classmethod
+    def parse(cls, table: dict) -> WorkersSpec:
+        w = "config [workers]"
+        _known(w, table, ["batch_size", "momentum"])
+        batch = (None,)
+        if "batch_size" in table:
+            batch = _listed(w, "batch_size", table["batch_size"], lambda v: check_int(w, "batch_size", v, 1),
+                            "a positive integer")
+        momentum = (None,)
+        if "momentum" in table:
+            momentum = _listed(w, "momentum", table["momentum"],
+                               lambda v: check_number(w, "momentum", v, low=0, high=1, high_open=True),
+                               "a number in [0, 1)")
+        return cls(batch, momentum)
+
+    def resolved(self) -> dict:
+        out = {}
+        if self.batch_size != (None,):
+            out["batch_size"] = list(self.batch_size)
+        if self.momentum != (None,):
+            out["momentum"] = list(self.momentum)
+        return out
+
+
+@dataclass(frozen=True)
 class RunSpec:
-    """One configuration of a grid: its label columns and how to build it."""
+    """One configuration of a grid: the numbers and components it is built from, and its columns."""
 
-    columns: dict
+    columns: dict  # label and numeric columns for the result files
     f: int  # Byzantine workers
-    attack: tuple  # (name, params)
-    aggregator: dict
-    algorithm: tuple  # (name, params)
+    attack: ComponentSpec
+    aggregator: AggregatorSpec
+    algorithm: ComponentSpec
     tolerated_f: int | None = None  # the f the rules assume (ByzFL benchmark name; None: f)
     max_f: int | None = None  # Byzantine rows allocated (None: f, unmasked)
     participation: float | None = None  # P(a Byzantine worker sends in a round) (None: 1, unmasked)
@@ -45,183 +428,159 @@ class RunSpec:
     worker_momentum: float | None = None  # honest workers send momenta (None: gradients)
 
 
-@dataclass
-class GridConfig:
+# Columns a run always or optionally has; an algorithm parameter with one of these names is
+# written as ``method_<name>``.
+RESERVED_COLUMNS = {"run", "seed", "iteration", "comm_round", "stage", "f", "attack", "aggregator", "method",
+                    "split", "alpha", "lam", "tolerated_f", "participation", "batch_size", "worker_momentum"}
+
+TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
+            "aggregator", "algorithm", "workers"}
+
+
+def _seeds(where: str, key: str, value) -> tuple[int, ...]:
+    if _is_int(value):
+        return tuple(range(check_int(where, key, value, 1)))
+    if isinstance(value, list) and value and all(_is_int(s) and s >= 0 for s in value) \
+            and len(set(value)) == len(value):
+        return tuple(value)
+    raise _fail(where, key, "a positive count or a non-empty list of distinct non-negative integers", value)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A whole config file, validated: the sections' specs and the grid of runs they expand to."""
+
     name: str
-    seeds: list[int]
+    seeds: tuple[int, ...]
     rounds: int
     eval_every: int
     x64: bool
     max_batch: int | None
-    data: dict
-    problem: dict
-    runs: list[RunSpec]
-    raw: dict = field(default_factory=dict)
+    data: DataSpec
+    problem: ProblemSpec
+    byzantine: ByzantineSpec
+    workers: WorkersSpec
+    aggregators: tuple[AggregatorSpec, ...]
+    algorithms: tuple[ComponentSpec, ...]
+    raw: dict = field(default_factory=dict, compare=False, repr=False)  # the config as written
+
+    @cached_property
+    def runs(self) -> list[RunSpec]:
+        return expand(self)
+
+    def override(self, *, seeds=None, rounds=None, x64=None, source=None, max_batch=None) -> GridSpec:
+        """This grid with command-line overrides, validated like the config values."""
+        changes = {}
+        if seeds is not None:
+            changes["seeds"] = _seeds("command line", "--seeds", seeds)
+        if rounds is not None:
+            changes["rounds"] = check_int("command line", "--rounds", rounds, 1)
+        if x64 is not None:
+            changes["x64"] = check_bool("command line", "--x64", x64)
+        if max_batch is not None:
+            changes["max_batch"] = check_int("command line", "--max-batch", max_batch, 1)
+        if source is not None:
+            changes["data"] = dataclasses.replace(self.data, source=check_str("command line", "--data", source))
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def to_dict(self) -> dict:
+        """The resolved config: what runs, every default filled in; ``parse_config`` reads it back."""
+        out = {"name": self.name, "seeds": list(self.seeds), "rounds": self.rounds, "eval_every": self.eval_every,
+               "x64": self.x64}
+        if self.max_batch is not None:
+            out["max_batch"] = self.max_batch
+        out |= {"data": self.data.resolved(), "problem": self.problem.resolved(),
+                "byzantine": self.byzantine.resolved()}
+        if self.workers.resolved():
+            out["workers"] = self.workers.resolved()
+        out["aggregator"] = self.aggregators[0].resolved()
+        out["algorithm"] = [a.resolved() for a in self.algorithms]
+        return out
 
 
-def _component(entry, what: str) -> tuple[str, dict]:
-    if isinstance(entry, str):
-        return entry, {}
-    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-        return entry["name"], {k: v for k, v in entry.items() if k != "name"}
-    raise ConfigError(f"{what} must be a name or a table with a 'name' key, got {entry!r}")
+GridConfig = GridSpec  # the former name
 
 
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, list) else [value]
-
-
-def _product(params: dict) -> list[dict]:
-    """Cartesian product over list-valued parameters."""
-    keys = list(params)
-    choices = [_as_list(params[k]) for k in keys]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
-
-
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def method_label(name: str, params: dict) -> str:
-    """``D-GD(lr=0.1)``-style label used in tables and legends."""
-    short = {"DGD": "D-GD", "DNAG": "D-NAG"}.get(registry.ALIASES.get(name, name), registry.ALIASES.get(name, name))
-    inner = ",".join(f"{k}={_fmt(v)}" for k, v in params.items())
-    return f"{short}({inner})" if inner else short
-
-
-def parse_config(raw: dict) -> GridConfig:
-    """Validate a config dictionary and expand it into a grid of runs."""
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        raise ConfigError(f"config: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
-    seeds = raw.get("seeds", 1)
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ConfigError(f"config: seeds must be a positive count or a list of non-negative integers, got {raw.get('seeds')!r}")
-    rounds = raw.get("rounds", 100)
-    eval_every = raw.get("eval_every", 10)
-    for key, val in (("rounds", rounds), ("eval_every", eval_every)):
-        if not isinstance(val, int) or val < 1:
-            raise ConfigError(f"config: {key} must be a positive integer, got {val!r}")
-
-    data = dict(raw.get("data", {}))
-    bad = set(data) - DATA_KEYS
-    if bad:
-        raise ConfigError(f"config [data]: unknown key(s) {sorted(bad)}; allowed: {sorted(DATA_KEYS)}")
-    data.setdefault("source", "fashion-mnist")
-    data.setdefault("split", "iid")
-    data.setdefault("n_honest", 20)
-    data.setdefault("normalization", "dataset")
-    if data["split"] not in ("iid", "dirichlet"):
-        raise ConfigError(f"config [data]: split must be 'iid' or 'dirichlet', got {data['split']!r}")
-    if data["split"] == "dirichlet" and not isinstance(data.get("alpha"), (int, float)):
-        raise ConfigError("config [data]: split 'dirichlet' needs a numeric alpha")
-    if not isinstance(data["n_honest"], int) or data["n_honest"] < 1:
-        raise ConfigError(f"config [data]: n_honest must be a positive integer, got {data['n_honest']!r}")
-
-    problem = dict(raw.get("problem", {"name": "LogisticRegression"}))
-    problem.setdefault("name", "LogisticRegression")
-    registry.lookup("problem", problem["name"])
-
-    byz = dict(raw.get("byzantine", {}))
-    byz_keys = ["attack", "f", "max_f", "participation", "tolerated_f"]
-    bad = set(byz) - set(byz_keys)
-    if bad:
-        raise ConfigError(f"config [byzantine]: unknown key(s) {sorted(bad)}; allowed: {byz_keys}")
-    fs = _as_list(byz.get("f", 0))
-    if not all(_count(f) for f in fs):
-        raise ConfigError(f"config [byzantine]: f must be a non-negative integer or a list of them, got {byz.get('f')!r}")
-    declared = _as_list(byz.get("tolerated_f"))
-    if "tolerated_f" in byz and not all(_count(f) for f in declared):
-        raise ConfigError(f"config [byzantine]: tolerated_f must be a non-negative integer or a list of them, "
-                          f"got {byz.get('tolerated_f')!r}")
-    max_f = byz.get("max_f")
-    if max_f is not None and not (_count(max_f) and max_f >= max(fs)):
-        raise ConfigError(f"config [byzantine]: max_f must be an integer >= every f (largest f: {max(fs)}), got {max_f!r}")
-    participations = _as_list(byz.get("participation"))
-    if "participation" in byz and not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1
-                                          for p in participations):
-        raise ConfigError(f"config [byzantine]: participation must be a probability in [0, 1] or a list of them, "
-                          f"got {byz.get('participation')!r}")
-    attacks = [_component(a, "byzantine.attack") for a in _as_list(byz.get("attack", "NoAttack"))]
-    for name, _ in attacks:
-        registry.lookup("attack", name)
-
-    workers = dict(raw.get("workers", {}))
-    if set(workers) - {"batch_size", "momentum"}:
-        raise ConfigError(f"config [workers]: unknown key(s) {sorted(set(workers) - {'batch_size', 'momentum'})}; "
-                          "allowed: ['batch_size', 'momentum']")
-    batch_sizes = _as_list(workers.get("batch_size"))
-    if "batch_size" in workers and not all(_count(b) and b >= 1 for b in batch_sizes):
-        raise ConfigError(f"config [workers]: batch_size must be a positive integer or a list of them, "
-                          f"got {workers.get('batch_size')!r}")
-    momenta = _as_list(workers.get("momentum"))
-    if "momentum" in workers and not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                                         for b in momenta):
-        raise ConfigError(f"config [workers]: momentum must be a number in [0, 1) or a list of them, "
-                          f"got {workers.get('momentum')!r}")
-
-    agg = dict(raw.get("aggregator", {"name": "Average"}))
-    agg_name, agg_params = _component(agg, "aggregator")
-    pre = [_component(p, "aggregator.pre_aggs") for p in _as_list(agg_params.pop("pre_aggs", []))]
-    registry.lookup("aggregator", agg_name)
-    for name, _ in pre:
-        registry.lookup("preaggregator", name)
-    pipelines = [(agg_p, pre_p) for agg_p in _product(agg_params)
-                 for pre_p in itertools.product(*[[(n, q) for q in _product(p)] for n, p in pre])]
-
+def parse_config(raw: dict, base: str | os.PathLike | None = None) -> GridSpec:
+    """Validate a config dictionary (parsed TOML) into a ``GridSpec``; ``base`` is the folder that
+    relative file names (``partition``, ``init``) are taken from (default: the working directory)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config must be a table, got {raw!r}")
+    _known("config", raw, TOP_KEYS)
+    base = None if base is None else Path(base)
+    w = "config"
+    name = check_str(w, "name", raw.get("name", "experiment"))
+    seeds = _seeds(w, "seeds", raw.get("seeds", 1))
+    rounds = check_int(w, "rounds", raw.get("rounds", 100), 1)
+    eval_every = check_int(w, "eval_every", raw.get("eval_every", 10), 1)
+    x64 = check_bool(w, "x64", raw.get("x64", False))
+    max_batch = raw.get("max_batch")
+    if max_batch is not None:
+        check_int(w, "max_batch", max_batch, 1)
+    for section in ("data", "problem", "byzantine", "workers"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"config: [{section}] must be a table, got {raw[section]!r}")
+    data = DataSpec.parse(raw.get("data", {}), base)
+    problem = ProblemSpec.parse(raw.get("problem", {}), base)
+    byzantine = ByzantineSpec.parse(raw.get("byzantine", {}))
+    workers = WorkersSpec.parse(raw.get("workers", {}))
+    aggregator = AggregatorSpec.parse(raw.get("aggregator", {"name": "Average"}))
     algs = raw.get("algorithm")
     if not algs:
         raise ConfigError("config: at least one [[algorithm]] table is required (e.g. name = \"DGD\", lr = 0.1)")
-    algs = [_component(a, "algorithm") for a in _as_list(algs)]
-    for name, _ in algs:
-        registry.lookup("algorithm", name)
+    algorithms = tuple(ComponentSpec.parse("algorithm", a, "algorithm") for a in (algs if isinstance(algs, list)
+                                                                                 else [algs]))
+    return GridSpec(name, seeds, rounds, eval_every, x64, max_batch, data, problem, byzantine, workers,
+                    (aggregator,), algorithms, raw)
 
+
+def _algorithm_columns(params: dict) -> dict:
+    return {(f"method_{k}" if k in RESERVED_COLUMNS else k): v for k, v in params.items() if _is_number(v)}
+
+
+def expand(grid: GridSpec) -> list[RunSpec]:
+    """The runs of ``grid``: the Cartesian product of every swept value, in a fixed order."""
+    b, wk = grid.byzantine, grid.workers
+    pipelines = [p for agg in grid.aggregators for p in agg.expand()]
+    attacks = [a for att in b.attacks for a in att.expand()]
+    algorithms = [a for alg in grid.algorithms for a in alg.expand()]
     runs = []
-    grid = itertools.product(fs, declared, participations, batch_sizes, momenta, attacks, pipelines, algs)
-    for f, tolerated_f, participation, batch_size, beta, (att_name, att_params), (agg_p, pre_p), \
-            (alg_name, alg_params) in grid:
-        for att_p, alg_p in itertools.product(_product(att_params), _product(alg_params)):
-            cols = {
-                "f": f, "attack": att_name if f else "none", "aggregator": _pipeline_label(agg_name, pre),
-                "method": method_label(alg_name, alg_p), "split": data["split"],
-                "alpha": data.get("alpha", ""), "lam": problem.get("lam", ""),
-            }
-            if tolerated_f is not None:
-                cols["tolerated_f"] = tolerated_f
-            if participation is not None:
-                cols["participation"] = participation
-            if batch_size is not None:
-                cols["batch_size"] = batch_size
-            if beta is not None:
-                cols["worker_momentum"] = beta
-            cols |= {f"attack_{k}": v for k, v in att_p.items()}
-            cols |= {f"aggregator_{k}": v for k, v in agg_p.items()}
-            cols |= {f"{n}_{k}": v for n, q in pre_p for k, v in q.items()}
-            runs.append(RunSpec(cols, f, (att_name, att_p), {"name": agg_name, "params": agg_p, "pre": list(pre_p)},
-                                (alg_name, alg_p), tolerated_f, max_f, participation, batch_size, beta))
-    return GridConfig(raw.get("name", "experiment"), seeds, rounds, eval_every, bool(raw.get("x64", False)),
-                      raw.get("max_batch"), data, problem, runs, raw)
+    for f, tolerated_f, participation, batch_size, beta, attack, pipeline, alg in itertools.product(
+            b.f, b.tolerated_f, b.participation, wk.batch_size, wk.momentum, attacks, pipelines, algorithms):
+        cols = {"f": f, "attack": attack.label_name if f else "none", "aggregator": pipeline.label,
+                "method": method_label(alg.label_name, alg.params), "split": grid.data.split,
+                "alpha": "" if grid.data.alpha is None else grid.data.alpha, "lam": grid.problem.params.get("lam", "")}
+        for key, value in (("tolerated_f", tolerated_f), ("participation", participation),
+                           ("batch_size", batch_size), ("worker_momentum", beta)):
+            if value is not None:
+                cols[key] = value
+        cols |= {f"attack_{k}": v for k, v in attack.params.items()}
+        cols |= {f"aggregator_{k}": v for k, v in pipeline.rule.params.items()}
+        cols |= {f"{p.name}_{k}": v for p in pipeline.pre for k, v in p.params.items()}
+        cols |= _algorithm_columns(alg.params)
+        runs.append(RunSpec(cols, f, attack, pipeline, alg, tolerated_f, b.max_f, participation, batch_size, beta))
+    return runs
 
 
-def _count(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
-def _pipeline_label(agg: str, pre: list) -> str:
-    return "+".join([p for p, _ in pre] + [agg])
-
-
-def load_config(path: str | os.PathLike) -> GridConfig:
+def load_config(path: str | os.PathLike) -> GridSpec:
+    """Read and validate a TOML config file (relative data/init file names are taken from its folder)."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: malformed TOML: {err}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a directory, not a TOML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); a config is a TOML text file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
     try:
-        return parse_config(raw)
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: malformed TOML: {' '.join(str(err).split())}") from None
+    try:
+        return parse_config(raw, base=path.parent)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
@@ -231,32 +590,91 @@ def resolve_source(source: str) -> str:
     return str(DEFAULT_DATA_DIR) if source in ("fashion-mnist", "default") else source
 
 
-def _with_f(kind: str, name: str, params: dict, f: int) -> dict:
+# ----------------------------------------------------------------------------------------------
+# A user-given initial point ([problem] init = "FILE.npz").
+
+
+def read_init(path: str | os.PathLike) -> np.ndarray:
+    """The flat initial point stored in ``path`` (an .npz), before its size is checked.
+
+    Accepted layouts: one array (any key, or ``x0``) holding the flat vector in byzjax's layout,
+    or ``weight`` ``[c, p]`` and ``bias`` ``[c]`` as in PyTorch's ``nn.Linear`` state_dict, mapped
+    to byzjax's layout ``theta = (W, b)`` with ``W = weight.T`` (``[p, c]``, row-major) then ``b``
+    (``LogisticRegression.unpack``).
+    """
+    where = f"[problem] init {path}"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: np.asarray(npz[k]) for k in npz.files}
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise ConfigError(f"{where}: not a readable .npz file ({' '.join(str(err).split())})") from None
+    if set(arrays) >= {"weight", "bias"}:
+        extra = sorted(set(arrays) - {"weight", "bias"})
+        if extra:
+            raise ConfigError(f"{where}: unexpected arrays {extra} beside weight and bias")
+        weight, bias = arrays["weight"], arrays["bias"]
+        if weight.ndim != 2 or bias.ndim != 1 or bias.shape[0] != weight.shape[0]:
+            raise ConfigError(f"{where}: weight must be [c, p] and bias [c] (nn.Linear layout), "
+                              f"got weight {weight.shape} and bias {bias.shape}")
+        flat = np.concatenate([weight.T.reshape(-1), bias])
+    elif len(arrays) == 1:
+        flat = next(iter(arrays.values()))
+        if flat.ndim != 1:
+            raise ConfigError(f"{where}: the flat initial point must be a 1-D array, got shape {flat.shape}")
+    else:
+        raise ConfigError(f"{where}: expected one flat array or the arrays weight and bias, found {sorted(arrays)}")
+    if flat.dtype.kind not in "iuf":
+        raise ConfigError(f"{where}: values must be real numbers, got dtype {flat.dtype}")
+    flat = flat.astype(np.float64)
+    if not np.all(np.isfinite(flat)):
+        raise ConfigError(f"{where}: contains {int(np.sum(~np.isfinite(flat)))} non-finite values")
+    return flat
+
+
+def check_init(flat: np.ndarray, problem, path="init") -> np.ndarray:
+    """``flat`` if it has the problem's dimension ``d``, else a one-line error."""
+    if flat.shape != (problem.dim,):
+        raise ConfigError(f"[problem] init {path}: has {flat.size} values, {type(problem).__name__} needs "
+                          f"d = {problem.dim}")
+    return flat
+
+
+def load_init(path: str | os.PathLike, problem) -> np.ndarray:
+    """The initial point of ``problem`` stored in ``path`` (see ``read_init``), as a flat ``[d]`` array."""
+    return check_init(read_init(path), problem, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Specs -> experiments.
+
+
+def _with_f(component: ComponentSpec, f: int) -> ComponentSpec:
     """Fill a rule's ``f`` with the declared number of Byzantine workers when not given."""
-    cls = registry.lookup(kind, name)
-    if "f" in inspect.signature(cls).parameters and "f" not in params:
-        return params | {"f": f}
-    return params
+    cls = registry.lookup(component.kind, component.name)
+    if "f" in registry.config_params(cls) and "f" not in component.params:
+        return dataclasses.replace(component, params=component.params | {"f": f})
+    return component
 
 
-def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_every: int):
+def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_every: int, x0=None):
     """The ``Experiment`` of one grid entry (components instantiated and bound)."""
     from byzjax.oracle import RobustOracle
     from byzjax.preaggregators import Pipeline
     from byzjax.simulate import Experiment
 
     f = spec.f if spec.tolerated_f is None else spec.tolerated_f
-    pre = [registry.build("preaggregator", n, _with_f("preaggregator", n, p, f)) for n, p in spec.aggregator["pre"]]
-    agg_name, agg_params = spec.aggregator["name"], spec.aggregator["params"]
-    agg = registry.build("aggregator", agg_name, _with_f("aggregator", agg_name, agg_params, f))
+    pre = [_with_f(p, f).build() for p in spec.aggregator.pre]
+    agg = _with_f(spec.aggregator.rule, f).build()
     pipeline = Pipeline(pre, agg)
-    att_name, att_params = spec.attack
     rows = spec.f if spec.max_f is None else spec.max_f
-    attack = registry.build("attack", att_name, att_params) if rows else None
+    attack = spec.attack.build() if rows else None
     oracle = RobustOracle(problem, pipeline, attack, n_honest=n_honest, n_byz=rows,
                           byz_count=None if spec.max_f is None else spec.f, participation=spec.participation,
                           batch_size=spec.batch_size, momentum=spec.worker_momentum)
-    alg = registry.build("algorithm", *spec.algorithm)
+    alg = spec.algorithm.build()
+    # HOOK(x0): pass the user-given initial point once Experiment accepts it: Experiment(..., x0=x0)
     exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every)
     exp.check()
     return exp

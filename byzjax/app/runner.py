@@ -1,4 +1,4 @@
-"""Run a ``GridConfig`` end to end: data per seed, experiments, one sweep per structure, files."""
+"""Run a ``GridSpec`` end to end: data per seed, experiments, one sweep per structure, files."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import __version__
-from byzjax.app.config import GridConfig, build_experiment, resolve_source
-from byzjax.data import federated_classification, load_dataset, stack_seeds
-from byzjax.problems import LogisticRegression
+from byzjax import progress
+from byzjax.app.config import GridSpec, build_experiment, resolve_source
+from byzjax.data import federated_classification, load_dataset, partitioned_dataset, stack_seeds
 from byzjax.app.results import write_results
-from byzjax.sweep import run_grid
+from byzjax.sweep import group_by_structure, run_grid
 
 
 def environment() -> dict:
@@ -24,30 +24,71 @@ def environment() -> dict:
             "x64": bool(jax.config.jax_enable_x64), "python": platform.python_version()}
 
 
-def prepare(cfg: GridConfig, data_source: str | None = None):
-    """Load the data once and return ``(dataset, problem, per-seed stacked FederatedData)``."""
-    source = resolve_source(data_source or cfg.data["source"])
-    ds = load_dataset(source, normalization=cfg.data["normalization"], val_fraction=cfg.data.get("val_fraction", 0.2))
-    problem = LogisticRegression(num_features=ds.num_features, num_classes=ds.num_classes,
-                                 lam=cfg.problem.get("lam", 1e-3))
-    datas = [federated_classification(ds, cfg.data["n_honest"], cfg.data["split"], cfg.data.get("alpha"), seed)
-             for seed in cfg.seeds]
+def prepare(cfg: GridSpec, data_source: str | None = None):
+    """Load the data once and return ``(dataset, problem, per-seed stacked FederatedData)``.
+
+    The problem is the registered ``[problem] name`` built from the data's shapes; with
+    ``[data] partition`` the workers' shards come from the file (the same for every seed).
+    """
+    cfg = cfg.override(source=data_source)
+    spec = cfg.data
+    with jax.enable_x64(cfg.x64):
+        source = resolve_source(spec.source)
+        if spec.partition is not None:
+            ds, shards = partitioned_dataset(source, spec.partition, spec.n_honest, normalization=spec.normalization)
+        else:
+            ds, shards = load_dataset(source, normalization=spec.normalization, val_fraction=spec.val_fraction), None
+        problem = cfg.problem.build(ds)
+        datas = [federated_classification(ds, spec.n_honest, spec.split, spec.alpha, seed, shards=shards)
+                 for seed in cfg.seeds]
     return ds, problem, stack_seeds(datas)
 
 
-def execute(cfg: GridConfig, out_dir: str | Path | None, *, data_source: str | None = None,
-            show_progress: bool = True, prepared=None):
+def program_names(cfg: GridSpec, experiments) -> list[tuple[str, int]]:
+    """``(name, work)`` per compiled program call of ``run_grid`` (same grouping and chunking):
+    the methods, attacks and f values of its runs, and iterations x runs."""
+    names = []
+    n_seeds = len(cfg.seeds)
+    for members in group_by_structure(experiments):
+        per_call = len(members) if cfg.max_batch is None else max(1, min(len(members), cfg.max_batch // n_seeds))
+        for i in range(0, len(members), per_call):
+            chunk = [cfg.runs[j].columns for j in members[i : i + per_call]]
+
+            def values(key):
+                seen = list(dict.fromkeys(str(c[key]) for c in chunk))
+                return seen[0] if len(seen) == 1 else "{" + ",".join(seen) + "}"
+
+            work = experiments[members[0]].iterations * per_call * n_seeds
+            names.append((f"{values('method')} | {values('attack')} | f={values('f')}", work))
+    return names
+
+
+def execute(cfg: GridSpec, out_dir: str | Path | None, *, data_source: str | None = None,
+            show_progress: bool = True, prepared=None, command_line: list[str] | None = None):
     """Run every configuration x seed of ``cfg``; write result files to ``out_dir`` if given.
 
+    Runs in float64 when ``cfg.x64`` (float32 otherwise), whoever calls it. config.json records
+    the resolved config (``cfg.to_dict()``: what ran, every default filled in, ``--data`` /
+    ``--seeds`` / ``--rounds`` / ``--x64`` applied), the config as written and ``command_line``.
     The files are rewritten after every compiled program call with the runs finished so far
     (``meta.finished_runs`` of ``meta.total_runs`` in config.json), so a grid that fails or is
     interrupted midway keeps what it computed. Returns ``(runs, timing, meta)`` where ``runs``
     is a list of ``(run_id, seed, columns, trace)`` with one seed per trace.
     """
-    ds, problem, data = prepared or prepare(cfg, data_source)
-    experiments = [build_experiment(s, problem, cfg.data["n_honest"], cfg.rounds, cfg.eval_every) for s in cfg.runs]
+    cfg = cfg.override(source=data_source)
+    with jax.enable_x64(cfg.x64):
+        return _execute(cfg, out_dir, show_progress, prepared or prepare(cfg), command_line)
+
+
+def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line):
+    ds, problem, data = prepared
+    x0 = None if cfg.problem.x0 is None else cfg.problem.x0  # checked against the problem in prepare
+    experiments = [build_experiment(s, problem, cfg.data.n_honest, cfg.rounds, cfg.eval_every, x0=x0)
+                   for s in cfg.runs]
     keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
     base = environment() | {"dataset": ds.name, "normalization": [ds.mean, ds.std], "total_runs": len(cfg.runs)}
+    record = {"config": cfg.to_dict(), "as_written": cfg.raw, "command_line": command_line,
+              "seeds": list(cfg.seeds)}
 
     def collect(traces, timings):
         runs, timing = [], {}
@@ -61,16 +102,17 @@ def execute(cfg: GridConfig, out_dir: str | Path | None, *, data_source: str | N
 
     def write(runs, timing, meta):
         if out_dir is not None:
-            write_results(Path(out_dir), {"config": cfg.raw, "resolved_data": cfg.data, "seeds": cfg.seeds,
-                                          "meta": meta}, runs, timing)
+            write_results(Path(out_dir), record | {"meta": meta}, runs, timing)
 
     def partial(traces, timings):
         runs, timing = collect(traces, timings)
         write(runs, timing, base | {"finished_runs": len(timing), "complete": False})
 
+    names = program_names(cfg, experiments)
     t0 = time.perf_counter()
-    result = run_grid(experiments, keys, data, max_batch=cfg.max_batch, show_progress=show_progress, label=cfg.name,
-                      on_chunk=partial if out_dir is not None else None)
+    with progress.grid(names, label=cfg.name):
+        result = run_grid(experiments, keys, data, max_batch=cfg.max_batch, show_progress=show_progress,
+                          label=cfg.name, on_chunk=partial if out_dir is not None else None)
     wall = time.perf_counter() - t0
     runs, timing = collect(result.traces, result.timing)
     meta = base | {"finished_runs": len(timing), "complete": True, "programs": result.programs,
