@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax._validation import ConfigError, float_array
+from byzjax._validation import ConfigError, check_param, float_array
 from byzjax.data import FederatedData, Shards
 
 
@@ -46,6 +46,12 @@ class AbstractProblem(eqx.Module):
         """Scalar metrics on held-out data (default: none)."""
         return {}
 
+    @classmethod
+    def from_dataset(cls, dataset, **params) -> "AbstractProblem":
+        """The problem shaped by a loaded data set (``byzjax.data.Dataset``), with keyword ``params``
+        (what a config's ``[problem]`` section gives); problems a config can name implement it."""
+        raise ConfigError(f"{cls.__name__} cannot be built from a data set")
+
     def flip_labels(self, shards):
         """Shards with labels ``c - 1 - y`` (for LabelFlipping); problems with ``has_labels`` only."""
         raise ConfigError(f"{type(self).__name__} has no labels to flip")
@@ -68,6 +74,14 @@ class LogisticRegression(AbstractProblem):
     num_features: int = eqx.field(static=True)
     num_classes: int = eqx.field(static=True)
     lam: jax.Array = eqx.field(converter=float_array, default=1e-3)
+
+    def __check_init__(self):
+        check_param("LogisticRegression", "lam", self.lam, lambda v: np.isfinite(v) & (v >= 0), "a finite number >= 0")
+
+    @classmethod
+    def from_dataset(cls, dataset, **params):
+        """Multinomial logistic regression shaped by the data: ``p`` features, ``c`` classes."""
+        return cls(num_features=dataset.num_features, num_classes=dataset.num_classes, **params)
 
     @property
     def dim(self):

@@ -8,7 +8,7 @@ each takes; ``build`` / ``build_problem`` instantiate a component from its name 
 from __future__ import annotations
 
 import inspect
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from byzjax import aggregators, algorithms, attacks, preaggregators, problems
 from byzjax._validation import ConfigError
@@ -21,17 +21,9 @@ ALIASES = {
 }
 
 
-def _logistic_from_dataset(dataset, **params) -> problems.LogisticRegression:
-    """Multinomial logistic regression shaped by the data: ``p`` features, ``c`` classes."""
-    return problems.LogisticRegression(num_features=dataset.num_features, num_classes=dataset.num_classes, **params)
-
-
-# Problems a config can name: each is built from the loaded data set's shapes by a function
-# ``(dataset, **params) -> problem``. TODO(problems.py owner): make this a classmethod
-# ``AbstractProblem.from_dataset(dataset, **params)`` and register the classes themselves.
-PROBLEM_BUILDERS: dict[str, tuple[type, Callable]] = {
-    "LogisticRegression": (problems.LogisticRegression, _logistic_from_dataset),
-}
+# Problems a config can name: each class builds itself from the loaded data set's shapes
+# (``AbstractProblem.from_dataset(dataset, **params)``).
+PROBLEMS: dict[str, type[problems.AbstractProblem]] = {"LogisticRegression": problems.LogisticRegression}
 
 
 def _concrete_subclasses(module, base) -> dict[str, type]:
@@ -58,7 +50,7 @@ def registry(kind: str) -> dict[str, type]:
     if kind == "algorithm":
         return _concrete_subclasses(algorithms, algorithms.AbstractAlgorithm)
     if kind == "problem":
-        return {name: cls for name, (cls, _) in PROBLEM_BUILDERS.items()}
+        return dict(PROBLEMS)
     raise KeyError(kind)
 
 
@@ -139,13 +131,13 @@ def problem_params(name: str) -> dict[str, Param]:
 
 def build_problem(name: str, dataset, params: dict):
     """Problem ``name`` built for ``dataset`` (its feature and class counts) with keyword ``params``."""
-    _, builder = PROBLEM_BUILDERS[canonical("problem", name)]
+    cls = lookup("problem", name)
     allowed = problem_params(name)
     unknown = [k for k in params if k not in allowed]
     if unknown:
         raise ConfigError(f"problem {name}: unknown parameter(s) {unknown}; allowed: {sorted(allowed)}")
     try:
-        return builder(dataset, **params)
+        return cls.from_dataset(dataset, **params)
     except ConfigError as err:
         raise ConfigError(f"problem {name}: {err}") from None
     except (TypeError, ValueError) as err:

@@ -48,10 +48,7 @@ def test_problem_is_built_from_the_registry_with_its_parameters(monkeypatch):
     class Scaled(LogisticRegression):
         pass
 
-    def build(dataset, lam=0.5):
-        return Scaled(num_features=dataset.num_features, num_classes=dataset.num_classes, lam=lam)
-
-    monkeypatch.setitem(registry.PROBLEM_BUILDERS, "Scaled", (Scaled, build))
+    monkeypatch.setitem(registry.PROBLEMS, "Scaled", Scaled)
     cfg = parse_config(with_("problem", {"name": "Scaled", "lam": 0.25}))
     ds, problem, _ = tiny_prepared(cfg)
     assert type(problem) is Scaled and float(problem.lam) == 0.25 and problem.num_features == ds.num_features

@@ -674,7 +674,6 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
                           byz_count=None if spec.max_f is None else spec.f, participation=spec.participation,
                           batch_size=spec.batch_size, momentum=spec.worker_momentum)
     alg = spec.algorithm.build()
-    # HOOK(x0): pass the user-given initial point once Experiment accepts it: Experiment(..., x0=x0)
-    exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every)
+    exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every, x0=x0)
     exp.check()
     return exp
