@@ -42,11 +42,11 @@ class Median(AbstractAggregator):
         n = vectors.shape[0]
         if valid is None:
 
-            def middle(cols):
-                s = _kernels.sort_rows(cols)
+            def middle(cols, near):
+                s = _kernels.sort_rows(_kernels.absent_last(cols, near))
                 return 0.5 * (s[(n - 1) // 2] + s[n // 2])
 
-            return coordinatewise(middle, sorted_last(vectors)), state
+            return coordinatewise(middle, vectors, finite_rows(vectors)), state
 
         def middle_of_present(cols, m):
             s = _kernels.sort_rows(cols)
@@ -78,7 +78,9 @@ class TrMean(AbstractAggregator):
             w = _kernels.trimmed_weights(n, self.f, vectors.dtype)
         else:  # absent rows sort last and get weight 0
             w = _kernels.trimmed_weights(n, self.f, vectors.dtype, jnp.sum(valid))
-        return coordinatewise(lambda cols, w: w @ _kernels.sort_rows(cols), sorted_last(vectors, valid), w), state
+        near = finite_rows(vectors) if valid is None else valid & finite_rows(vectors)
+        trimmed = lambda cols, near, w: w @ _kernels.sort_rows(_kernels.absent_last(cols, near))
+        return coordinatewise(trimmed, vectors, near, w), state
 
 
 def _around_lower_median(cols, near, count, f):
