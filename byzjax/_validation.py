@@ -16,8 +16,19 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+SWEEP_HINT = "give a list in the config file, or build one component per value and run them with byzjax.run_grid"
+
+
+def _no_sequence(x) -> None:
+    """A Python list or tuple where one number is expected: say how to sweep instead
+    (arrays with a batch axis stay accepted: stacked components are vmapped)."""
+    if isinstance(x, (list, tuple)):
+        raise ConfigError(f"expected a single number, got the {type(x).__name__} {x!r}; to sweep, {SWEEP_HINT}")
+
+
 def int_array(x) -> jax.Array:
     """Converter for integer hyperparameters that may be swept (``f``, counts)."""
+    _no_sequence(x)
     if isinstance(x, (bool, np.bool_)):
         raise ConfigError(f"expected an integer, got the boolean {x!r}")
     if is_concrete(x):
@@ -31,6 +42,7 @@ def int_array(x) -> jax.Array:
 
 def float_array(x) -> jax.Array:
     """Converter for real hyperparameters that may be swept (step sizes, tau, ...)."""
+    _no_sequence(x)
     if is_concrete(x):
         arr = np.asarray(x)
         if arr.dtype.kind not in "iuf":
@@ -44,10 +56,18 @@ def concrete_values(x):
 
 
 def as_matrix(vectors, what: str = "vectors") -> jax.Array:
-    """Convert NumPy/JAX input to a ``[n, d]`` float array, with a clear error otherwise."""
+    """Convert NumPy/JAX input to a ``[n, d]`` float array with ``n >= 1``, with a one-line
+    ``ConfigError`` otherwise (not numeric, complex, not 2-D, no rows)."""
+    kind = np.asarray(vectors).dtype.kind if is_concrete(vectors) else jnp.asarray(vectors).dtype.kind
+    if kind == "c":
+        raise ConfigError(f"{what} must be real, got a complex array (the imaginary part would be dropped)")
+    if kind not in "biuf":
+        raise ConfigError(f"{what} must be a numeric array [n, d], got dtype {np.asarray(vectors).dtype}")
     arr = jnp.asarray(vectors)
     if arr.ndim != 2:
         raise ConfigError(f"{what} must be a 2-D array [n, d], got shape {tuple(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise ConfigError(f"{what} must have at least one row, got shape {tuple(arr.shape)}")
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         arr = arr.astype(jnp.result_type(float))
     return arr

@@ -24,6 +24,7 @@ import numpy as np
 from byzjax import _kernels
 from byzjax._validation import as_matrix, check_count, check_f, check_param, float_array, int_array
 from byzjax.aggregators import AbstractAggregator, Average, clip_scale, present_rows
+from byzjax.aggregators._common import finite_rows, rows
 
 
 class AbstractPreAggregator(eqx.Module):
@@ -75,12 +76,13 @@ def nnm_mixing_matrix(sq_dists: jax.Array, f: jax.Array, valid=None) -> jax.Arra
 
 
 class NNM(AbstractPreAggregator):
-    """Nearest-neighbour mixing (Allouah et al., 2023), PAPER.md section 3.
+    """Nearest-neighbour mixing (Allouah et al., 2023), arXiv 2602.03329, section 3.
 
     Each ``x_i`` is replaced by the mean of its ``n - f`` nearest vectors (itself
     included; ties to the lower index). Computed as one ``[n, n]`` mixing matrix
     times the ``[n, d]`` block: cost O(n^2 d) for the Gram distances plus O(n^3)
-    for ranks, never an ``n x (n-f) x d`` gather. Needs ``f < n``.
+    for ranks, never an ``n x (n-f) x d`` gather. Needs ``f < n``. A non-finite row is
+    infinitely far (never among the neighbours of another row) and is passed on as it is.
     """
 
     f: jax.Array = eqx.field(converter=int_array, default=0)
@@ -92,10 +94,10 @@ class NNM(AbstractPreAggregator):
         check_f("NNM", self.f, n, need="f < n")
 
     def pre_aggregate(self, vectors, key, valid=None):
-        if valid is not None:
-            vectors, _ = present_rows(vectors, valid)
-        mix = nnm_mixing_matrix(_kernels.pairwise_sq_dists(vectors), self.f, valid)
-        return mix @ vectors
+        r = rows(vectors, valid)
+        d2 = jnp.where(r.near[None, :], _kernels.pairwise_sq_dists(r.x), jnp.inf)
+        mix = nnm_mixing_matrix(d2, self.f, valid)
+        return jnp.where(finite_rows(vectors)[:, None], mix @ r.x, vectors)
 
 
 def _pad_rows(x: jax.Array, w: jax.Array, s: int):
@@ -152,6 +154,8 @@ class Bucketing(AbstractPreAggregator):
 class Clipping(AbstractPreAggregator):
     """Static clipping: ``x_i <- min(1, c / ||x_i||) x_i``. Cost O(n d).
 
+    A non-finite row is passed on as it is (ByzFL: an Inf row becomes NaN).
+
     Differs from ByzFL: pure (ByzFL rescales its input rows in place), and ``c > 0``
     is required (ByzFL accepts ``c = 0``, which sends every input to zero).
     """
@@ -162,8 +166,10 @@ class Clipping(AbstractPreAggregator):
         check_param("Clipping", "c", self.c, lambda v: v > 0, "> 0")
 
     def pre_aggregate(self, vectors, key, valid=None):
-        scale = clip_scale(jnp.linalg.norm(vectors, axis=1), self.c.astype(vectors.dtype))
-        return vectors * scale[:, None]
+        finite = finite_rows(vectors)
+        x = jnp.where(finite[:, None], vectors, 0.0)
+        scale = clip_scale(jnp.linalg.norm(x, axis=1), self.c.astype(vectors.dtype))
+        return jnp.where(finite[:, None], x * scale[:, None], vectors)
 
 
 class ARC(AbstractPreAggregator):
@@ -171,7 +177,8 @@ class ARC(AbstractPreAggregator):
 
     The ``k = floor(2 f (n - f) / n)`` largest-norm inputs are clipped to the
     ``(n - k)``-th smallest norm (equivalently, every input is clipped to that
-    norm); ``f = 0`` changes nothing. Needs ``f <= n``. Cost O(n d + n log n).
+    norm); ``f = 0`` changes nothing. Needs ``f <= n``. Cost O(n d + n log n). A
+    non-finite row has norm +inf (it is among the largest) and is passed on as it is.
 
     Differs from ByzFL: pure (ByzFL clips in place), and ``k`` is the exact integer
     floor; ByzFL's float ``int((2 f / n) (n - f))`` comes out one lower for a few
@@ -187,13 +194,13 @@ class ARC(AbstractPreAggregator):
         check_f("ARC", self.f, n, need="f <= n")
 
     def pre_aggregate(self, vectors, key, valid=None):
-        m = vectors.shape[0]
-        if valid is not None:
-            vectors, m = present_rows(vectors, valid)
-        norms = jnp.linalg.norm(vectors, axis=1)
+        x, m, present, near = rows(vectors, valid)
+        norms = jnp.linalg.norm(x, axis=1)
         clipped = (2 * self.f * (m - self.f)) // m
-        sorted_norms = jnp.sort(norms if valid is None else jnp.where(valid, norms, jnp.inf))
-        return vectors * clip_scale(norms, sorted_norms[m - clipped - 1])[:, None]
+        ranked = norms if valid is None else jnp.where(valid, norms, jnp.inf)
+        sorted_norms = jnp.sort(jnp.where(near | ~present, ranked, jnp.inf))
+        out = x * clip_scale(norms, sorted_norms[m - clipped - 1])[:, None]
+        return jnp.where(finite_rows(vectors)[:, None], out, vectors)
 
 
 class Pipeline(AbstractAggregator):
@@ -222,6 +229,10 @@ class Pipeline(AbstractAggregator):
     @property
     def supports_absent(self) -> bool:
         return self.agg.supports_absent and all(p.supports_absent for p in self.pre_aggs)
+
+    @property
+    def robust(self) -> bool:
+        return self.agg.robust
 
     def aggregate(self, vectors, state, key, valid=None):
         keys = jax.random.split(key, len(self.pre_aggs) + 1)

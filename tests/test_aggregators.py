@@ -26,6 +26,7 @@ from byzjax import _kernels
 from byzjax import aggregators as A
 from byzjax import preaggregators as P
 from byzjax._validation import ConfigError
+from byzjax.registry import registry
 from byzjax.robustness import empirical_kappa, kappa_ratios
 
 N, D, F = 11, 20, 2  # F: Byzantine count of the kappa tests
@@ -74,7 +75,7 @@ def ref_trmean(x, f):
 
 
 def ref_gm(x, nu):
-    y, z = x[~np.isinf(x).any(axis=1)], np.zeros(x.shape[1])
+    y, z = x[np.isfinite(x).all(axis=1)], np.zeros(x.shape[1])
     for _ in range(3):
         beta = 1.0 / np.maximum(np.linalg.norm(y - z, axis=1), nu)
         z = beta @ y / beta.sum()
@@ -82,14 +83,17 @@ def ref_gm(x, nu):
 
 
 def ref_weiszfeld(x, nu, tol=1e-6, max_iter=100):
-    y = x[~np.isinf(x).any(axis=1)]
-    z, previous = y.mean(axis=0), np.inf
+    """From the coordinate-wise median; stop when the step is <= tol * max(nu, median distance)."""
+    y = x[np.isfinite(x).all(axis=1)]
+    z = np.median(y, axis=0)
     for _ in range(max_iter):
         dist = np.linalg.norm(y - z, axis=1)
-        if abs(previous - dist.sum()) <= tol * dist.sum():
-            break
         beta = 1.0 / np.maximum(dist, nu)
-        z, previous = beta @ y / beta.sum(), dist.sum()
+        z_next = beta @ y / beta.sum()
+        done = np.linalg.norm(z_next - z) <= tol * max(np.median(dist), nu)
+        z = z_next
+        if done:
+            break
     return z
 
 
@@ -132,6 +136,34 @@ def ref_meamed(x, f):
         order = np.lexsort((x[:, k], np.abs(x[:, k] - med[k])))
         out[k] = x[order[: len(x) - f], k].mean()
     return out
+
+
+def ref_meamed_byzfl(x, f):
+    """ByzFL-torch: the lower middle value as the median; equal distances in row order."""
+    n = len(x)
+    med, out = np.sort(x, axis=0)[(n - 1) // 2], np.empty(x.shape[1])
+    for k in range(x.shape[1]):
+        order = np.argsort(np.abs(x[:, k] - med[k]), kind="stable")
+        out[k] = x[order[: n - f], k].mean()
+    return out
+
+
+def ref_caf_exact(x, f):
+    """CAF with the exact top eigenpair of the weighted covariance (d x d ``eigh``)."""
+    n = len(x)
+    c, best, best_mu = np.ones(n), np.inf, x.mean(axis=0)
+    while c.sum() > n - 2 * f:
+        mu = c @ x / c.sum()
+        diffs = x - mu
+        values, vectors = np.linalg.eigh((c[:, None] * diffs).T @ diffs / c.sum())
+        if max(values[-1], 0.0) < best:
+            best, best_mu = max(values[-1], 0.0), mu
+        tau = (diffs @ vectors[:, -1]) ** 2
+        tau_max = tau[c > 0].max()
+        if tau_max <= 0:
+            break
+        c = np.where(tau >= tau_max, 0.0, c * (1.0 - tau / tau_max))
+    return best_mu
 
 
 def ref_caf(x, f, key):
@@ -299,7 +331,9 @@ CASES = {
     "MoNNA": Case(A.MoNNA, lambda x, f, k: ref_monna(x, f), (0, F, FMAX), permutation=False),
     "MoNNA_idx4": Case(lambda f: A.MoNNA(f, idx=4), lambda x, f, k: ref_monna(x, f, 4), (F,), permutation=False),
     "Meamed": Case(A.Meamed, lambda x, f, k: ref_meamed(x, f), (0, F, FMAX)),
-    "CAF": Case(A.CAF, ref_caf, (0, F, FMAX), datasets=("gauss",)),
+    "Meamed_byzfl": Case(lambda f: A.Meamed(f, ties="byzfl"), lambda x, f, k: ref_meamed_byzfl(x, f), (0, F, FMAX)),
+    "CAF": Case(A.CAF, lambda x, f, k: ref_caf_exact(x, f), (0, F, FMAX)),
+    "CAF_power_step": Case(lambda f: A.CAF(f, power_step=True), ref_caf, (0, F, FMAX), datasets=("gauss",)),
     "SMEA": Case(A.SMEA, ref_smea, (0, F, FMAX), datasets=("gauss",)),
     "Bulyan": Case(A.Bulyan, lambda x, f, k: ref_bulyan(x, f), (0, 1, FBULYAN)),
     "DnC": Case(lambda f: A.DnC(f, sub_dim=8, num_iters=3), ref_dnc, (0, F, FMAX), datasets=("gauss",)),
@@ -326,6 +360,17 @@ CASES = {
 }
 DATA = {"gauss": GAUSS, "ties": TIES}
 ALL = sorted(CASES)
+
+
+@pytest.fixture(params=sorted(registry("aggregator")) + sorted(registry("preaggregator")))
+def registered(request):
+    return request.param
+
+
+def test_every_registered_rule_has_a_reference_case(registered):
+    """A new aggregator needs a case named after it in CASES; a new pre-aggregator a pipeline case holding it."""
+    assert any(registered in name.split("+") or name.split("_")[0] == registered for name in CASES), (
+        f"no NumPy-reference case for {registered} in tests/test_aggregators.py CASES")
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -360,6 +405,10 @@ def test_byzfl_documented_examples():
     x = np.arange(1.0, 10.0).reshape(3, 3)
     np.testing.assert_allclose(A.GeometricMedian()(x), [3.78788764, 4.78788764, 5.78788764], atol=1e-8)
     np.testing.assert_allclose(A.Meamed(1)(x), [2.5, 3.5, 4.5])  # a tie: ByzFL keeps the lower value
+    np.testing.assert_allclose(A.Meamed(1, ties="byzfl")(x), [2.5, 3.5, 4.5])
+    x4 = np.array([[0.0], [2.0], [3.0], [4.0]])  # even n: NumPy's median 2.5, ByzFL's lower middle value 2
+    np.testing.assert_allclose(A.Meamed(1)(x4), [3.0])  # keeps 2, 3, 4
+    np.testing.assert_allclose(A.Meamed(1, ties="byzfl")(x4), [5.0 / 3.0])  # 2, 3, then 0 (tie 0 | 4: lower row)
     np.testing.assert_allclose(P.ARC(1)(x)[2], [4.41004009, 5.04004582, 5.67005155], atol=1e-8)
 
 
@@ -416,6 +465,13 @@ def test_vmap_over_modules_matches_eager(name):
         np.testing.assert_allclose(row, rule(GAUSS, KEY), atol=1e-9)
 
 
+def test_batched_arrays_are_accepted_where_lists_are_not():
+    """A batch axis (stacked components, sweeps) is an array: accepted; a Python list is refused above."""
+    rule = A.TrMean(f=jnp.array([0, 2]))
+    out = jax.vmap(lambda f: A.TrMean(f).aggregate(jnp.asarray(GAUSS), None, KEY)[0])(rule.f)
+    np.testing.assert_allclose(out[1], ref_trmean(GAUSS, 2), atol=1e-12)
+
+
 def test_vmap_over_inputs_static_f():
     rule = A.MDA(F)  # (SMEA enumerates the same way)
     xs = jnp.stack([jnp.asarray(GAUSS), jnp.asarray(GAUSS[::-1]) * 2.0])
@@ -444,6 +500,60 @@ def with_absent_rows(x):
     padded[valid] = x
     padded[~valid] = np.stack([np.full(x.shape[1], np.nan), np.full(x.shape[1], np.inf), np.full(x.shape[1], 1e30)])
     return jnp.asarray(padded), jnp.asarray(valid)
+
+
+def test_clipped_clustering_with_row_0_absent():
+    """The masked path labels clusters from the first present row, not row 0: == the present rows alone."""
+    rule = A.ClippedClustering(max_tau=3.0, history=25)
+    x = np.concatenate([np.full((1, D), np.nan), GAUSS])
+    valid = np.arange(N + 1) > 0
+    out, _ = jax.jit(lambda x, m: rule.aggregate(x, rule.init(D, x.dtype), KEY, m))(jnp.asarray(x), jnp.asarray(valid))
+    np.testing.assert_allclose(out, rule(GAUSS, KEY), rtol=1e-9, atol=1e-12)
+    for order in (np.r_[1:N, 0], np.r_[2:N, 0, 1]):  # the majority cluster does not depend on which row is first
+        np.testing.assert_allclose(rule(GAUSS[order], KEY), rule(GAUSS, KEY), rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- non-finite rows
+
+NONFINITE_REF = {  # rule -> its answer on [[0], [1], [2], [x]] with x non-finite (a row ranked last / infinitely far)
+    "TrMean": (A.TrMean(1), 1.5),  # NumPy: sort([0, 1, 2, inf])[1:3].mean()
+    "Median": (A.Median(), 1.5),
+    "Meamed": (A.Meamed(1), 1.0),
+    "Krum": (A.Krum(1), 1.0),
+    "MultiKrum": (A.MultiKrum(1), 1.0),
+    "GeometricMedian": (A.GeometricMedian(), ref_gm(np.array([[0.0], [1.0], [2.0]]), 0.1)[0]),
+    "CenteredClipping": (A.CenteredClipping(), 0.75),  # weight 0, the mean over all four rows
+    "CAF": (A.CAF(1), 1.0),
+    "NNM+TrMean": (P.Pipeline((P.NNM(1),), A.TrMean(1)), None),
+}
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("name", sorted(NONFINITE_REF))
+def test_a_non_finite_row_is_infinitely_far(name, bad):
+    rule, expected = NONFINITE_REF[name]
+    x = np.array([[0.0], [1.0], [2.0], [bad]])
+    out = rule(x)
+    assert np.all(np.isfinite(out)), out
+    if expected is not None:
+        np.testing.assert_allclose(out, [expected], atol=1e-12)
+
+
+def test_pre_aggregators_pass_non_finite_rows_on():
+    x = np.concatenate([GAUSS, [np.full(D, np.inf)], [np.r_[np.nan, np.ones(D - 1)]]])
+    for pre in (P.NNM(2), P.Clipping(1.0), P.ARC(2)):
+        out = pre(x)
+        assert np.all(np.isfinite(out[:N])), type(pre).__name__
+        assert not np.isnan(out[N]).any() and not np.isfinite(out[N + 1]).all()  # Inf stays Inf (not NaN)
+    np.testing.assert_allclose(P.Clipping(1.0)(x)[:N], clip_rows(GAUSS, 1.0), atol=1e-12)
+    np.testing.assert_array_equal(P.Clipping(1.0)(x)[N], x[N])
+
+
+def test_nnm_leaves_non_finite_rows_out_of_every_neighbourhood():
+    """With f non-finite rows, each finite row averages its n - f nearest finite rows."""
+    x = np.concatenate([GAUSS[: N - 2], np.full((2, D), np.nan)])
+    order = np.argsort(np.sqrt(sq_dists(GAUSS[: N - 2])), axis=1, kind="stable")[:, : N - 2]
+    np.testing.assert_allclose(P.NNM(2)(x)[: N - 2], GAUSS[: N - 2][order].mean(axis=1), atol=1e-12)
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n not in SHUFFLING])
@@ -639,6 +749,13 @@ BAD = [
     (lambda: A.FLTrust(trusted=N).check(N), r"FLTrust: needs trusted < n"),
     (lambda: A.SignGuard(upper=0.5), r"SignGuard: upper must be >= 1"),
     (lambda: A.Median()(np.zeros(5)), r"must be a 2-D array"),
+    (lambda: A.Median()(np.zeros((0, 3))), r"vectors must have at least one row, got shape \(0, 3\)"),
+    (lambda: A.Median()(np.array([["a", "b"]])), r"vectors must be a numeric array"),
+    (lambda: A.TrMean(1)(np.ones((4, 2), complex)), r"vectors must be real, got a complex array"),
+    (lambda: P.NNM(1)(np.zeros((0, 2))), r"vectors must have at least one row"),
+    (lambda: A.TrMean(f=[1, 2]), r"expected a single number, got the list \[1, 2\]; to sweep, give a list in the config"),
+    (lambda: A.CenteredClipping(tau=(1.0, 2.0)), r"expected a single number, got the tuple .*byzjax.run_grid"),
+    (lambda: A.Meamed(1, ties="torch"), r"Meamed: ties must be one of \['numpy', 'byzfl'\], got ties='torch'"),
     (lambda: P.Pipeline((P.Bucketing(4),), A.TrMean(2)).check(N), r"TrMean: needs 2f < n, got f=2 with n=3"),
     (lambda: empirical_kappa(A.TrMean(F), HONEST[:F], F), rf"TrMean: needs 2f < n, got f={F} with n={2 * F}"),
 ]

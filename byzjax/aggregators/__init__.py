@@ -22,6 +22,38 @@ on the ``m = sum(valid)`` present rows, with ``m`` traced (one program for every
 participation pattern). ``valid=None`` (all present) takes the unmasked path.
 MDA and SMEA (whose subset enumeration fixes ``n - f``) do not support it
 (``supports_absent = False``).
+
+Non-finite rows. A present row with any NaN or +-Inf coordinate is infinitely far
+from every other row. It counts as one of the ``n`` rows (so it uses up one of the
+``f`` the rule tolerates) but is never selected, trimmed first and gets weight 0:
+
+- coordinate-wise rules (Median, TrMean, Meamed, Bulyan's last step) rank it above
+  every finite value in every coordinate, so ``TrMean(f=1)`` on ``[[0], [1], [2], [inf]]``
+  is ``mean(1, 2) = 1.5`` (NumPy's trimmed mean), whatever the sign of the Inf or a NaN;
+- distance-based rules (Krum, MultiKrum, MoNNA, Bulyan, MDA, SMEA, DnC, NNM) put it at
+  distance +inf from all rows: it is in no neighbourhood and never chosen;
+- reweighting and filtering rules (GeometricMedian, SmoothedWeiszfeld, CenteredClipping,
+  HuberMean, FLTrust, CAF) give it weight 0 (CAF: as if its first passes had removed it);
+- SignGuard and ClippedClustering leave it out as they leave out absent rows;
+- pre-aggregators pass it on as it is (NNM, Clipping, ARC: a non-finite row in, the same
+  row out; Bucketing: a bucket holding one is non-finite), never letting it into a
+  finite row, so the aggregator after them discards it.
+
+So with at most ``f`` non-finite rows every robust rule returns a finite answer, the
+answer on the finite rows where the rule allows it. ``Average`` promises nothing
+(``robust = False``): a non-finite row makes it non-finite.
+
+Scale. The rules whose computation squares the inputs (CAF, SMEA, MDA, SmoothedWeiszfeld,
+DnC) work in an exactly rescaled frame (centred on the coordinate-wise median, divided by
+a power of two bounding the entries), and every selection reads a NaN score as +inf, so
+up to ``f`` rows of any finite size (up to the largest float) move the output by an
+amount that does not grow with their size (``tests/test_rule_reliability.py``). The other
+distance-based rules compute squared distances directly: that holds for rows up to the
+oracle's sanitising cap ``sqrt(max_float / (4 (n + 64) d))`` (``byzjax.oracle.sanitise``),
+and beyond it an overflowed distance reads as +inf (the row is infinitely far).
+
+Eager calls ``rule(vectors)`` take a real 2-D array with at least one row; anything else
+(0 rows, strings, complex numbers, another number of axes) is a one-line ``ConfigError``.
 """
 
 from byzjax._validation import check_count, check_f, check_param

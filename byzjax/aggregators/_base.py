@@ -16,6 +16,7 @@ class AbstractAggregator(eqx.Module):
     """An aggregation rule: ``n`` vectors of dimension ``d`` in, one vector out."""
 
     supports_absent: ClassVar[bool] = True  # accepts a ``valid`` row mask (see the module docstring)
+    robust: ClassVar[bool] = True  # up to f arbitrary (huge, non-finite) rows move it by a bounded amount
 
     def check(self, n: int) -> None:
         """Raise ``ConfigError`` if the rule cannot run on ``n`` input vectors."""

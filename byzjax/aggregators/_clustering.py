@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from byzjax._validation import ConfigError, check_count, check_param, float_array
 from byzjax.aggregators._base import AbstractAggregator
-from byzjax.aggregators._common import _masked_mean, _median, _present_or_all, _row, clip_scale
+from byzjax.aggregators._common import _masked_mean, _median, _row, clip_scale, rows
 
 
 def _two_means(points: jax.Array, iters: int, present: jax.Array) -> jax.Array:
@@ -64,9 +64,9 @@ class SignGuard(AbstractAggregator):
 
     def aggregate(self, vectors, state, key, valid=None):
         dtype = vectors.dtype
-        vectors, _, present = _present_or_all(vectors, valid)
+        vectors, _, _, present = rows(vectors, valid)  # non-finite rows are left out (as absent)
         norms = jnp.linalg.norm(vectors, axis=1)
-        m = _median(norms, valid)
+        m = _median(norms, present)
         x = vectors * clip_scale(norms, m)[:, None]
         clipped = jnp.minimum(norms, m)
         in_range = (clipped >= self.lower.astype(dtype) * m) & (clipped <= self.upper.astype(dtype) * m)
@@ -82,13 +82,14 @@ class NormHistory(NamedTuple):
     count: jax.Array  # number of norms written so far
 
 
-def _agglomerate_two(dist: jax.Array, m) -> jax.Array:
+def _agglomerate_two(dist: jax.Array, m, first=0) -> jax.Array:
     """Average-linkage (UPGMA) agglomerative clustering of ``dist [n, n]`` into two clusters.
 
     Only the ``m`` present rows take part (absent ones at distance +inf from all).
     Merges the closest pair of clusters (lowest indices on ties) ``m - 2`` times,
     the merged cluster's distances being the size-weighted means (Lance-Williams).
-    Returns True for the rows outside the cluster of row 0.
+    Returns True for the rows outside the cluster of ``first``, the first present row
+    (row 0 when all are present).
     """
     n = dist.shape[0]
     dist = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, dist)
@@ -104,7 +105,8 @@ def _agglomerate_two(dist: jax.Array, m) -> jax.Array:
 
     start = (dist, jnp.ones(n, dist.dtype), jnp.arange(n))
     merges = max(m - 2, 0) if isinstance(m, int) else jnp.maximum(m - 2, 0)
-    return jax.lax.fori_loop(0, merges, merge, start)[2] != 0
+    rep = jax.lax.fori_loop(0, merges, merge, start)[2]
+    return rep != rep[first]
 
 
 class ClippedClustering(AbstractAggregator):
@@ -114,7 +116,8 @@ class ClippedClustering(AbstractAggregator):
     the clipped inputs in two by average-linkage agglomerative clustering on the
     cosine distance ``1 - cos`` (non-finite -> 2); return the mean
     of the majority cluster (the second cluster iff it has more than ``n // 2``
-    members, the first being the one holding row 0). The norm history is the
+    members, the first being the one holding the first present row). Non-finite
+    rows are left out as absent rows are. The norm history is the
     state: a ring buffer of the last ``history`` norms (Blades keeps all of them;
     identical until ``history`` norms were seen). Cost O(n^2 d + n^3 + history log history).
     """
@@ -135,7 +138,8 @@ class ClippedClustering(AbstractAggregator):
 
     def aggregate(self, vectors, state, key, valid=None):
         n = vectors.shape[0]
-        vectors, m, present = _present_or_all(vectors, valid)  # only present rows' norms enter the history
+        vectors, _, _, present = rows(vectors, valid)  # only present, finite rows' norms enter the history
+        m = jnp.sum(present).astype(jnp.int32)
         norms = jnp.linalg.norm(vectors, axis=1)
         slot = (state.count + jnp.cumsum(present) - 1) % self.history
         buffer = state.norms.at[jnp.where(present, slot, self.history)].set(norms, mode="drop")
@@ -147,5 +151,5 @@ class ClippedClustering(AbstractAggregator):
         dist = jnp.where(jnp.eye(n, dtype=bool), 0.0, 1.0 - unit @ unit.T)
         dist = jnp.where(jnp.isfinite(dist), dist, 2.0)
         dist = jnp.where(present[:, None] & present[None, :], dist, jnp.inf)
-        chosen = _majority(_agglomerate_two(dist, m), present)
+        chosen = _majority(_agglomerate_two(dist, m, jnp.argmax(present)), present)
         return _masked_mean(chosen, x), NormHistory(buffer, state.count + m)

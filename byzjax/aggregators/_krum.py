@@ -10,18 +10,14 @@ from byzjax import _kernels
 from byzjax._validation import ConfigError, check_count, check_f, int_array
 from byzjax.aggregators._base import AbstractAggregator
 from byzjax.aggregators._columns import _mean_around_median, coordinatewise
-from byzjax.aggregators._common import _masked_mean, _masked_sq_dists, _present_or_all, _sum_smallest, present_rows
+from byzjax.aggregators._common import _masked_mean, _sum_smallest, far_sq_dists, rows
 
 
-def _krum_scores(vectors, f, valid):
-    """Krum scores (sum of squared distances to the ``m - f`` nearest present rows, itself
-    included) and ``m``; absent rows score +inf."""
-    if valid is None:
-        m = vectors.shape[0]
-        return _sum_smallest(_kernels.pairwise_sq_dists(vectors), m - f), m
-    x, m = present_rows(vectors, valid)
-    scores = _sum_smallest(_masked_sq_dists(x, valid), m - f)
-    return jnp.where(valid, scores, jnp.inf), m
+def _krum_scores(r, f):
+    """Krum scores of ``rows`` ``r`` (sum of squared distances to the ``m - f`` nearest
+    present rows, itself included); absent and non-finite rows score +inf."""
+    scores = _sum_smallest(far_sq_dists(r.x, r.near), r.m - f)
+    return jnp.where(r.near, scores, jnp.inf)
 
 
 class Krum(AbstractAggregator):
@@ -42,8 +38,8 @@ class Krum(AbstractAggregator):
         check_f("Krum", self.f, n)
 
     def aggregate(self, vectors, state, key, valid=None):
-        scores, _ = _krum_scores(vectors, self.f, valid)
-        return vectors[jnp.argmin(scores)], state
+        r = rows(vectors, valid)
+        return r.x[jnp.argmin(_krum_scores(r, self.f))], state
 
 
 class MultiKrum(AbstractAggregator):
@@ -62,9 +58,9 @@ class MultiKrum(AbstractAggregator):
         check_f("MultiKrum", self.f, n)
 
     def aggregate(self, vectors, state, key, valid=None):
-        scores, m = _krum_scores(vectors, self.f, valid)
-        x = vectors if valid is None else present_rows(vectors, valid)[0]
-        return _masked_mean(_kernels.k_smallest_mask(scores[None], m - self.f)[0], x), state
+        r = rows(vectors, valid)
+        chosen = _kernels.k_smallest_mask(_krum_scores(r, self.f)[None], r.m - self.f)[0]
+        return _masked_mean(chosen & r.near, r.x), state
 
 
 class MoNNA(AbstractAggregator):
@@ -88,13 +84,10 @@ class MoNNA(AbstractAggregator):
             raise ConfigError(f"MoNNA: needs idx < n, got idx={self.idx} with n={n} (allowed: 0 <= idx <= {n - 1})")
 
     def aggregate(self, vectors, state, key, valid=None):
-        m = vectors.shape[0]
-        if valid is not None:  # (row idx must be present: in the oracle it is an honest row)
-            vectors, m = present_rows(vectors, valid)
-        dist = jnp.sum((vectors - vectors[self.idx]) ** 2, axis=1)
-        if valid is not None:
-            dist = jnp.where(valid, dist, jnp.inf)
-        return _masked_mean(_kernels.k_smallest_mask(dist[None], m - self.f)[0], vectors), state
+        r = rows(vectors, valid)  # (row idx must be present and finite: in the oracle it is an honest row)
+        dist = jnp.where(r.near, jnp.sum((r.x - r.x[self.idx]) ** 2, axis=1), jnp.inf)
+        chosen = _kernels.k_smallest_mask(dist[None], r.m - self.f)[0]
+        return _masked_mean(chosen & r.near, r.x), state
 
 
 class Bulyan(AbstractAggregator):
@@ -118,12 +111,12 @@ class Bulyan(AbstractAggregator):
 
     def aggregate(self, vectors, state, key, valid=None):
         n = vectors.shape[0]
-        vectors, m, present = _present_or_all(vectors, valid)  # absent rows are never left to select
+        vectors, m, _, near = rows(vectors, valid)  # absent and non-finite rows are never selected
         theta = m - 2 * self.f
-        d2 = _masked_sq_dists(vectors, valid)
+        d2 = far_sq_dists(vectors, near)
 
         def select(it, selected):
-            left = ~selected & present
+            left = ~selected & near
             scores = _sum_smallest(jnp.where(left[None, :], d2, jnp.inf), m - it - self.f)
             return selected.at[jnp.argmin(jnp.where(left, scores, jnp.inf))].set(True)
 

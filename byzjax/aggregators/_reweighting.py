@@ -8,16 +8,14 @@ import jax.numpy as jnp
 
 from byzjax._validation import ConfigError, check_count, check_param, float_array, int_array
 from byzjax.aggregators._base import AbstractAggregator
-from byzjax.aggregators._common import _median, _present_or_all, clip_scale, present_rows
+from byzjax.aggregators._common import _median, centred_frame, clip_scale, rows
 from byzjax.aggregators._coordinatewise import Median
 
 
 def _finite_rows(vectors: jax.Array, valid=None) -> tuple[jax.Array, jax.Array]:
-    """``(keep [n] float, vectors)`` with absent rows and rows holding an inf dropped (weight 0, zeroed)."""
-    keep = ~jnp.any(jnp.isinf(vectors), axis=1)
-    if valid is not None:
-        keep = keep & valid
-    return keep.astype(vectors.dtype), jnp.where(keep[:, None], vectors, 0.0)
+    """``(keep [n] float, vectors)`` with absent and non-finite rows dropped (weight 0, zeroed)."""
+    r = rows(vectors, valid)
+    return r.near.astype(vectors.dtype), r.x
 
 
 def _weiszfeld_step(vectors, keep, z, nu):
@@ -33,7 +31,7 @@ class GeometricMedian(AbstractAggregator):
     ``argmin_y sum_i ||y - x_i||`` approached by ``T`` steps from ``z_0 = 0``:
     ``z_{t+1} = sum_i beta_i x_i / sum_i beta_i``, ``beta_i = 1 / max(nu, ||x_i - z_t||)``
     (Weiszfeld, 1937; smoothing as in Pillutla et al., 2022). As ByzFL, rows that
-    contain an inf are left out. Cost O(T n d).
+    contain an inf are left out (and here rows with a NaN too). Cost O(T n d).
 
     Differs from ByzFL: ``T >= 1`` and ``nu > 0`` are required (ByzFL accepts
     ``T = 0``, returning zeros, and any float ``nu``, dividing by zero at ``nu = 0``).
@@ -58,10 +56,15 @@ class GeometricMedian(AbstractAggregator):
 class SmoothedWeiszfeld(AbstractAggregator):
     """Smoothed Weiszfeld run to a tolerance (beyond ByzFL; RFA, Pillutla et al., 2022).
 
-    Same step as ``GeometricMedian`` but started at the mean of the finite rows and
-    iterated in a ``while_loop`` until the objective ``F(z) = sum_i ||x_i - z||``
-    changes by at most ``tol * F(z)`` between two iterates, or ``max_iter`` steps.
-    Translation equivariant up to the tolerance. Cost O(iterations * n d).
+    Same step as ``GeometricMedian``, started at the coordinate-wise median ``z_0`` of
+    the finite rows and iterated in a ``while_loop`` until the step is small against
+    the typical distance, ``||z_{t+1} - z_t|| <= tol * max(nu, median_i ||x_i - z_t||)``,
+    or ``max_iter`` steps; returns the last iterate. Both the start and the stopping
+    rule are robust: rows far away (up to the largest float) change neither, so they
+    cannot pull the result further the farther they are. The steps run in the frame
+    ``(x - z_0) / s`` with ``s`` a power of two bounding the centred entries (no
+    overflow in the squared distances). Rows with a NaN or an Inf are left out.
+    Translation equivariant. Cost O(n log^2 n d + iterations * n d).
     """
 
     nu: jax.Array = eqx.field(converter=float_array, default=0.1)
@@ -74,19 +77,21 @@ class SmoothedWeiszfeld(AbstractAggregator):
         check_count("SmoothedWeiszfeld", "max_iter", self.max_iter, 1)
 
     def aggregate(self, vectors, state, key, valid=None):
-        keep, x = _finite_rows(vectors, valid)
-        nu, tol = self.nu.astype(x.dtype), self.tol.astype(x.dtype)
+        r = rows(vectors, valid)
+        y, centre, scale = centred_frame(r.x, r.near)
+        keep = r.near.astype(y.dtype)
+        nu, tol = self.nu.astype(y.dtype) / scale, self.tol.astype(y.dtype)
 
         def body(carry):
-            z, previous, _, it = carry
-            z_next, dist = _weiszfeld_step(x, keep, z, nu)
-            objective = keep @ dist
-            done = jnp.abs(previous - objective) <= tol * objective
-            return jnp.where(done, z, z_next), objective, done, it + 1
+            z, _, it = carry
+            z_next, dist = _weiszfeld_step(y, keep, z, nu)
+            spread = jnp.maximum(_median(dist, r.near), nu)
+            done = jnp.linalg.norm(z_next - z) <= tol * spread
+            return z_next, done, it + 1
 
-        start = (keep @ x / jnp.sum(keep), jnp.asarray(jnp.inf, x.dtype), jnp.array(False), 0)
-        z, *_ = jax.lax.while_loop(lambda c: ~c[2] & (c[3] < self.max_iter), body, start)
-        return z, state
+        start = (jnp.zeros(y.shape[1], y.dtype), jnp.array(False), 0)
+        z, *_ = jax.lax.while_loop(lambda c: ~c[1] & (c[2] < self.max_iter), body, start)
+        return z * scale + centre, state
 
 
 def _optional_vector(m):
@@ -127,13 +132,12 @@ class CenteredClipping(AbstractAggregator):
 
     def aggregate(self, vectors, state, key, valid=None):
         tau = self.tau.astype(vectors.dtype)
-        weight = None if valid is None else valid.astype(vectors.dtype) / jnp.sum(valid)
-        x = vectors if valid is None else present_rows(vectors, valid)[0]
+        x, m, _, near = rows(vectors, valid)  # a non-finite row: weight 0 (its direction is undefined)
+        weight = near.astype(vectors.dtype) / m
 
         def step(_, v):
             diff = x - v
-            scaled = diff * clip_scale(jnp.linalg.norm(diff, axis=1), tau)[:, None]
-            return v + (jnp.mean(scaled, axis=0) if weight is None else weight @ scaled)
+            return v + weight @ (diff * clip_scale(jnp.linalg.norm(diff, axis=1), tau)[:, None])
 
         v = jax.lax.fori_loop(0, self.L, step, state)
         return v, v
@@ -158,12 +162,12 @@ class HuberMean(AbstractAggregator):
 
     def aggregate(self, vectors, state, key, valid=None):
         z, _ = Median().aggregate(vectors, None, key, valid)
-        vectors, _, present = _present_or_all(vectors, valid)
+        vectors, _, present, near = rows(vectors, valid)
         delta = self.delta.astype(vectors.dtype)
 
-        def step(_, z):
-            r = jnp.linalg.norm(vectors - z, axis=1)
-            w = present * clip_scale(r, delta * _median(r, valid))
+        def step(_, z):  # a non-finite row is at distance +inf: weight 0, ranked last in the median
+            r = jnp.where(near, jnp.linalg.norm(vectors - z, axis=1), jnp.inf)
+            w = near * clip_scale(r, delta * _median(r, None if valid is None else present))
             return w @ vectors / jnp.sum(w)
 
         return jax.lax.fori_loop(0, self.T, step, z), state
@@ -190,12 +194,11 @@ class FLTrust(AbstractAggregator):
             raise ConfigError(f"FLTrust: needs trusted < n, got trusted={self.trusted} with n={n}")
 
     def aggregate(self, vectors, state, key, valid=None):
-        if valid is not None:  # a zero row gets trust 0 (the trusted row must be present)
-            vectors, _ = present_rows(vectors, valid)
+        vectors, _, _, near = rows(vectors, valid)  # zeroed rows get trust 0 (the trusted row must be present)
         norms = jnp.linalg.norm(vectors, axis=1)
         safe = jnp.where(norms > 0, norms, 1.0)
         ref = norms[self.trusted]
-        trust = jax.nn.relu(vectors @ vectors[self.trusted] / (safe * jnp.where(ref > 0, ref, 1.0)))
+        trust = near * jax.nn.relu(vectors @ vectors[self.trusted] / (safe * jnp.where(ref > 0, ref, 1.0)))
         total = jnp.sum(trust)
         out = (trust * ref / safe) @ vectors / jnp.where(total > 0, total, 1.0)
         return out, state

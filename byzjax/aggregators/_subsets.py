@@ -15,7 +15,7 @@ import numpy as np
 from byzjax import _kernels
 from byzjax._validation import ConfigError, check_count, check_f
 from byzjax.aggregators._base import AbstractAggregator
-from byzjax.aggregators._common import _unit_normal, require_all_present
+from byzjax.aggregators._common import _unit_normal, centred_frame, far_sq_dists, nan_to_inf, require_all_present, rows
 
 MAX_SUBSETS = 200_000
 """Most subsets MDA and SMEA will enumerate; past it they raise ``ConfigError``."""
@@ -55,7 +55,7 @@ def _best_subset(rule: str, n: int, f: int, score, chunk: int = 4096) -> jax.Arr
     chunk = min(chunk, count)
     padded = np.concatenate([masks, np.repeat(masks[:1], -count % chunk, axis=0)])
     blocks = jnp.asarray(padded.reshape(-1, chunk, n))
-    scores = jax.lax.map(lambda m: score(m.astype(jnp.result_type(float))), blocks)
+    scores = jax.lax.map(lambda m: nan_to_inf(score(m.astype(jnp.result_type(float)))), blocks)
     return blocks.reshape(-1, n)[jnp.argmin(scores.reshape(-1)[:count])]
 
 
@@ -84,10 +84,13 @@ class MDA(AbstractAggregator):
     def aggregate(self, vectors, state, key, valid=None):
         require_all_present("MDA", valid)
         n = vectors.shape[0]
-        d2 = _kernels.pairwise_sq_dists(vectors)
+        r = rows(vectors)
+        y, _, _ = centred_frame(r.x, r.near)  # distances in an exactly rescaled frame: no overflow
+        d2 = far_sq_dists(y, r.near)  # a non-finite row is at +inf: subsets holding it score the largest float
+        d2 = jnp.minimum(d2, jnp.finfo(d2.dtype).max)
         diameter = lambda m: jnp.max(m[:, :, None] * m[:, None, :] * d2, axis=(1, 2))
         best = _best_subset("MDA", n, self.f, diameter).astype(vectors.dtype)
-        return best @ vectors / (n - self.f), state
+        return best @ r.x / (n - self.f), state
 
 
 class SMEA(AbstractAggregator):
@@ -126,7 +129,8 @@ class SMEA(AbstractAggregator):
         require_all_present("SMEA", valid)
         n, d = vectors.shape
         k = n - self.f
-        x = vectors - jnp.mean(vectors, axis=0)
+        r = rows(vectors)
+        x, _, _ = centred_frame(r.x, r.near)  # exactly rescaled, centred on the median: no overflow
         gram = x @ x.T
         p = x @ _unit_normal(key, d, x.dtype)
 
@@ -139,7 +143,8 @@ class SMEA(AbstractAggregator):
                 return centred(m, a @ gram) / jnp.where(lam > 0, lam, 1.0)
 
             a = jax.lax.fori_loop(0, self.power_iters - 1, power_step, centred(m, p[None, :]))
-            return jnp.sum((a @ gram) * a, axis=1)
+            far = jnp.any((m > 0) & ~r.near[None, :], axis=1)  # a subset holding a non-finite row
+            return jnp.where(far, jnp.inf, jnp.sum((a @ gram) * a, axis=1))
 
         best = _best_subset("SMEA", n, self.f, eigenvalue_sq).astype(vectors.dtype)
-        return best @ vectors / k, state
+        return best @ r.x / k, state
