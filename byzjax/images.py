@@ -41,12 +41,12 @@ def load_fashion_mnist(source: str | os.PathLike = DEFAULT_DATA_DIR, **kwargs) -
 
 
 class _ArraysOnly(pickle.Unpickler):
-    """An unpickler that builds only NumPy arrays and builtin containers (no other globals)."""
+    """An unpickler that builds only NumPy arrays, builtin containers and (protocol 2) bytes: no other globals."""
 
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),  # protocol-2 bytes
     }
 
     def find_class(self, module, name):
