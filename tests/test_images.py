@@ -1,0 +1,141 @@
+"""Image data sets: CIFAR-10 pickles (tiny generated files), Fashion-MNIST as images, synthetic images."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from byzjax._validation import ConfigError
+from byzjax.data import DEFAULT_DATA_DIR, DataError, load_dataset
+from byzjax.images import (
+    CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, federated_images, load_cifar10, load_fashion_mnist, read_cifar_batch,
+    synthetic_images,
+)
+
+
+def write_batch(path, images_chw, labels, *, bytes_keys=True):
+    """A CIFAR python-pickle batch: {data: uint8 [k, 3072] (R, G, B planes), labels: list}."""
+    key = (lambda s: s.encode()) if bytes_keys else (lambda s: s)
+    batch = {key("batch_label"): key("test batch"), key("data"): images_chw.reshape(images_chw.shape[0], -1),
+             key("labels"): list(map(int, labels)), key("filenames"): [key(f"{i}.png") for i in range(len(labels))]}
+    with open(path, "wb") as fh:
+        pickle.dump(batch, fh, protocol=2)
+
+
+@pytest.fixture
+def cifar_dir(tmp_path, rng):
+    images = {}
+    for i, name in enumerate(CIFAR10_TRAIN_FILES + (CIFAR10_TEST_FILE,)):
+        chw = rng.integers(0, 256, size=(6, 3, 32, 32), dtype=np.uint8)
+        labels = rng.integers(0, 10, 6)
+        write_batch(tmp_path / name, chw, labels, bytes_keys=i % 2 == 0)
+        images[name] = (chw, labels)
+    return tmp_path, images
+
+
+def test_cifar_batch_layout(cifar_dir):
+    folder, images = cifar_dir
+    x, y = read_cifar_batch(folder / "data_batch_1")
+    chw, labels = images["data_batch_1"]
+    assert x.shape == (6, 32, 32, 3) and x.dtype == np.uint8 and y.dtype == np.int32
+    for n, c, h, w in [(0, 0, 0, 0), (1, 2, 31, 5), (5, 1, 7, 30)]:  # pixel (h, w) of channel c
+        assert x[n, h, w, c] == chw[n, c, h, w]
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_load_cifar10_normalises_per_channel_and_splits(cifar_dir):
+    folder, images = cifar_dir
+    ds = load_cifar10(folder, val_fraction=0.2, seed=3)
+    train = np.concatenate([images[n][0] for n in CIFAR10_TRAIN_FILES]).transpose(0, 2, 3, 1) / 255.0
+    mean, std = train.reshape(-1, 3).mean(0), train.reshape(-1, 3).std(0)
+    np.testing.assert_allclose(ds.mean, mean, rtol=1e-10)
+    np.testing.assert_allclose(ds.std, std, rtol=1e-10)
+    assert ds.train_x.shape == (24, 32, 32, 3) and ds.val_x.shape == (6, 32, 32, 3) and ds.test_x.shape == (6, 32, 32, 3)
+    assert ds.train_x.dtype == np.float32 and ds.name == "cifar10"
+    everything = np.concatenate([ds.train_x, ds.val_x]).astype(np.float64)
+    np.testing.assert_allclose(everything.reshape(-1, 3).mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(everything.reshape(-1, 3).std(0), 1, atol=1e-5)
+    test_chw, test_labels = images[CIFAR10_TEST_FILE]
+    np.testing.assert_allclose(ds.test_x, (test_chw.transpose(0, 2, 3, 1) / 255.0 - mean) / std, atol=1e-5)
+    np.testing.assert_array_equal(ds.test_y, test_labels)
+    fixed = load_cifar10(folder, normalization=[[0.5, 0.5, 0.5], [0.25, 0.25, 0.25]])
+    np.testing.assert_allclose(fixed.test_x, (test_chw.transpose(0, 2, 3, 1) / 255.0 - 0.5) / 0.25, atol=1e-5)
+    outer = folder / "outer"  # the archive's own folder name is found too
+    shutil.copytree(folder, outer / "cifar-10-batches-py", ignore=shutil.ignore_patterns("outer"))
+    np.testing.assert_array_equal(load_cifar10(outer, seed=3).train_y, ds.train_y)
+
+
+def test_cifar_errors(cifar_dir, tmp_path_factory):
+    folder, _ = cifar_dir
+    with pytest.raises(DataError, match="CIFAR-10 folder not found: .*nowhere"):
+        load_cifar10(folder / "nowhere")
+    os.remove(folder / "data_batch_4")
+    with pytest.raises(DataError, match="CIFAR-10 file not found: .*data_batch_4"):
+        load_cifar10(folder)
+    bad = tmp_path_factory.mktemp("bad")
+    (bad / "truncated").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)})[:-10])
+    with pytest.raises(DataError, match="truncated is not a CIFAR-10 python pickle"):
+        read_cifar_batch(bad / "truncated")
+    with open(bad / "evil", "wb") as fh:  # a pickle calling os.system must not run
+        pickle.dump({"data": os.system}, fh)
+    with pytest.raises(DataError, match=r"evil is not a CIFAR-10 python pickle .*forbidden global (posix|os)\.system"):
+        read_cifar_batch(bad / "evil")
+    write_batch(bad / "shape", np.zeros((2, 3, 16, 16), np.uint8), [0, 1])
+    with pytest.raises(DataError, match=r"shape: 'data' must be uint8 \[k, 3072\], got uint8 \(2, 768\)"):
+        read_cifar_batch(bad / "shape")
+    write_batch(bad / "labels", np.zeros((2, 3, 32, 32), np.uint8), [0, 10])
+    with pytest.raises(DataError, match=r"labels: labels must be in 0..9, found 0..10"):
+        read_cifar_batch(bad / "labels")
+    write_batch(bad / "count", np.zeros((2, 3, 32, 32), np.uint8), [0])
+    with pytest.raises(DataError, match=r"count: 2 images but labels of shape \(1,\)"):
+        read_cifar_batch(bad / "count")
+    with open(bad / "list", "wb") as fh:
+        pickle.dump([1, 2], fh)
+    with pytest.raises(DataError, match="list: expected a pickled dict, got list"):
+        read_cifar_batch(bad / "list")
+    write_batch(folder / "data_batch_4", np.zeros((6, 3, 32, 32), np.uint8), np.zeros(6))
+    with pytest.raises(ConfigError, match=r"normalization needs 3 means and 3 stds > 0, got \[\[0.5\], \[1.0\]\]"):
+        load_cifar10(folder, normalization=[[0.5], [1.0]])
+    with pytest.raises(ConfigError, match=r"val_fraction must be in \(0, 1\), got 1.5"):
+        load_cifar10(folder, val_fraction=1.5)
+
+def test_synthetic_images_shapes_and_learnable_signal():
+    for shape in [(28, 28, 1), (32, 32, 3)]:
+        ds = synthetic_images(shape, seed=1, n_train=500, n_test=300, num_classes=5, signal=0.5)
+        assert ds.train_x.shape == (400,) + shape and ds.val_x.shape == (100,) + shape
+        assert ds.test_x.shape == (300,) + shape and ds.train_x.dtype == np.float32
+        again = synthetic_images(shape, seed=1, n_train=500, n_test=300, num_classes=5, signal=0.5)
+        np.testing.assert_array_equal(again.test_x, ds.test_x)
+        # class-dependent: nearest class mean (from the training part) classifies the test part
+        means = np.stack([ds.train_x[ds.train_y == k].mean(0) for k in range(5)])
+        dist = ((ds.test_x[:, None] - means[None]) ** 2).reshape(300, 5, -1).sum(-1)
+        assert np.mean(dist.argmin(1) == ds.test_y) > 0.9
+    with pytest.raises(ConfigError, match=r"multiples of cell=4, got shape \(30, 30, 1\)"):
+        synthetic_images((30, 30, 1))
+
+
+def test_federated_images_matches_flat_split():
+    ds = synthetic_images((32, 32, 3), seed=0, n_train=200, n_test=50, num_classes=4)
+    data = federated_images(ds, 4, "dirichlet", 1.0, seed=2)
+    s = data.shards
+    assert s.x.shape[0] == 4 and s.x.shape[2:] == (32, 32, 3) and s.y.shape == s.mask.shape == s.x.shape[:2]
+    for w in range(4):  # every worker's real images are training images with their labels
+        real = s.mask[w] > 0
+        flat = ds.train_x.reshape(len(ds.train_x), -1)
+        idx = [int(np.flatnonzero((flat == img.reshape(-1)).all(1))[0]) for img in s.x[w][real]]
+        np.testing.assert_array_equal(ds.train_y[idx], s.y[w][real])
+    assert int(s.mask.sum()) == len(ds.train_y)
+    assert data.evaluation["test"][0].shape == (50, 32, 32, 3)
+
+
+@pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_fashion_mnist_as_images():
+    ds = load_fashion_mnist()
+    flat = load_dataset()
+    assert ds.train_x.shape[1:] == (28, 28, 1) and ds.test_x.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(ds.val_x.reshape(len(ds.val_x), -1), flat.val_x)
+    np.testing.assert_array_equal(ds.train_y, flat.train_y)
