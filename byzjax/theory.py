@@ -413,6 +413,14 @@ class TheoryProbe:
 
 
 @eqx.filter_jit
+def _constants_at(problem, shards, x, key, iters: int):
+    """``(L, mu, delta)`` at ``x``, compiled once per problem structure."""
+    loss = honest_loss(problem, shards)
+    L = smoothness(loss, x, key, iters)
+    return L, strong_convexity(loss, x, key, iters, L=L), similarity_delta(problem, shards, x, key, iters)
+
+
+@eqx.filter_jit
 def _probe_point(oracle, shards, x, key):
     """``(spread, ||grad L_H||^2, error^2)`` of one oracle round at ``x`` (from a fresh state)."""
     out, _ = oracle(x, shards, oracle.init(x.dtype), key)
@@ -440,13 +448,8 @@ def theory_probe(experiment, data, key, probes: int = 3, iters: int = 300) -> Th
     x0 = problem.init(jax.random.fold_in(key, 0)) if experiment.x0 is None else experiment.x0
     ref = reference_optimum(problem, shards, x0)
     x_star = jnp.asarray(ref.x_star, x0.dtype)
-    loss = honest_loss(problem, shards)
     k = jax.random.fold_in(key, 7)
-    constants = []
-    for x in (x0, x_star):
-        L = smoothness(loss, x, k, iters)
-        constants.append((float(L), float(strong_convexity(loss, x, k, iters, L=L)),
-                          float(similarity_delta(problem, shards, x, k, iters))))
+    constants = [tuple(float(v) for v in _constants_at(problem, shards, x, k, iters)) for x in (x0, x_star)]
     (L0, mu0, d0), (Ls, mus, ds) = constants
     spread, gn2, err2 = [], [], []
     for i, s in enumerate(np.linspace(0.0, 1.0, probes)):
