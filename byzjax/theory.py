@@ -17,6 +17,7 @@ This module measures every quantity of that statement:
 - ``reference_optimum``: ``x*`` and ``L* = min L_H`` by a converged float64 Newton-CG solve;
 - ``fit_heterogeneity``: the smallest ``G^2`` for each ``B^2`` covering measured rounds;
 - ``proven_kappa``: the rule's known ``kappa`` (Allouah et al., AISTATS 2023);
+- ``trace_theory``: all per-run quantities of one trace (bound per round, fit, floor);
 - ``oracle_error_bound``, ``predicted_floor_dgd``, ``predicted_rounds``, ``recommended_steps``;
 - ``theory_probe``: all of the above for an experiment before running it (``TheoryProbe``).
 
@@ -234,6 +235,33 @@ def fit_heterogeneity(spread, grad_norm_sq, b2=None, num: int = 65) -> Heterogen
         raise ConfigError(f"fit_heterogeneity: the B^2 grid must be non-negative and increasing, got {b2.tolist()}")
     g2 = np.maximum(0.0, np.max(s[None, :] - b2[:, None] * g[None, :], axis=1))
     return HeterogeneityFit(b2, g2)
+
+
+def trace_theory(metrics: dict, kappa: float | None, mu: float) -> dict:
+    """The per-run theory of one trace (``metrics``: name -> ``[T]``, with ``error``, ``spread``,
+    ``grad_norm`` and ``kappa_hat``), for summary.csv and the diagnostic figure.
+
+    ``kappa``: the rule's ``proven_kappa`` (None: the largest finite ``kappa_hat`` of the run is
+    used, ``kappa_source = "measured"``); ``mu``: the strong convexity used in the floor. Returns
+    ``G2_b0`` (``G^2`` at ``B = 0``), the pair ``(G2, B2)`` of ``fit_heterogeneity`` giving the
+    tightest D-GD floor, ``kappa_b2`` and ``kappa_b2_lt_1``, ``floor_dgd``, ``kappa_hat_max``, and per
+    round ``error_bound`` = ``min`` over the fitted pairs of ``kappa (G^2 + B^2 ||grad_t||^2)`` with
+    ``bound_ratio = error_t^2 / error_bound_t`` (<= 1 wherever the proven kappa holds).
+    """
+    error = np.asarray(metrics["error"], np.float64)
+    gn2 = np.asarray(metrics["grad_norm"], np.float64) ** 2
+    fit = fit_heterogeneity(metrics["spread"], gn2)
+    kh = np.asarray(metrics["kappa_hat"], np.float64)
+    kappa_hat_max = float(np.nanmax(kh)) if np.any(np.isfinite(kh)) else math.nan
+    used, source = (kappa, "proven") if kappa is not None else (kappa_hat_max, "measured")
+    used = 0.0 if not np.isfinite(used) else float(used)
+    G2, B2 = fit.best_for_floor(used)
+    bound = np.min(oracle_error_bound(used, fit.g2[:, None], fit.b2[:, None], gn2[None, :]), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bound > 0, error**2 / np.where(bound > 0, bound, 1.0), np.where(error > 0, np.inf, 0.0))
+    return {"kappa": used, "kappa_source": source, "kappa_hat_max": kappa_hat_max, "G2_b0": fit.g2_at_b0,
+            "G2": G2, "B2": B2, "kappa_b2": used * B2, "kappa_b2_lt_1": bool(used * B2 < 1),
+            "floor_dgd": float(predicted_floor_dgd(used, G2, B2, mu)), "error_bound": bound, "bound_ratio": ratio}
 
 
 def oracle_error_bound(kappa, G2, B2, grad_norm_sq):

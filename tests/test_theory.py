@@ -81,7 +81,7 @@ from byzjax.robustness import byzantine_candidates  # noqa: E402
 from byzjax.simulate import Experiment, run  # noqa: E402
 from byzjax.theory import (  # noqa: E402
     fit_heterogeneity, honest_loss, oracle_error_bound, predicted_floor_dgd, predicted_rounds, proven_kappa,
-    recommended_steps, similarity_delta, smoothness, strong_convexity, theory_probe)
+    recommended_steps, similarity_delta, smoothness, strong_convexity, theory_probe, trace_theory)
 import equinox as eqx  # noqa: E402
 
 _run = eqx.filter_jit(run)
@@ -310,3 +310,24 @@ def test_theory_probe_on_a_quadratic():
     assert all(isinstance(s, str) for s in lines) and any(s.startswith("predicted ranking: ") for s in lines)
     with pytest.raises(ConfigError, match="theory_probe: probes must be >= 2"):
         theory_probe(exp, data, jax.random.key(0), probes=1)
+
+
+def test_trace_theory_of_a_robust_run_keeps_every_round_under_its_bound():
+    """A D-GD run with NNM+TrMean under ALIE on a heterogeneous quadratic: per round the measured
+    error^2 is at most the bound from the proven kappa and the run's own (G, B) fit (bound_ratio <= 1),
+    the bound is the smallest over the fitted pairs, and the floor is the one of the reported pair."""
+    problem, data, info = make_quadratic(6, 5, mu=0.5, L=4.0, spread=1.0, hessian_spread=0.5, seed=9)
+    rule = Pipeline([NNM(1)], TrMean(1))
+    oracle = RobustOracle(problem, rule, ALittleIsEnough(tau=1.5), n_honest=6, n_byz=1)
+    m = jax.tree.map(np.asarray, _run(jax.random.key(0), Experiment(oracle, DGD(lr=0.25), rounds=30, eval_every=10,
+                                                                   x0=3 * np.ones(5)), data).metrics)
+    kappa = proven_kappa(rule, 7, 1)
+    out = trace_theory(m, kappa, info["mu"])
+    assert out["kappa_source"] == "proven" and out["kappa"] == kappa
+    assert np.all(out["bound_ratio"] <= 1 + 1e-9) and np.max(out["bound_ratio"]) > 0
+    fit = fit_heterogeneity(m["spread"], m["grad_norm"] ** 2)
+    pairs = kappa * (fit.g2[:, None] + fit.b2[:, None] * m["grad_norm"][None] ** 2)
+    np.testing.assert_allclose(out["error_bound"], pairs.min(axis=0), rtol=1e-12)
+    assert out["floor_dgd"] == pytest.approx(float(predicted_floor_dgd(kappa, out["G2"], out["B2"], info["mu"])))
+    measured = trace_theory(m, None, info["mu"])
+    assert measured["kappa_source"] == "measured" and measured["kappa"] == pytest.approx(np.nanmax(m["kappa_hat"]))
