@@ -1,0 +1,500 @@
+"""The paper's theory as an instrument: measured L, mu, delta, G, B, kappa; bounds, floors, rounds.
+
+arXiv 2602.03329, section 2: a robust aggregate is an inexact gradient of the honest loss
+``L_H(x) = (1/|H|) sum_{i in H} L_i(x)``,
+
+    ||g_hat(x) - grad L_H(x)||^2 <= kappa G^2 + kappa B^2 ||grad L_H(x)||^2,
+
+with ``kappa`` the rule's (f, kappa)-robustness coefficient and ``(G, B)`` the heterogeneity of the
+honest gradients, ``(1/|H|) sum_i ||grad L_i(x) - grad L_H(x)||^2 <= G^2 + B^2 ||grad L_H(x)||^2``.
+The error floors and rates of D-GD, D-NAG, PIGS and AEG follow when ``kappa B^2 < 1``.
+
+This module measures every quantity of that statement:
+
+- ``smoothness``, ``strong_convexity``: ``L`` and ``mu`` at a point, by power iteration on
+  Hessian-vector products (forward-over-reverse, one ``jvp`` of ``grad`` per step: no ``d x d``
+  Hessian is formed); ``similarity_delta``: ``delta = ||hessian(L_H - L_0)||`` (PIGS's similarity);
+- ``reference_optimum``: ``x*`` and ``L* = min L_H`` by a converged float64 Newton-CG solve;
+- ``fit_heterogeneity``: the smallest ``G^2`` for each ``B^2`` covering measured rounds;
+- ``proven_kappa``: the rule's known ``kappa`` (Allouah et al., AISTATS 2023);
+- ``trace_theory``: all per-run quantities of one trace (bound per round, fit, floor);
+- ``oracle_error_bound``, ``predicted_floor_dgd``, ``predicted_rounds``, ``recommended_steps``;
+- ``theory_probe``: all of the above for an experiment before running it (``TheoryProbe``).
+
+The per-run functions take a trace's arrays (NumPy in, NumPy out); nothing here costs a
+communication round of a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from byzjax._validation import ConfigError, concrete_values
+from byzjax.aggregators import AbstractAggregator, Average, GeometricMedian, Krum, Median, SmoothedWeiszfeld, TrMean
+from byzjax.preaggregators import NNM, Pipeline
+from byzjax.problems import AbstractProblem
+
+# ---------------------------------------------------------------------------------------------
+# Measured constants at a point
+
+
+def honest_loss(problem: AbstractProblem, shards):
+    """``x -> L_H(x)``: the mean of the workers' local losses over ``shards`` (leading worker axis)."""
+    return lambda x: jnp.mean(jax.vmap(problem.loss, in_axes=(None, 0))(x, shards))
+
+
+def _power_iteration(matvec, v0, iters: int) -> jax.Array:
+    """Rayleigh quotient ``v^T M v`` after ``iters`` normalised steps ``v <- M v / ||M v||``
+    (the eigenvalue of largest magnitude of the symmetric ``M``, approached from below)."""
+
+    def step(_, v):
+        w = matvec(v)
+        return w / jnp.linalg.norm(w)
+
+    v = jax.lax.fori_loop(0, iters, step, v0 / jnp.linalg.norm(v0))
+    return v @ matvec(v)
+
+
+def _hvp(loss, x):
+    grad = jax.grad(loss)
+    return lambda v: jax.jvp(grad, (x,), (v,))[1]
+
+
+def smoothness(loss, x: jax.Array, key, iters: int = 100) -> jax.Array:
+    """Largest Hessian eigenvalue ``L`` of ``loss`` at ``x`` (for a convex loss, its largest
+    magnitude), by ``iters`` power steps from a random start drawn from ``key``. The step of D-GD
+    must stay below ``2 / L`` (arXiv 2602.03329, section 2)."""
+    return _power_iteration(_hvp(loss, x), jax.random.normal(key, x.shape, x.dtype), iters)
+
+
+def strong_convexity(loss, x: jax.Array, key, iters: int = 300, L=None) -> jax.Array:
+    """Smallest Hessian eigenvalue ``mu`` of ``loss`` at ``x``: ``L - lambda_max(L I - H)`` by power
+    iteration on the shifted operator (slower to converge than ``smoothness`` when ``mu << L``)."""
+    hvp = _hvp(loss, x)
+    L = smoothness(loss, x, key) if L is None else L
+    top = _power_iteration(lambda v: L * v - hvp(v), jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype),
+                           iters)
+    return L - top
+
+
+def similarity_delta(problem: AbstractProblem, shards, x: jax.Array, key, iters: int = 200) -> jax.Array:
+    """``delta = ||hessian(L_H - L_0)(x)||_2``, PIGS's similarity constant (arXiv 2602.03329, section 2).
+
+    ``L_0`` is honest worker 0's loss (the server's data). ``h = L_H - L_0`` may be indefinite, so
+    ``delta = sqrt(lambda_max(M^2))`` with ``M = hessian(h)``: power iteration on ``v -> M (M v)``
+    (two Hessian-vector products of ``h`` per step), which converges to the spectral norm whatever
+    the signs of the extreme eigenvalues.
+    """
+    shard0 = jax.tree.map(lambda a: a[0], shards)
+    full = honest_loss(problem, shards)
+    h = lambda z: full(z) - problem.loss(z, shard0)
+    hvp = _hvp(h, x)
+    top = _power_iteration(lambda v: hvp(hvp(v)), jax.random.normal(key, x.shape, x.dtype), iters)
+    return jnp.sqrt(jnp.maximum(top, 0.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact reference optimum
+
+
+class ReferenceOptimum(NamedTuple):
+    """``x*``, ``L* = L_H(x*)`` and ``||grad L_H(x*)||`` (float64, on the host)."""
+
+    x_star: np.ndarray  # [d]
+    loss_star: float
+    grad_norm: float
+
+
+def _to_float64(tree):
+    """Every floating array leaf of ``tree`` as a float64 JAX array (integer leaves kept)."""
+
+    def convert(a):
+        if eqx.is_array_like(a) and not isinstance(a, (bool, int)):
+            arr = np.asarray(a)
+            if np.issubdtype(arr.dtype, np.floating):
+                return jnp.asarray(arr, dtype=jnp.float64)
+            return jnp.asarray(arr)
+        return a
+
+    return jax.tree.map(convert, tree)
+
+
+@eqx.filter_jit
+def _value_and_grad(problem, shards, x):
+    """``(L_H(x), grad L_H(x))``, compiled once per problem structure."""
+    return jax.value_and_grad(honest_loss(problem, shards))(x)
+
+
+@eqx.filter_jit
+def _newton_direction(problem, shards, x, g, max_cg: int):
+    """``p ~ -H^{-1} g`` by conjugate gradients on Hessian-vector products (forcing term
+    ``min(0.5, sqrt||g||)``, at most ``max_cg`` products); ``-g`` if that is not a descent direction."""
+    gnorm = jnp.linalg.norm(g)
+    hvp = _hvp(honest_loss(problem, shards), x)
+    p, _ = jax.scipy.sparse.linalg.cg(hvp, -g, tol=jnp.minimum(0.5, jnp.sqrt(gnorm)), maxiter=max_cg)
+    return jnp.where(g @ p < 0, p, -g)
+
+
+def reference_optimum(problem: AbstractProblem, shards, x0=None, *, tol: float = 1e-10, max_newton: int = 100,
+                      max_cg: int = 1000) -> ReferenceOptimum:
+    """``x* = argmin L_H`` and ``L* = L_H(x*)`` by a centralised Newton-CG solve in float64.
+
+    For strongly convex problems (``LogisticRegression`` with ``lam > 0``, ``Quadratic``): the
+    problem's arrays, the ``shards`` (the honest workers', leading worker axis) and ``x0`` (default:
+    zeros) are converted to float64 and the solve runs inside ``jax.enable_x64(True)`` (a context:
+    the global setting is restored after), so the result is float64 whatever precision the runs
+    use. Each iteration solves ``H p = -grad L_H`` by conjugate gradients on Hessian-vector products
+    (at most ``max_cg`` of them, relative tolerance ``min(0.5, sqrt||grad||)``: superlinear
+    convergence, Dembo-Eisenstat-Steihaug 1982) and takes a backtracking step; it stops when
+    ``||grad L_H(x)|| <= tol`` or after ``max_newton`` iterations (check ``grad_norm``). This is the
+    reference of the gaps ``L_H(x_t) - L*`` (issue 14: the paper's ``L_ref``, the lowest loss seen,
+    is an artefact at its own last round).
+    """
+    if tol <= 0 or max_newton < 1 or max_cg < 1:
+        raise ConfigError(f"reference_optimum: need tol > 0, max_newton >= 1, max_cg >= 1, got tol={tol}, "
+                          f"max_newton={max_newton}, max_cg={max_cg}")
+    with jax.enable_x64(True):
+        problem64, shards64 = _to_float64(problem), _to_float64(shards)
+        x = jnp.zeros(problem.dim, jnp.float64) if x0 is None else jnp.asarray(np.asarray(x0), jnp.float64)
+        if x.shape != (problem.dim,):
+            raise ConfigError(f"reference_optimum: x0 must have shape ({problem.dim},), got {tuple(x.shape)}")
+        value, g = _value_and_grad(problem64, shards64, x)
+        for _ in range(max_newton):
+            gnorm = float(jnp.linalg.norm(g))
+            if gnorm <= tol:
+                break
+            p = _newton_direction(problem64, shards64, x, g, max_cg)
+            slope, t = float(g @ p), 1.0
+            while True:  # backtracking: Armijo's decrease, or a smaller gradient (near x* loss
+                # differences fall below float64 resolution and only the gradient still tells)
+                v_new, g_new = _value_and_grad(problem64, shards64, x + t * p)
+                if (float(v_new) <= float(value) + 1e-4 * t * slope
+                        or float(jnp.linalg.norm(g_new)) < (1.0 - 1e-4 * t) * gnorm or t < 1e-12):
+                    break
+                t *= 0.5
+            x, value, g = x + t * p, v_new, g_new
+        gnorm = float(jnp.linalg.norm(g))
+        return ReferenceOptimum(np.asarray(x, np.float64), float(value), gnorm)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-run theory on a trace's arrays (NumPy)
+
+
+class HeterogeneityFit(NamedTuple):
+    """``G^2(B^2) = max_t (spread_t - B^2 ||grad_t||^2)^+`` on a grid of ``B^2`` (arrays ``[K]``)."""
+
+    b2: np.ndarray  # [K] the B^2 grid, increasing, b2[0] = 0
+    g2: np.ndarray  # [K] the smallest G^2 covering every round at that B^2
+
+    @property
+    def g2_at_b0(self) -> float:
+        """``G^2`` with ``B = 0``: the largest spread of the rounds."""
+        return float(self.g2[0])
+
+    def best_for_floor(self, kappa: float) -> tuple[float, float]:
+        """The grid pair ``(G^2, B^2)`` with ``kappa B^2 < 1`` minimising the D-GD floor
+        ``kappa G^2 / (1 - kappa B^2)`` (the tightest floor these rounds certify)."""
+        ok = kappa * self.b2 < 1
+        score = np.where(ok, kappa * self.g2 / np.where(ok, 1 - kappa * self.b2, 1.0), np.inf)
+        i = int(np.argmin(score)) if np.any(ok) else 0
+        return float(self.g2[i]), float(self.b2[i])
+
+
+def fit_heterogeneity(spread, grad_norm_sq, b2=None, num: int = 65) -> HeterogeneityFit:
+    """The (G, B)-heterogeneity that covers every measured round (arXiv 2602.03329, section 1).
+
+    A round ``t`` with ``spread_t = (1/|H|) sum_i ||grad L_i(x_t) - grad L_H(x_t)||^2`` and
+    ``||grad L_H(x_t)||^2`` is covered by ``(G, B)`` iff ``spread_t <= G^2 + B^2 ||grad_t||^2``; for
+    each ``B^2`` the smallest covering ``G^2`` is the 1-D linear program's value
+    ``G^2(B^2) = max(0, max_t (spread_t - B^2 ||grad_t||^2))`` (convex, piecewise linear, decreasing).
+    ``b2``: the grid (default ``num`` points from 0 to ``max_t spread_t / ||grad_t||^2``, where
+    ``G^2`` reaches its smallest value). Non-finite rounds are ignored.
+    """
+    s, g = np.asarray(spread, np.float64).reshape(-1), np.asarray(grad_norm_sq, np.float64).reshape(-1)
+    if s.shape != g.shape:
+        raise ConfigError(f"fit_heterogeneity: spread and grad_norm_sq must have the same length, got {s.size} "
+                          f"and {g.size}")
+    keep = np.isfinite(s) & np.isfinite(g)
+    s, g = s[keep], g[keep]
+    if not s.size:
+        raise ConfigError("fit_heterogeneity: no finite round (spread, grad_norm_sq) to fit")
+    if b2 is None:
+        ratios = s[g > 0] / g[g > 0]
+        top = float(ratios.max()) if ratios.size else 0.0
+        b2 = np.linspace(0.0, top, num) if top > 0 else np.zeros(1)
+    b2 = np.asarray(b2, np.float64).reshape(-1)
+    if np.any(b2 < 0) or np.any(np.diff(b2) < 0):
+        raise ConfigError(f"fit_heterogeneity: the B^2 grid must be non-negative and increasing, got {b2.tolist()}")
+    g2 = np.maximum(0.0, np.max(s[None, :] - b2[:, None] * g[None, :], axis=1))
+    return HeterogeneityFit(b2, g2)
+
+
+def trace_theory(metrics: dict, kappa: float | None, mu: float) -> dict:
+    """The per-run theory of one trace (``metrics``: name -> ``[T]``, with ``error``, ``spread``,
+    ``grad_norm`` and ``kappa_hat``), for summary.csv and the diagnostic figure.
+
+    ``kappa``: the rule's ``proven_kappa`` (None: the largest finite ``kappa_hat`` of the run is
+    used, ``kappa_source = "measured"``); ``mu``: the strong convexity used in the floor. Returns
+    ``G2_b0`` (``G^2`` at ``B = 0``), the pair ``(G2, B2)`` of ``fit_heterogeneity`` giving the
+    tightest D-GD floor, ``kappa_b2`` and ``kappa_b2_lt_1``, ``floor_dgd``, ``kappa_hat_max``, and per
+    round ``error_bound`` = ``min`` over the fitted pairs of ``kappa (G^2 + B^2 ||grad_t||^2)`` with
+    ``bound_ratio = error_t^2 / error_bound_t`` (<= 1 wherever the proven kappa holds).
+    """
+    error = np.asarray(metrics["error"], np.float64)
+    gn2 = np.asarray(metrics["grad_norm"], np.float64) ** 2
+    fit = fit_heterogeneity(metrics["spread"], gn2)
+    kh = np.asarray(metrics["kappa_hat"], np.float64)
+    kappa_hat_max = float(np.nanmax(kh)) if np.any(np.isfinite(kh)) else math.nan
+    used, source = (kappa, "proven") if kappa is not None else (kappa_hat_max, "measured")
+    used = 0.0 if not np.isfinite(used) else float(used)
+    G2, B2 = fit.best_for_floor(used)
+    bound = np.min(oracle_error_bound(used, fit.g2[:, None], fit.b2[:, None], gn2[None, :]), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bound > 0, error**2 / np.where(bound > 0, bound, 1.0), np.where(error > 0, np.inf, 0.0))
+    return {"kappa": used, "kappa_source": source, "kappa_hat_max": kappa_hat_max, "G2_b0": fit.g2_at_b0,
+            "G2": G2, "B2": B2, "kappa_b2": used * B2, "kappa_b2_lt_1": bool(used * B2 < 1),
+            "floor_dgd": float(predicted_floor_dgd(used, G2, B2, mu)), "error_bound": bound, "bound_ratio": ratio}
+
+
+def oracle_error_bound(kappa, G2, B2, grad_norm_sq):
+    """The right side of the oracle-error bound, ``kappa G^2 + kappa B^2 ||grad L_H||^2``
+    (arXiv 2602.03329, section 2); NumPy broadcasting over rounds."""
+    return kappa * (np.asarray(G2, np.float64) + np.asarray(B2, np.float64) * np.asarray(grad_norm_sq, np.float64))
+
+
+def predicted_floor_dgd(kappa, G2, B2, mu):
+    """D-GD's error floor on ``L_H(x) - L*`` with step ``1/L``: ``kappa G^2 / (2 mu (1 - kappa B^2))``,
+    ``inf`` when ``kappa B^2 >= 1`` (no guarantee), arXiv 2602.03329, section 2.
+
+    From ``L_H(x+) <= L_H(x) - (1 - kappa B^2) ||grad||^2 / (2L) + kappa G^2 / (2L)`` and
+    ``||grad||^2 >= 2 mu (L_H - L*)``: the gap contracts by ``1 - (1 - kappa B^2) mu / L`` per
+    round towards this value. An upper bound on the limit, attained when the bias is constant
+    and lies along the Hessian's ``mu`` eigenvector.
+    """
+    kappa, G2, B2, mu = (np.asarray(a, np.float64) for a in (kappa, G2, B2, mu))
+    relative = kappa * B2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        floor = kappa * G2 / (2.0 * mu * (1.0 - relative))
+    return np.where(relative < 1, floor, np.inf)
+
+
+def predicted_rounds(L: float, mu: float, delta: float | None = None, kappa_b2: float = 0.0,
+                     log_factor: float = 1.0) -> dict[str, float]:
+    """Communication rounds each method needs to reach its floor, up to constants and the
+    ``log(1/eps)`` factor (``log_factor``, e.g. ``log(initial gap / floor)``; default 1):
+    D-GD ``L / ((1 - kappa B^2) mu)``, D-NAG ``sqrt(L/mu)``, PIGS ``delta/mu``, AEG ``2 sqrt(L/mu)``
+    (two rounds per iteration, gradient slow step), prox-AEG ``2 sqrt(delta/mu)``
+    (arXiv 2602.03329, section 2). All ``inf`` when ``kappa B^2 >= 1``; the similarity methods
+    are left out when ``delta`` is None. D-NAG's rate also needs ``kappa B^2`` of order
+    ``sqrt(mu/L)`` or smaller; the estimate does not check it.
+    """
+    if not kappa_b2 < 1:
+        rounds = dict.fromkeys(("DGD", "DNAG", "AEG") + (("PIGS", "prox-AEG") if delta is not None else ()), math.inf)
+        return rounds
+    out = {"DGD": L / ((1.0 - kappa_b2) * mu), "DNAG": math.sqrt(L / mu), "AEG": 2.0 * math.sqrt(L / mu)}
+    if delta is not None:
+        out |= {"PIGS": max(delta, mu) / mu, "prox-AEG": 2.0 * math.sqrt(max(delta, mu) / mu)}
+    return {k: log_factor * v for k, v in out.items()}
+
+
+def recommended_steps(L: float, mu: float, delta: float | None = None) -> dict[str, dict[str, float]]:
+    """The step sizes theory recommends (arXiv 2602.03329, sections 2 and 4; constants of the
+    standard analyses): D-GD ``lr = 1/L``; D-NAG ``lr = 1/L``, ``momentum = (sqrt L - sqrt mu) /
+    (sqrt L + sqrt mu)``; PIGS ``eta = 1/delta``; AEG ``theta = 1/L``, ``gamma = mu``; prox-AEG
+    ``theta = 1/delta``, ``gamma = mu``."""
+    rL, rmu = math.sqrt(L), math.sqrt(mu)
+    steps = {"DGD": {"lr": 1.0 / L}, "DNAG": {"lr": 1.0 / L, "momentum": (rL - rmu) / (rL + rmu)},
+             "AEG": {"theta": 1.0 / L, "gamma": mu}}
+    if delta is not None and delta > 0:
+        steps |= {"PIGS": {"eta": 1.0 / delta}, "prox-AEG": {"theta": 1.0 / delta, "gamma": mu}}
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Proven kappa of the rules
+
+
+def _declared(value) -> int | None:
+    """The single concrete integer of a rule's ``f`` field, or None (traced or a batch of values)."""
+    values = concrete_values(value)
+    return int(values[0]) if values is not None and values.size == 1 else None
+
+
+def _rule_kappa(rule: AbstractAggregator, n: int, f: int) -> float | None:
+    r = f / (n - 2 * f)
+    if type(rule) is Average:
+        return 0.0 if f == 0 else None
+    if type(rule) is TrMean:
+        return 6.0 * r * (1.0 + r) if _declared(rule.f) == f else None
+    if type(rule) is Krum:
+        return 6.0 * (1.0 + r) if _declared(rule.f) == f else None
+    if type(rule) in (Median, GeometricMedian, SmoothedWeiszfeld):
+        return 4.0 * (1.0 + r) ** 2
+    return None
+
+
+def proven_kappa(aggregator: AbstractAggregator, n: int, f: int) -> float | None:
+    """The (f, kappa)-robustness coefficient proven for ``aggregator`` on ``n`` inputs of which ``f``
+    are arbitrary, or None when none is known here.
+
+    An aggregator is (f, kappa)-robust if ``||F(x_1..x_n) - mean_S||^2 <= kappa (1/|S|) sum_{i in S}
+    ||x_i - mean_S||^2`` for every set ``S`` of ``n - f`` inputs. Upper bounds of Allouah et al.,
+    "Fixing by Mixing", AISTATS 2023, Table 1 (with ``r = f / (n - 2f)``, needing ``n > 2f``):
+
+    - coordinate-wise trimmed mean (``TrMean``, trimming the true ``f``): ``6 r (1 + r)``;
+    - Krum (the true ``f``): ``6 (1 + r)``;
+    - coordinate-wise median (``Median``) and geometric median: ``4 (1 + r)^2``;
+    - NNM then a rule of coefficient ``kappa`` (``Pipeline([NNM(f)], rule)``, Theorem 1 there):
+      ``8 f / (n - f) (kappa + 1)``;
+    - ``Average``: 0 at ``f = 0``, not robust otherwise.
+
+    The geometric-median bound is for the exact minimiser of ``sum_i ||y - x_i||``;
+    ``SmoothedWeiszfeld`` (run to a tolerance from the mean) and ``GeometricMedian`` (``T``
+    smoothed steps from 0) approximate it, so for them the value is the target of the
+    approximation rather than a proof about the computed vector. A rule whose declared ``f`` is
+    not the given ``f`` (or is a batch of values) gets None. Any rule has ``kappa >= f / (n - 2f)``.
+    """
+    n, f = int(n), int(f)
+    if f < 0 or n <= 2 * f:
+        return None
+    if isinstance(aggregator, Pipeline):
+        if not aggregator.pre_aggs:
+            return proven_kappa(aggregator.agg, n, f)
+        if len(aggregator.pre_aggs) != 1 or type(aggregator.pre_aggs[0]) is not NNM:
+            return None
+        if _declared(aggregator.pre_aggs[0].f) != f:
+            return None
+        inner = _rule_kappa(aggregator.agg, n, f)
+        return None if inner is None else 8.0 * f / (n - f) * (inner + 1.0)
+    return _rule_kappa(aggregator, n, f)
+
+
+# ---------------------------------------------------------------------------------------------
+# The probe before a run
+
+
+@dataclasses.dataclass(frozen=True)
+class TheoryProbe:
+    """What theory predicts for an experiment before it runs (``theory_probe``)."""
+
+    n: int
+    f: int
+    L_x0: float
+    mu_x0: float
+    L_star: float  # L at x*
+    mu_star: float  # mu at x*
+    delta: float  # max of delta at x0 and at x*
+    loss_star: float  # L* = min L_H
+    grad_norm_star: float  # ||grad L_H(x*)|| of the reference solve
+    probe_spread: tuple[float, ...]  # spread at the probe points x0 + s (x* - x0)
+    probe_grad_norm_sq: tuple[float, ...]  # ||grad L_H||^2 there
+    probe_kappa_hat: tuple[float, ...]  # error^2 / spread of the oracle (with its attack) there
+    G2_b0: float  # G^2 at B^2 = 0
+    G2: float  # the pair (G^2, B^2) giving the tightest D-GD floor for kappa
+    B2: float
+    kappa: float | None  # the rule's proven kappa (None: unknown)
+    kappa_used: float  # the proven kappa, or the largest probed kappa_hat when unknown
+    kappa_source: str  # "proven" or "probed"
+    floor_dgd: float  # kappa G^2 / (2 mu (1 - kappa B^2)), mu = min(mu_x0, mu_star)
+    steps: dict  # method -> {parameter: value}
+    rounds: dict  # method -> predicted rounds (up to log factors)
+
+    @property
+    def kappa_b2(self) -> float:
+        return self.kappa_used * self.B2
+
+    @property
+    def ranking(self) -> list[str]:
+        """Methods by predicted rounds, fastest first."""
+        return sorted(self.rounds, key=lambda k: self.rounds[k])
+
+    def to_lines(self) -> list[str]:
+        """Human-readable lines, one quantity per line (what ``byzjax theory CONFIG`` prints)."""
+        kappa = "unknown" if self.kappa is None else f"{self.kappa:.4g}"
+        lines = [
+            f"workers n = {self.n}, Byzantine f = {self.f}",
+            f"L  at x0 = {self.L_x0:.4g}, at x* = {self.L_star:.4g}",
+            f"mu at x0 = {self.mu_x0:.4g}, at x* = {self.mu_star:.4g}",
+            f"delta = ||hess(L_H - L_0)|| = {self.delta:.4g}",
+            f"L* = {self.loss_star:.12g} (||grad L_H(x*)|| = {self.grad_norm_star:.2e})",
+            f"G^2 at B^2 = 0: {self.G2_b0:.4g}; tightest pair for the floor: G^2 = {self.G2:.4g}, B^2 = {self.B2:.4g}",
+            f"proven kappa = {kappa}; probed kappa_hat = "
+            + ", ".join(f"{k:.3g}" for k in self.probe_kappa_hat),
+            f"kappa B^2 = {self.kappa_b2:.4g} ({'< 1' if self.kappa_b2 < 1 else '>= 1: no guarantee'}; "
+            f"kappa {self.kappa_source})",
+            f"predicted D-GD floor kappa G^2 / (2 mu (1 - kappa B^2)) = {self.floor_dgd:.4g}",
+        ]
+        for method, params in self.steps.items():
+            lines.append(f"step {method}: " + ", ".join(f"{k} = {v:.4g}" for k, v in params.items()))
+        lines.append("predicted rounds (up to log factors): "
+                     + ", ".join(f"{m} {self.rounds[m]:.4g}" for m in self.ranking))
+        lines.append("predicted ranking: " + " < ".join(self.ranking))
+        return lines
+
+
+@eqx.filter_jit
+def _constants_at(problem, shards, x, key, iters: int):
+    """``(L, mu, delta)`` at ``x``, compiled once per problem structure."""
+    loss = honest_loss(problem, shards)
+    L = smoothness(loss, x, key, iters)
+    return L, strong_convexity(loss, x, key, iters, L=L), similarity_delta(problem, shards, x, key, iters)
+
+
+@eqx.filter_jit
+def _probe_point(oracle, shards, x, key):
+    """``(spread, ||grad L_H||^2, error^2)`` of one oracle round at ``x`` (from a fresh state)."""
+    out, _ = oracle(x, shards, oracle.init(x.dtype), key)
+    spread = jnp.mean(jnp.sum((out.honest_grads - out.honest_grad) ** 2, axis=1))
+    return spread, jnp.sum(out.honest_grad ** 2), out.error ** 2
+
+
+def theory_probe(experiment, data, key, probes: int = 3, iters: int = 300) -> TheoryProbe:
+    """The theory's predictions for ``experiment`` on ``data`` before running it.
+
+    ``x0`` is the run's initial point (``experiment.x0``, else ``problem.init(fold_in(key, 0))`` as
+    ``run``); ``x*`` the float64 ``reference_optimum``. ``L`` and ``mu`` (``iters`` power steps) at
+    both, ``delta`` the larger of ``similarity_delta`` at both; ``(G, B)`` fitted on ``probes``
+    points ``x0 + s (x* - x0)``, ``s`` in ``linspace(0, 1, probes)``, where one oracle round each
+    (the experiment's aggregator and attack, fresh state) also gives ``kappa_hat = error^2 /
+    spread``. The floor uses the rule's proven kappa (``proven_kappa``; else the largest probed
+    ``kappa_hat``, marked "probed"), the ``(G^2, B^2)`` pair minimising it, and ``mu = min(mu_x0,
+    mu_star)``; steps from ``recommended_steps(max L, mu, delta)``; rounds from ``predicted_rounds``.
+    """
+    if probes < 2:
+        raise ConfigError(f"theory_probe: probes must be >= 2 (x0 and x*), got {probes}")
+    oracle, problem = experiment.oracle, experiment.problem
+    shards = data.shards
+    oracle.check_data(shards)
+    x0 = problem.init(jax.random.fold_in(key, 0)) if experiment.x0 is None else experiment.x0
+    ref = reference_optimum(problem, shards, x0)
+    x_star = jnp.asarray(ref.x_star, x0.dtype)
+    k = jax.random.fold_in(key, 7)
+    constants = [tuple(float(v) for v in _constants_at(problem, shards, x, k, iters)) for x in (x0, x_star)]
+    (L0, mu0, d0), (Ls, mus, ds) = constants
+    spread, gn2, err2 = [], [], []
+    for i, s in enumerate(np.linspace(0.0, 1.0, probes)):
+        values = _probe_point(oracle, shards, x0 + s * (x_star - x0), jax.random.fold_in(key, 100 + i))
+        for acc, v in zip((spread, gn2, err2), values):
+            acc.append(float(v))
+    kappa_hat = tuple(e / s if s > 0 else math.nan for e, s in zip(err2, spread))
+    fit = fit_heterogeneity(spread, gn2)
+    kappa = proven_kappa(oracle.aggregator, oracle.n, oracle.n_byz)
+    finite = [k for k in kappa_hat if np.isfinite(k)]
+    kappa_used, source = (kappa, "proven") if kappa is not None else (max(finite, default=0.0), "probed")
+    G2, B2 = fit.best_for_floor(kappa_used)
+    mu, L, delta = min(mu0, mus), max(L0, Ls), max(d0, ds)
+    return TheoryProbe(
+        n=oracle.n, f=oracle.n_byz, L_x0=L0, mu_x0=mu0, L_star=Ls, mu_star=mus, delta=delta,
+        loss_star=ref.loss_star, grad_norm_star=ref.grad_norm, probe_spread=tuple(spread),
+        probe_grad_norm_sq=tuple(gn2), probe_kappa_hat=kappa_hat, G2_b0=fit.g2_at_b0, G2=G2, B2=B2,
+        kappa=kappa, kappa_used=float(kappa_used), kappa_source=source,
+        floor_dgd=float(predicted_floor_dgd(kappa_used, G2, B2, mu)),
+        steps=recommended_steps(L, mu, delta), rounds=predicted_rounds(L, mu, delta, kappa_used * B2))
