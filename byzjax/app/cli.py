@@ -18,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run every configuration x seed of CONFIG (one compiled program per static "
                                    "structure) and write config.json, metrics.csv, summary.csv and figures to --out.")
     r.add_argument("config", help="TOML experiment file (see README.md)")
-    r.add_argument("--out", required=True, help="output folder (created)")
+    r.add_argument("--out", required=True, help="output folder (created); a folder holding this config's results is "
+                                                 "resumed, one holding another config's is refused unless --force")
+    r.add_argument("--force", action="store_true", help="overwrite the results (and figures) already in --out")
     r.add_argument("--data", help="override [data].source: 'fashion-mnist', 'synthetic' or a folder of MNIST-format IDX files")
     r.add_argument("--seeds", type=int, help="override the number of seeds (0..S-1)")
     r.add_argument("--rounds", type=int, help="override the number of rounds")
@@ -64,13 +66,16 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"byzjax: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # byzjax.app.files.Interrupted says where the finished runs are
+        print(f"byzjax: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
+        return 130
 
 
 def _dispatch(args) -> int:
     if args.command == "run":
         from byzjax.app.config import load_config
         from byzjax.app.plotting import plot_dir
-        from byzjax.app.runner import describe, execute
+        from byzjax.app.runner import check_output, describe, execute, grid_signature
 
         cfg = load_config(args.config)
         if args.seeds is not None:
@@ -83,7 +88,8 @@ def _dispatch(args) -> int:
             import jax
 
             jax.config.update("jax_enable_x64", True)
-        _, _, meta = execute(cfg, args.out, data_source=args.data, show_progress=not args.quiet)
+        check_output(args.out, grid_signature(cfg, args.data), args.force)  # before anything is computed
+        _, _, meta = execute(cfg, args.out, data_source=args.data, show_progress=not args.quiet, force=args.force)
         print(f"wrote {args.out}/metrics.csv, summary.csv, config.json  {describe(meta)}")
         if not args.no_plot:
             for p in plot_dir(args.out):
@@ -96,14 +102,14 @@ def _dispatch(args) -> int:
             print(f"wrote {p}")
         return 0
     if args.command == "reproduce":
+        from byzjax.app.files import check_out_dir
         from byzjax.app.reproduce import reproduce
 
-        out = Path(args.out or f"results/paper_{args.which}{'_quick' if args.quick else ''}")
+        out = check_out_dir(f"results/paper_{args.which}{'_quick' if args.quick else ''}" if args.out is None else args.out)
         log = reproduce(args.which, out, quick=args.quick, data_source=args.data, seeds=args.seeds, mode=args.steps,
                         x64=args.x64, eval_every=args.eval_every, max_batch=args.max_batch,
                         show_progress=not args.quiet, tune_rounds=args.tune_rounds)
-        total = sum(s["wall_s"] for s in log["stages"])
-        comp = sum(s["compile_s"] for s in log["stages"])
+        total, comp = log["wall_s"], log["compile_s"]  # this invocation's, not the stored stages'
         print(f"wrote {out}/ (metrics.csv, summary.csv, {args.which}_rounds.csv, {args.which}_floor.csv, figures/)")
         print(f"steps: {log.get('chosen_steps')}  estimated L at the start: {log.get('smoothness')}  "
               f"device: {log['environment']['device']}  "
