@@ -230,6 +230,47 @@ def test_diverged_runs_and_capped_inner_solves_are_reported(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["warnings"]
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "checksum mismatch"), ("flip", "checksum mismatch"), ("json", "unreadable"),
+    ("no-npz", "unreadable"), ("format", "not a byzjax archive"), ("object", "unreadable arrays"),
+])
+def test_damaged_archives_are_refused(tmp_path, damage, message):
+    """Stage archives (npz + JSON with sha256): every damage is a ``DamagedArchive``; an object
+    array (which would need pickle) is refused even with a matching checksum."""
+    import hashlib
+    import io
+
+    from byzjax.app.files import DamagedArchive, load_archive, save_archive
+
+    stem = tmp_path / "stage"
+    arrays = {"0/metrics/loss": np.linspace(0, 1, 50, dtype=np.float32), "0/eval_iters": np.arange(3)}
+    save_archive(stem, arrays, {"runs": [[0, 0, {"method": "m"}]]})
+    back, meta = load_archive(stem)
+    assert meta == {"runs": [[0, 0, {"method": "m"}]]} and back.keys() == arrays.keys()
+    for k in arrays:
+        assert back[k].dtype == arrays[k].dtype and np.array_equal(back[k], arrays[k])
+    npz, rec = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    data = npz.read_bytes()
+    if damage == "truncate":
+        npz.write_bytes(data[: len(data) - 7])
+    elif damage == "flip":
+        npz.write_bytes(data[:60] + bytes([data[60] ^ 1]) + data[61:])
+    elif damage == "json":
+        rec.write_text(rec.read_text()[:30])
+    elif damage == "no-npz":
+        npz.unlink()
+    elif damage == "format":
+        rec.write_text(json.dumps({"sha256": "0", "meta": {}}))
+    else:
+        buf = io.BytesIO()
+        np.savez(buf, x=np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        npz.write_bytes(buf.getvalue())
+        record = json.loads(rec.read_text())
+        rec.write_text(json.dumps(record | {"sha256": hashlib.sha256(buf.getvalue()).hexdigest()}))
+    with pytest.raises(DamagedArchive, match=message):
+        load_archive(stem)
+
+
 # ---------------------------------------------------------------- --out checks, resume, --force, Ctrl-C
 
 
