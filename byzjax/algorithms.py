@@ -147,7 +147,8 @@ class ProximalStep(eqx.Module):
         """The new point from ``out`` (the oracle's answer at ``x``), and the inner solve's metrics."""
         phi = self.objective(env, x, out.g_hat - out.honest_grads[0], eta)
         inner = lbfgs_minimize(phi, x, tol=self.inner_tol, max_iter=self.inner_max_iter, memory=self.memory)
-        return inner.x, {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm}
+        capped = (inner.iterations >= self.inner_max_iter).astype(inner.grad_norm.dtype)
+        return inner.x, {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm, "inner_capped": capped}
 
 
 class PIGSState(eqx.Module):

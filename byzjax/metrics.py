@@ -23,6 +23,7 @@ ROUND_METRICS = {
     "byz_sent": "Byzantine rows the server received this round (only when workers may be absent)",
     "inner_iters": "iterations of the server's inner L-BFGS solve (PIGS, prox-AEG)",
     "inner_grad_norm": "gradient norm at the end of the inner solve (PIGS, prox-AEG)",
+    "inner_capped": "1 when the inner solve stopped at its iteration cap (an inexact proximal step), else 0",
 }
 """Name -> meaning of every per-round metric."""
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from collections import defaultdict
 
 import numpy as np
@@ -81,13 +82,45 @@ def test_rounds_table_agrees_with_metrics(quick):
     assert checked == 12
 
 
-def test_rerun_resumes_from_finished_stages(quick):
+def test_rerun_resumes_from_finished_stages(quick, capsys):
     before = (quick / "metrics.csv").read_text()
-    stages = sorted(p.name for p in (quick / "stages").glob("*.pkl"))
+    stages = sorted(p.name for p in (quick / "stages").glob("*.json"))
     assert len(stages) == 4  # tuning lr grid, tuning eta grid, two (f, attack) chunks
+    assert sorted(p.name for p in (quick / "stages").iterdir()) == sorted(
+        [n for s in stages for n in (s, s.replace(".json", ".npz"))])  # data only: no pickle
     (quick / "metrics.csv").unlink()
+    capsys.readouterr()
     assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(quick), "--quiet"]) == 0
     assert (quick / "metrics.csv").read_text() == before
+    assert "resuming: 4 of 4 stages done (nothing to compute)" in capsys.readouterr().out
+    log = json.loads((quick / "reproduce.json").read_text())
+    assert log["stages_computed"] == 0 and log["compile_s"] == 0.0 and log["wall_s"] > 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "pickle"])  # the other damages: test_files.py
+def test_damaged_stage_is_recomputed_with_a_warning(quick, tmp_path, capsys, damage):
+    """A truncated .npz, or a pickle in place of the record: the stage is recomputed (same results) with a warning, and nothing from the file is executed."""
+    import pickle
+
+    out = tmp_path / "short"
+    shutil.copytree(quick / "stages", out / "stages")
+    npz = sorted((out / "stages").glob("attacked-*.npz"))[0]
+    data = npz.read_bytes()
+    if damage == "truncate":
+        npz.write_bytes(data[: len(data) // 2])
+    else:
+        class Boom:
+            def __reduce__(self):
+                return (pytest.fail, ("code from a stage file was executed",))
+
+        npz.with_suffix(".json").unlink()
+        npz.with_suffix(".pkl").write_bytes(pickle.dumps(Boom()))
+    capsys.readouterr()
+    assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert f"stage {npz.stem}" in captured.err and "recomputing it" in captured.err
+    assert "resuming: " in captured.out
+    assert (out / "metrics.csv").read_text() == (quick / "metrics.csv").read_text()
 
 
 def test_long_quick_writes_experiment_b(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 EPILOG = "Config format and examples: see README.md (section 'Config files')."
 
@@ -18,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run every configuration x seed of CONFIG (one compiled program per static "
                                    "structure) and write config.json, metrics.csv, summary.csv and figures to --out.")
     r.add_argument("config", help="TOML experiment file (see README.md)")
-    r.add_argument("--out", required=True, help="output folder (created)")
+    r.add_argument("--out", required=True, help="output folder (created); a folder holding this config's results is "
+                                                 "resumed, one holding another config's is refused unless --force")
+    r.add_argument("--force", action="store_true", help="overwrite the results (and figures) already in --out")
     r.add_argument("--data", help="override [data].source: 'fashion-mnist', 'synthetic' or a folder of MNIST-format IDX files")
     r.add_argument("--seeds", type=int, help="override the number of seeds (0..S-1)")
     r.add_argument("--rounds", type=int, help="override the number of rounds")
@@ -66,17 +67,22 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"byzjax: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # byzjax.app.files.Interrupted says where the finished runs are
+        print(f"byzjax: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
+        return 130
 
 
 def _dispatch(args) -> int:
     if args.command == "run":
         from byzjax.app.config import load_config
         from byzjax.app.plotting import plot_dir
-        from byzjax.app.runner import describe, execute
+        from byzjax.app.runner import check_output, describe, execute, grid_signature
 
         cfg = load_config(args.config).override(seeds=args.seeds, rounds=args.rounds, x64=True if args.x64 else None,
                                                 source=args.data)
-        _, _, meta = execute(cfg, args.out, show_progress=not args.quiet, command_line=args.command_line)
+        check_output(args.out, grid_signature(cfg), args.force)  # before anything is computed
+        _, _, meta = execute(cfg, args.out, show_progress=not args.quiet, command_line=args.command_line,
+                             force=args.force)
         print(f"wrote {args.out}/metrics.csv, summary.csv, config.json  {describe(meta)}")
         if not args.no_plot:
             for p in plot_dir(args.out):
@@ -90,18 +96,18 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "reproduce":
         from byzjax.app.config import check_int
+        from byzjax.app.files import check_out_dir
         from byzjax.app.reproduce import reproduce
 
         for flag, value in (("--seeds", args.seeds), ("--tune-rounds", args.tune_rounds),
                             ("--eval-every", args.eval_every), ("--max-batch", args.max_batch)):
             if value is not None:
                 check_int("command line", flag, value, 1)
-        out = Path(args.out or f"results/paper_{args.which}{'_quick' if args.quick else ''}")
+        out = check_out_dir(f"results/paper_{args.which}{'_quick' if args.quick else ''}" if args.out is None else args.out)
         log = reproduce(args.which, out, quick=args.quick, data_source=args.data, seeds=args.seeds, mode=args.steps,
                         x64=args.x64, eval_every=args.eval_every, max_batch=args.max_batch,
                         show_progress=not args.quiet, tune_rounds=args.tune_rounds)
-        total = sum(s["wall_s"] for s in log["stages"])
-        comp = sum(s["compile_s"] for s in log["stages"])
+        total, comp = log["wall_s"], log["compile_s"]  # this invocation's, not the stored stages'
         print(f"wrote {out}/ (metrics.csv, summary.csv, {args.which}_rounds.csv, {args.which}_floor.csv, figures/)")
         print(f"steps: {log.get('chosen_steps')}  estimated L at the start: {log.get('smoothness')}  "
               f"device: {log['environment']['device']}  "

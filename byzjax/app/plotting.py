@@ -2,7 +2,8 @@
 
 Per figure (one per f, split, lambda, aggregator), one panel per attack: log-scale
 ``L_H(x_t) - L_ref`` against communication rounds with an inset on rounds 0-100,
-the seed median as a line and the seed range as a band (PAPER.md section 6).
+the seed median as a line and the seed range as a band (arXiv 2602.03329, section 6).
+Non-finite values (a diverged run) are left out of the curves; figures are written atomically.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from byzjax.app.files import OutputError, atomic_open, warn  # noqa: E402
+from byzjax.app.results import csv_levels, instance_key, read_record, read_table  # noqa: E402
 from byzjax.metrics import EVAL_METRICS, ROUND_METRICS  # noqa: E402
-from byzjax.app.results import csv_levels, instance_key, read_csv  # noqa: E402
 
 GAP_FLOOR = 1e-6  # gaps below this are float32 rounding noise; drawn at the floor
 FIGURE_KEYS = ("f", "split", "alpha", "lam", "aggregator")
@@ -30,15 +32,26 @@ def _float(v):
 
 
 def variant_columns(rows: list[dict]) -> list[str]:
-    """Config columns (constant within a run) that differ between the runs of ``rows``, besides
-    attack and method: e.g. a swept ``attack_tau``, ``tolerated_f`` or ``participation``."""
-    per_run = defaultdict(lambda: defaultdict(set))
+    """Config columns (constant within a run) that tell apart runs sharing their attack and method
+    label, e.g. a swept ``attack_tau``, ``tolerated_f`` or ``participation``; columns the method label
+    already implies (the algorithm's own numbers, ``lr``, ``eta``, ...) never qualify."""
+    per_run = defaultdict(lambda: defaultdict(set))  # column -> run -> values
+    label_of = {}
     for r in rows:
+        label_of[r.get("run", "")] = (r.get("attack"), r.get("method"))
         for k, v in r.items():
             if k not in NOT_LABELS:
                 per_run[k][r.get("run", "")].add(v)
-    return sorted(k for k, runs in per_run.items()
-                  if all(len(v) == 1 for v in runs.values()) and len(set().union(*runs.values())) > 1)
+    out = []
+    for k, runs in per_run.items():
+        if not all(len(v) == 1 for v in runs.values()):
+            continue  # varies within a run: a measurement
+        by_label = defaultdict(set)
+        for run, values in runs.items():
+            by_label[label_of[run]] |= values
+        if any(len(v) > 1 for v in by_label.values()):
+            out.append(k)
+    return sorted(out)
 
 
 def curve_label(r: dict, variants=()) -> str:
@@ -61,7 +74,7 @@ def curves(rows: list[dict], y: str, variants=None) -> dict:
     by = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         v = _float(r.get(y, ""))
-        if np.isnan(v):
+        if not np.isfinite(v):
             continue
         by[(r["attack"], curve_label(r, variants[r["attack"]]))][r["seed"]][int(r["comm_round"])] = v
     out = {}
@@ -102,7 +115,8 @@ def _title(key, n_honest=None):
 
 
 def _with_gap(rows, levels):
-    return [r | {"gap": _float(r["loss"]) - levels[instance_key(r, r["seed"])]} for r in rows if r.get("loss", "") != ""]
+    return [r | {"gap": _float(r["loss"]) - levels[instance_key(r, r["seed"])]} for r in rows
+            if r.get("loss", "") != "" and instance_key(r, r["seed"]) in levels]
 
 
 def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = "", inset: int = 100,
@@ -116,7 +130,7 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
     levels = csv_levels(rows + reference_rows) if levels is None else levels
     data = curves(_with_gap(rows, levels), "gap")
     ref = curves(_with_gap(reference_rows, levels), "gap") if reference_rows else {}
-    used = sorted({levels[instance_key(r, r["seed"])] for r in rows})
+    used = sorted({levels[instance_key(r, r["seed"])] for r in rows if instance_key(r, r["seed"]) in levels}) or [np.nan]
     l_ref = f"{used[0]:.6g}" if len(used) == 1 else f"{used[0]:.6g}..{used[-1]:.6g} (per seed)"
     attacks = sorted({a for a, _ in data})
     methods = _method_order({m for _, m in data} | {m for _, m in ref})
@@ -160,7 +174,8 @@ def plot_accuracy(rows, path: Path, title: str = "", ylim=(0.80, 0.94)) -> None:
     attacks = sorted({r["attack"] for r in rows})
     if ylim is None:  # zoom on where the curves spend their time, not on the first rounds
         values = np.array([_float(r[m]) for r in rows for m in ("val_acc", "test_acc") if r.get(m, "") != ""])
-        lo, hi = np.percentile(values, 5), values.max()
+        values = values[np.isfinite(values)]
+        lo, hi = (np.percentile(values, 5), values.max()) if values.size else (0.0, 1.0)
         ylim = (max(0.0, lo - 0.02), min(1.0, hi + 0.01))
     fig, axes = plt.subplots(2, len(attacks), figsize=(max(5.2 * len(attacks), 7.5), 7), squeeze=False)
     for row_i, metric in enumerate(("val_acc", "test_acc")):
@@ -183,22 +198,56 @@ def plot_accuracy(rows, path: Path, title: str = "", ylim=(0.80, 0.94)) -> None:
 
 
 def _save(fig, path: Path) -> None:
+    """``path.png`` and ``path.pdf``, each written to a temporary name and renamed into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path.parent / f"{path.name}.png", dpi=130)
-    fig.savefig(path.parent / f"{path.name}.pdf")
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for ext, kw in (("png", {"dpi": 130}), ("pdf", {})):
+            with atomic_open(path.parent / f"{path.name}.{ext}", "wb") as fh:
+                fig.savefig(fh, format=ext, **kw)
+    except OSError as err:
+        raise OutputError(f"cannot write the figures in {path.parent}: {err.strerror or err}") from None
+    finally:
+        plt.close(fig)
+
+
+REQUIRED_COLUMNS = ("run", "seed", "attack", "method", "iteration", "comm_round", "loss", *FIGURE_KEYS)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir/metrics.csv`` checked against the folder's completion record.
+
+    One-line ``OutputError`` when the file is missing, empty, binary, ragged, lacks a column,
+    holds a non-number loss, or has another number of rows than ``config.json`` records
+    (a fragment); a warning when the record says the grid is incomplete.
+    """
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.csv"
+    if not metrics.is_file():
+        raise OutputError(f"{run_dir} has no metrics.csv (is it an output folder of 'byzjax run'?)")
+    rows = read_table(metrics, required=REQUIRED_COLUMNS)
+    if not rows:
+        raise OutputError(f"{metrics} has a header but no rows")
+    for i, r in enumerate(rows, start=2):
+        try:
+            int(r["run"]), int(r["seed"]), int(r["comm_round"]), r["loss"] == "" or float(r["loss"])
+        except ValueError:
+            raise OutputError(f"{metrics} is damaged: line {i} has a non-number in run/seed/comm_round/loss") from None
+    meta = ((read_record(run_dir) or {}).get("meta") or {})
+    expected = meta.get("metrics_rows")
+    if expected is not None and expected != len(rows):
+        raise OutputError(f"{metrics} has {len(rows)} rows but config.json records {expected} "
+                          f"(truncated or from another write); rerun the grid to rewrite it")
+    if meta.get("complete") is False:
+        warn(f"{run_dir} is incomplete ({meta.get('finished_runs', '?')} of {meta.get('total_runs', '?')} runs "
+             f"finished): the figures show only the finished runs")
+    return rows
 
 
 def plot_dir(run_dir: str | Path, out_dir: str | Path | None = None, acc_ylim=None) -> list[Path]:
     """Draw every figure of a result folder (``metrics.csv``) into ``out_dir``."""
     run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.csv"
-    if not metrics.exists():
-        from byzjax._validation import ConfigError
-
-        raise ConfigError(f"{run_dir} has no metrics.csv (is it an output folder of 'byzjax run'?)")
-    rows = read_csv(metrics)
+    rows = read_metrics(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir / "figures"
     levels = csv_levels(rows)  # L_ref per problem instance (split, lambda, seed)
     made = []

@@ -1,4 +1,4 @@
-"""The paper's experiments (PAPER.md section 6) as grids: ``byzjax reproduce short|long``.
+"""The paper's experiments (arXiv 2602.03329, section 6) as grids: ``byzjax reproduce short|long``.
 
 Two step-size modes:
 
@@ -12,16 +12,17 @@ Two step-size modes:
 
 Each stage is one grid: runs that share a structure are one compiled program.
 Finished stages are stored under ``OUT/stages/`` (keyed by a hash of their grid,
-data source and byzjax version): rerunning the same command resumes after the
-last finished stage, so a long CPU reproduction can run in chunks across sessions.
+data source and byzjax version) in a data-only format (``.npz`` arrays and a ``.json``
+record with their sha256, ``byzjax.app.files.save_archive``): rerunning the same command
+resumes after the last finished stage, so a long CPU reproduction can run in chunks across
+sessions; a damaged stage is recomputed with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pickle
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from byzjax import __version__
 from byzjax.app.config import parse_config, resolve_source
+from byzjax.app.files import DamagedArchive, load_archive, save_archive, warn, write_json
 from byzjax.instruments import honest_loss, smoothness
 from byzjax.app.plotting import _title, plot_accuracy, plot_convergence
 from byzjax.app.results import csv_levels, instance_key, read_csv, rounds_to_gap, write_csv, write_results
@@ -95,8 +97,12 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
     """
     s = settings(which, quick)
     out_dir = Path(out_dir)
+    started = time.perf_counter()
     all_runs, timing, log = [], {}, {"experiment": which, "quick": quick, "mode": mode, "stages": []}
     run_offset = 0
+    tr = min(tune_rounds or s["ref_rounds"], s["ref_rounds"])
+    per_split = (2 + (tr < s["ref_rounds"]) if mode == "tuned" else 1) + len(s["fs"]) * len(s["attacks"])
+    progress = {"total": per_split * len(s["splits"]), "loaded": 0, "computed": 0, "compile_s": 0.0}
     agg = {"name": "TrMean", "pre_aggs": ["NNM"]}
     for split, alpha in s["splits"]:
         common = dict(split=split, alpha=alpha, lam=s["lam"], seeds=seeds, eval_every=eval_every, x64=x64,
@@ -108,12 +114,18 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
             raw = _raw(f"{which}:{name}:{split}", rounds=rounds, fs=fs, attacks=attacks, algorithms=algorithms,
                        aggregator=aggregator, **common)
             cfg = parse_config(raw)
-            cache = out_dir / "stages" / f"{name}-{split}-{stage_key(raw, data_source)}.pkl"
-            if cache.exists():
-                runs, tim, meta = load_stage(cache)
+            cache = out_dir / "stages" / f"{name}-{split}-{stage_key(raw, data_source)}"
+            stored = find_stage(cache)
+            if stored is not None:
+                runs, tim, meta = stored
+                progress["loaded"] += 1
             else:
+                if progress["loaded"] and not progress["computed"]:
+                    print(f"resuming: {progress['loaded']} of {progress['total']} stages done")
+                progress["computed"] += 1
                 prepared = prepared or prepare(cfg, data_source)
                 runs, tim, meta = execute(cfg, None, show_progress=show_progress, prepared=prepared)
+                progress["compile_s"] += meta["compile_s"]
                 save_stage(cache, runs, tim, meta)
             shifted = [(rid + run_offset, seed, cols | extra, tr) for rid, seed, cols, tr in runs]
             timing.update({rid + run_offset: t for rid, t in tim.items()})
@@ -125,7 +137,6 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
 
         reference = {"name": "Average"}
         if mode == "tuned":
-            tr = min(tune_rounds or s["ref_rounds"], s["ref_rounds"])
             ref1 = stage("reference", tr, [0], ["NoAttack"],
                          [{"name": "DGD", "lr": LR_GRID}, {"name": "DNAG", "lr": LR_GRID, "momentum": 0.9}],
                          reference, {"stage": "tuning"})
@@ -160,12 +171,17 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
                                data_source)
         L0 = smoothness_at_init(prepared, seeds[0] if isinstance(seeds, list) else 0)
         log.setdefault("smoothness", {})[label] = {"L_at_init": round(L0, 3), "2/L": round(2.0 / L0, 5)}
+    if not progress["computed"]:
+        print(f"resuming: {progress['loaded']} of {progress['total']} stages done (nothing to compute)")
     log["environment"] = environment()
-    write_results(out_dir, log, all_runs, timing)
+    log["warnings"] = write_results(out_dir, log, all_runs, timing)
+    for line in log["warnings"]:
+        warn(line)
     figures = make_figures(out_dir, which)
     tables = rounds_table(out_dir, which)
-    (out_dir / "reproduce.json").write_text(json.dumps(log | {"figures": [str(p) for p in figures],
-                                                              "tables": [str(t) for t in tables]}, indent=2, default=str))
+    log |= {"stages_loaded": progress["loaded"], "stages_computed": progress["computed"],
+            "compile_s": progress["compile_s"], "wall_s": time.perf_counter() - started}  # this invocation's
+    write_json(out_dir / "reproduce.json", log | {"figures": [str(p) for p in figures], "tables": [str(t) for t in tables]})
     return log
 
 
@@ -184,22 +200,84 @@ def stage_key(raw: dict, data_source) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def save_stage(path: Path, runs, timing, meta) -> None:
-    """Store a finished stage (atomically), so an interrupted reproduction resumes after it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plain = [(rid, seed, cols, {k: getattr(tr, k) for k in ("metrics", "eval_metrics", "eval_iters", "final_params")})
-             for rid, seed, cols, tr in runs]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        pickle.dump({"runs": plain, "timing": timing, "meta": meta}, fh)
-    os.replace(tmp, path)
+TRACE_FIELDS = ("metrics", "eval_metrics", "eval_iters", "final_params")
 
 
-def load_stage(path: Path):
-    with open(path, "rb") as fh:
-        blob = pickle.load(fh)
-    runs = [(rid, seed, cols, Trace(**tr)) for rid, seed, cols, tr in blob["runs"]]
-    return runs, blob["timing"], blob["meta"] | {"resumed_from": str(path)}
+def save_stage(stem: Path, runs, timing, meta) -> None:
+    """Store a finished stage as ``stem.npz`` (every trace array) and ``stem.json`` (run ids,
+    seeds, columns, timings, meta and the arrays' sha256), so an interrupted reproduction
+    resumes after it; written atomically, the ``.json`` last."""
+    arrays, index = {}, []
+    for j, (rid, seed, cols, tr) in enumerate(runs):
+        index.append([rid, seed, cols])
+        for name, v in tr.metrics.items():
+            arrays[f"{j}/metrics/{name}"] = np.asarray(v)
+        for name, v in tr.eval_metrics.items():
+            arrays[f"{j}/eval_metrics/{name}"] = np.asarray(v)
+        arrays[f"{j}/eval_iters"] = np.asarray(tr.eval_iters)
+        arrays[f"{j}/final_params"] = np.asarray(tr.final_params)
+    save_archive(stem, arrays, {"runs": index, "timing": {str(k): v for k, v in timing.items()}, "meta": meta})
+
+
+def load_stage(stem: Path):
+    """``(runs, timing, meta)`` of ``save_stage``; ``DamagedArchive`` if the files are damaged."""
+    arrays, blob = load_archive(stem)
+    try:
+        runs = []
+        for j, (rid, seed, cols) in enumerate(blob["runs"]):
+            parts = {"metrics": {}, "eval_metrics": {}}
+            for key, v in arrays.items():
+                head, _, rest = key.partition("/")
+                if head == str(j):
+                    kind, _, name = rest.partition("/")
+                    if name:
+                        parts[kind][name] = v
+                    else:
+                        parts[kind] = v
+            runs.append((int(rid), int(seed), dict(cols), Trace(**{k: parts[k] for k in TRACE_FIELDS})))
+        timing = {int(k): v for k, v in blob["timing"].items()}
+        meta = dict(blob["meta"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise DamagedArchive(f"inconsistent record ({err.__class__.__name__}: {err})") from None
+    return runs, timing, meta | {"resumed_from": str(stem.with_suffix(".json"))}
+
+
+def find_stage(stem: Path):
+    """The stored stage at ``stem`` (None if absent); a damaged one is reported and None."""
+    stem = Path(stem)
+    if not stem.with_suffix(".json").exists():
+        if stem.with_suffix(".npz").exists() or stem.with_suffix(".pkl").exists():
+            warn(f"stage {stem.name} is incomplete or a pickle (not loaded); recomputing it")
+        return None
+    try:
+        return load_stage(stem)
+    except DamagedArchive as err:
+        warn(f"stage {stem.name} is damaged: {err}; recomputing it")
+        return None
+
+
+def convert_pickle_stages(folder: Path) -> list[Path]:
+    """One-off: rewrite the ``*.pkl`` stages of ``folder`` (byzjax <= 0.x, TRUSTED files only:
+    unpickling runs code) as ``save_stage`` archives, check that they load back equal, remove
+    the pickles. Returns the new ``.json`` records."""
+    import pickle
+
+    made = []
+    for pkl in sorted(Path(folder).glob("*.pkl")):
+        with open(pkl, "rb") as fh:
+            blob = pickle.load(fh)  # noqa: S301 (committed stages only, see the docstring)
+        runs = [(rid, seed, cols, Trace(**tr)) for rid, seed, cols, tr in blob["runs"]]
+        stem = pkl.with_suffix("")
+        save_stage(stem, runs, blob["timing"], blob["meta"])
+        back, timing, _ = load_stage(stem)
+        assert timing == blob["timing"] and len(back) == len(runs)
+        for (a, b) in zip(runs, back):
+            assert a[:3] == b[:3], (a[:3], b[:3])
+            for k in TRACE_FIELDS:
+                jax.tree.map(np.testing.assert_array_equal, getattr(a[3], k), getattr(b[3], k))
+        pkl.unlink()
+        made.append(stem.with_suffix(".json"))
+    return made
 
 
 def make_figures(out_dir: Path, which: str) -> list[Path]:

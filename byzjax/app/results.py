@@ -2,30 +2,54 @@
 
 ``metrics.csv`` is tidy: one row per (run, seed, iteration) with the run's
 config columns, the per-iteration metrics, and the evaluation metrics on the
-iterations where they were taken (empty elsewhere). Readable with the csv module,
-NumPy or pandas alone.
+iterations where they were taken (empty elsewhere: an empty cell means "not
+measured"; a measured non-finite value is written ``nan``, ``inf`` or ``-inf``).
+Readable with the csv module, NumPy or pandas alone. Every file is replaced
+atomically (``byzjax.app.files``), ``config.json`` (the completion record) last.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import re
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from byzjax.metrics import COUNTER
+from byzjax.app.files import OutputError, atomic_open, write_json
+from byzjax.metrics import COUNTER, EVAL_METRICS, ROUND_METRICS
 
 GAPS = (1e-2, 1e-3)
+DIVERGENCE_FACTOR = 1e6
+"""A run has diverged at the first iteration whose honest loss is non-finite or exceeds
+``DIVERGENCE_FACTOR * max(|L_H(x_0)|, 1)``."""
+RESULT_FILES = ("config.json", "metrics.csv", "summary.csv")
 
 
 def _cell(v):
+    """CSV text of a value: floats at full precision (``repr``), non-finite as nan/inf/-inf,
+    ``None`` as the empty cell (not measured)."""
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
     if isinstance(v, (float, np.floating)):
-        return "" if math.isnan(v) else repr(float(v))
-    if isinstance(v, (np.integer,)):
+        return repr(float(v))
+    if isinstance(v, np.integer):
         return int(v)
     return v
+
+
+_INT = re.compile(r"-?\d+")
+
+
+def parse_cell(s: str):
+    """Inverse of ``_cell`` for numbers: an int for integer text, else a float (nan/inf too)."""
+    return int(s) if _INT.fullmatch(s) else float(s)
 
 
 def trace_rows(run_id: int, seed: int, columns: dict, trace) -> list[dict]:
@@ -49,6 +73,27 @@ def trace_rows(run_id: int, seed: int, columns: dict, trace) -> list[dict]:
     return rows
 
 
+class StoredTrace:
+    """A run's trace read back from ``metrics.csv`` (same fields as ``simulate.Trace``; no parameters)."""
+
+    def __init__(self, metrics, eval_metrics, eval_iters):
+        self.metrics, self.eval_metrics, self.eval_iters = metrics, eval_metrics, eval_iters
+        self.final_params = np.zeros(0)
+
+
+def trace_from_rows(rows: list[dict]) -> StoredTrace:
+    """Inverse of ``trace_rows`` for one (run, seed): rows sorted by iteration, text cells
+    (metrics in the file's column order, so the files written again are byte-identical)."""
+    body, header = rows[:-1], list(rows[0])
+    metrics = {k: np.array([parse_cell(r[k]) for r in body]) for k in header
+               if k in ROUND_METRICS and body and all(r.get(k, "") != "" for r in body)}
+    metrics[COUNTER] = np.array([int(r["comm_round"]) + 1 for r in body])
+    names = [k for k in header if k in EVAL_METRICS and any(r.get(k, "") != "" for r in rows)]
+    taken = [r for r in rows if any(r.get(k, "") != "" for k in names)]
+    evals = {k: np.array([parse_cell(r[k]) for r in taken]) for k in names}
+    return StoredTrace(metrics, evals, np.array([int(r["iteration"]) for r in taken], dtype=int))
+
+
 INSTANCE_COLUMNS = ("split", "alpha", "lam")
 """With the seed, the columns that fix the honest objective ``L_H`` (its data split and
 regulariser): runs of one instance share ``L_H`` and so share ``L_ref``."""
@@ -59,8 +104,16 @@ def instance_key(cols: dict, seed) -> tuple[str, ...]:
     return tuple(str(cols.get(k, "")) for k in INSTANCE_COLUMNS) + (str(seed),)
 
 
+def finite_min(values) -> float:
+    """The lowest finite value (``nan`` if there is none): a diverged run's ``inf`` or ``nan``
+    never counts as its best loss, and never hides its finite ones."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.min()) if v.size else math.nan
+
+
 def reference_levels(pairs) -> dict[tuple, float]:
-    """``L_ref`` per problem instance: the lowest honest loss any run of it reached.
+    """``L_ref`` per problem instance: the lowest finite honest loss any run of it reached.
 
     ``pairs``: ``(instance_key, losses)``. Different splits (and, under Dirichlet,
     different seeds) are different objectives ``L_H`` with different minima, so one
@@ -68,8 +121,9 @@ def reference_levels(pairs) -> dict[tuple, float]:
     """
     levels: dict[tuple, float] = {}
     for key, losses in pairs:
-        low = float(np.nanmin(np.asarray(losses, dtype=float)))
-        levels[key] = min(levels.get(key, np.inf), low)
+        low = finite_min(np.atleast_1d(losses))
+        if not math.isnan(low):
+            levels[key] = min(levels.get(key, np.inf), low)
     return levels
 
 
@@ -84,17 +138,33 @@ def rounds_to_gap(loss: np.ndarray, comm_round: np.ndarray, l_ref: float, gap: f
     return int(comm_round[hit[0]]) if hit.size else None
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
+def diverged_at(loss: np.ndarray, comm_round: np.ndarray):
+    """Communication round of the first query whose honest loss is non-finite or above
+    ``DIVERGENCE_FACTOR * max(|L_H(x_0)|, 1)`` (None if none)."""
+    loss = np.asarray(loss, dtype=float)
+    limit = DIVERGENCE_FACTOR * max(abs(loss[0]), 1.0) if np.isfinite(loss[0]) else -np.inf
+    bad = np.flatnonzero(~np.isfinite(loss) | (loss > limit))
+    return int(comm_round[bad[0]]) if bad.size else None
+
+
+def csv_text(rows: list[dict]) -> str:
     keys: list[str] = []
     for r in rows:
         for k in r:
             if k not in keys:
                 keys.append(k)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: _cell(v) for k, v in r.items()})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\r\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _cell(v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` (columns in order of first appearance) atomically."""
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+        fh.write(csv_text(rows))
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -102,39 +172,168 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def read_table(path: Path, required=()) -> list[dict]:
+    """Rows of a result CSV, or a one-line ``OutputError`` if it is empty, binary, ragged
+    (a row with more or fewer cells than the header, e.g. cut mid-line) or lacks a column."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise OutputError(f"cannot read {path}: {err.strerror or err}") from None
+    if not data.strip():
+        raise OutputError(f"{path} is empty")
+    if b"\0" in data:
+        raise OutputError(f"{path} is not a CSV file (binary content)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OutputError(f"{path} is not a CSV file (not UTF-8 text)") from None
+    if not text.endswith("\n"):
+        raise OutputError(f"{path} is truncated (its last line is incomplete)")
+    lines = list(csv.reader(io.StringIO(text, newline="")))
+    header, body = lines[0], lines[1:]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise OutputError(f"{path} lacks the column(s) {missing}; is it a byzjax result file?")
+    for i, cells in enumerate(body, start=2):
+        if len(cells) != len(header):
+            raise OutputError(f"{path} is damaged: line {i} has {len(cells)} cells, the header {len(header)}")
+    return [dict(zip(header, cells)) for cells in body]
+
+
 def summarise(runs: list[tuple[int, int, dict, object]], timing: dict) -> list[dict]:
-    """One row per (run, seed): final/min loss, accuracies, rounds to loss gaps, timings.
+    """One row per (run, seed): final/min loss, accuracies, rounds to loss gaps, divergence, timings.
 
     Gaps are to ``L_ref`` of the run's problem instance (``reference_levels``), taken over
-    the runs not marked ``stage = tuning``.
+    the runs not marked ``stage = tuning``. ``min_loss`` is the lowest finite loss;
+    ``diverged``/``diverged_round`` follow ``diverged_at``; ``inner_capped_rounds`` counts the
+    steps whose inner solve stopped at its iteration cap (the per-round metric ``inner_capped``).
     """
     levels = reference_levels((instance_key(cols, seed), t.metrics["loss"]) for _, seed, cols, t in runs
                               if cols.get("stage") != "tuning")
     out = []
     for run_id, seed, cols, trace in runs:
-        l_ref = levels.get(instance_key(cols, seed), float(np.nanmin(np.asarray(trace.metrics["loss"]))))
-        loss = np.asarray(trace.metrics["loss"])
-        comm = np.asarray(trace.metrics["comm_rounds"]) - 1
-        row = {"run": run_id, "seed": seed, **cols, "l_ref": l_ref, "final_loss": loss[-1], "min_loss": np.nanmin(loss),
-               "final_gap": loss[-1] - l_ref}
+        loss = np.asarray(trace.metrics["loss"], dtype=np.float64)
+        l_ref = levels.get(instance_key(cols, seed), finite_min(loss))
+        comm = np.asarray(trace.metrics[COUNTER]) - 1
+        div = diverged_at(loss, comm)
+        row = {"run": run_id, "seed": seed, **cols, "l_ref": l_ref, "final_loss": loss[-1], "min_loss": finite_min(loss),
+               "final_gap": loss[-1] - l_ref, "diverged": div is not None, "diverged_round": div}
         for k, v in trace.eval_metrics.items():
-            v = np.asarray(v)
-            row[f"best_{k}"] = np.nanmax(v)
+            v = np.asarray(v, dtype=np.float64)
+            row[f"best_{k}"] = float(np.max(v[np.isfinite(v)])) if np.isfinite(v).any() else math.nan
             row[f"final_{k}"] = v[-1]
         for gap in GAPS:
             row[f"rounds_{gap:g}"] = rounds_to_gap(loss, comm, l_ref, gap)
         if "inner_iters" in trace.metrics:
-            row["mean_inner_iters"] = float(np.mean(trace.metrics["inner_iters"]))
+            inner = np.asarray(trace.metrics["inner_iters"])
+            row["mean_inner_iters"] = float(np.mean(inner))
+        if "inner_capped" in trace.metrics:
+            row["inner_capped_rounds"] = int(np.sum(np.asarray(trace.metrics["inner_capped"]) > 0))
         row |= timing.get(run_id, {})
         out.append(row)
     return out
 
 
-def write_results(out_dir: Path, config: dict, runs: list[tuple[int, int, dict, object]], timing: dict) -> None:
-    """Write the three result files of a grid into ``out_dir`` (created if needed)."""
+def run_warnings(summary: list[dict]) -> list[str]:
+    """Warning lines about the summary: runs that diverged, inner solves that hit their cap."""
+    lines = []
+    div = [r for r in summary if r.get("diverged")]
+    if div:
+        named = "; ".join(f"run {r['run']} seed {r['seed']} {r.get('method', '')} at round {r['diverged_round']}"
+                          for r in div)
+        lines.append(f"{len(div)} of {len(summary)} runs diverged (honest loss non-finite or above "
+                     f"{DIVERGENCE_FACTOR:g} x its initial value): {named}")
+    capped = [r for r in summary if r.get("inner_capped_rounds")]
+    if capped:
+        named = "; ".join(f"run {r['run']} seed {r['seed']} {r.get('method', '')}: {r['inner_capped_rounds']} steps"
+                          for r in capped)
+        lines.append(f"inner solves stopped at their iteration cap (inexact proximal steps): {named}")
+    return lines
+
+
+def write_results(out_dir: Path, config: dict, runs: list[tuple[int, int, dict, object]], timing: dict) -> list[str]:
+    """Write the three result files of a grid into ``out_dir`` (created if needed).
+
+    Each file is replaced atomically; ``config.json`` (the completion record, with
+    ``meta.metrics_rows`` and the warnings) last. Returns the warning lines (``run_warnings``).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create {out_dir}: {err.strerror or err}") from None
     rows = [r for run_id, seed, cols, trace in runs for r in trace_rows(run_id, seed, cols, trace)]
+    summary = summarise(runs, timing)
+    warnings = run_warnings(summary)
     write_csv(out_dir / "metrics.csv", rows)
-    write_csv(out_dir / "summary.csv", summarise(runs, timing))
+    write_csv(out_dir / "summary.csv", summary)
+    record = dict(config)
+    if isinstance(record.get("meta"), dict):
+        record["meta"] = record["meta"] | {"metrics_rows": len(rows)}
+    write_json(out_dir / "config.json", record | {"warnings": warnings})
+    return warnings
+
+
+def read_record(out_dir: Path) -> dict | None:
+    """``config.json`` of a result folder (None if absent); an unreadable one is an ``OutputError``."""
+    path = Path(out_dir) / "config.json"
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise OutputError(f"{path} is unreadable ({err.__class__.__name__}); use --force to overwrite "
+                          f"the folder or choose another --out") from None
+    if not isinstance(record, dict):
+        raise OutputError(f"{path} is not a byzjax completion record; use --force or choose another --out")
+    return record
+
+
+def clear_results(out_dir: Path) -> None:
+    """Remove the result files and figures a previous grid left in ``out_dir`` (``--force``)."""
+    out_dir = Path(out_dir)
+    try:
+        for name in RESULT_FILES[::-1]:  # the completion record first
+            (out_dir / name).unlink(missing_ok=True)
+        figs = out_dir / "figures"
+        if figs.is_dir():
+            for p in figs.iterdir():
+                if p.suffix in (".png", ".pdf") and p.is_file():
+                    p.unlink()
+    except OSError as err:
+        raise OutputError(f"cannot clear {out_dir}: {err.strerror or err}") from None
+
+
+def finished_runs(out_dir: Path, columns: list[dict], seeds: list[int]):
+    """The runs a result folder already holds, to resume a grid: ``(runs, timing)`` like ``execute``.
+
+    A run (an index into the grid) counts as finished when ``metrics.csv`` has its rows for
+    every seed of ``seeds``, with its config columns equal to ``columns[index]`` and iterations 0..T.
+    """
+    out_dir = Path(out_dir)
+    if not (out_dir / "metrics.csv").exists() or not (out_dir / "metrics.csv").read_bytes().strip():
+        return [], {}  # interrupted before its first program finished
+    rows = read_table(out_dir / "metrics.csv", required=("run", "seed", "iteration", "comm_round", "loss"))
+    summary = read_table(out_dir / "summary.csv", required=("run", "seed")) if (out_dir / "summary.csv").exists() else []
+    by_run = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_run[int(r["run"])][int(r["seed"])].append(r)
+    runs, timing = [], {}
+    for rid, found in sorted(by_run.items()):
+        if not 0 <= rid < len(columns) or set(found) != set(seeds):
+            continue
+        want = {k: str(_cell(v)) for k, v in columns[rid].items()}
+        ok = True
+        for seed_rows in found.values():
+            seed_rows.sort(key=lambda r: int(r["iteration"]))
+            its = [int(r["iteration"]) for r in seed_rows]
+            ok &= its == list(range(len(its))) and len(its) > 1
+            ok &= all(seed_rows[0].get(k) == v for k, v in want.items())
+        if not ok:
+            continue
+        for seed in seeds:
+            runs.append((rid, seed, columns[rid], trace_from_rows(found[seed])))
+        srow = next((s for s in summary if s["run"] == str(rid)), {})
+        timing[rid] = {k: parse_cell(srow[k]) for k in ("compile_s", "run_s", "batch") if srow.get(k, "") != ""}
+    return runs, timing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -10,11 +11,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from byzjax import __version__
-from byzjax import progress
+from byzjax import __version__, progress
 from byzjax.app.config import GridSpec, build_experiment, resolve_source
+from byzjax.app.files import Interrupted, OutputError, check_out_dir, warn
+from byzjax.app.results import clear_results, finished_runs, read_record, write_results
 from byzjax.data import federated_classification, load_dataset, partitioned_dataset, stack_seeds
-from byzjax.app.results import write_results
 from byzjax.sweep import group_by_structure, run_grid
 
 
@@ -44,15 +45,15 @@ def prepare(cfg: GridSpec, data_source: str | None = None):
     return ds, problem, stack_seeds(datas)
 
 
-def program_names(cfg: GridSpec, experiments) -> list[tuple[str, int]]:
-    """``(name, work)`` per compiled program call of ``run_grid`` (same grouping and chunking):
-    the methods, attacks and f values of its runs, and iterations x runs."""
+def program_names(columns: list[dict], experiments, max_batch: int | None, n_seeds: int) -> list[tuple[str, int]]:
+    """``(name, work)`` per compiled program call of ``run_grid`` on ``experiments`` (same grouping
+    and chunking; ``columns`` the runs' label columns): the methods, attacks and f values of its
+    runs, and iterations x runs."""
     names = []
-    n_seeds = len(cfg.seeds)
     for members in group_by_structure(experiments):
-        per_call = len(members) if cfg.max_batch is None else max(1, min(len(members), cfg.max_batch // n_seeds))
+        per_call = len(members) if max_batch is None else max(1, min(len(members), max_batch // n_seeds))
         for i in range(0, len(members), per_call):
-            chunk = [cfg.runs[j].columns for j in members[i : i + per_call]]
+            chunk = [columns[j] for j in members[i : i + per_call]]
 
             def values(key):
                 seen = list(dict.fromkeys(str(c[key]) for c in chunk))
@@ -63,61 +64,121 @@ def program_names(cfg: GridSpec, experiments) -> list[tuple[str, int]]:
     return names
 
 
+def grid_signature(cfg: GridSpec) -> str:
+    """sha256 of everything that fixes a grid's results: the resolved config (``cfg.to_dict()``:
+    data source and settings, seeds, rounds, evaluation interval, precision, every component's
+    parameters) and every run's columns; not ``max_batch``, which only changes how runs are batched,
+    nor how the config was written or which command ran it."""
+    resolved = {k: v for k, v in cfg.to_dict().items() if k != "max_batch"}
+    resolved["data"] = resolved["data"] | {"source": resolve_source(cfg.data.source)}
+    blob = {"config": resolved, "runs": [s.columns for s in cfg.runs]}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_output(out_dir, signature: str, force: bool = False) -> bool:
+    """Check ``--out`` before anything is computed; True when it holds this grid's results (resume).
+
+    Refuses a path that cannot be a writable folder (``check_out_dir``) and, unless ``force``,
+    a folder holding results of another grid (a different ``signature`` in its config.json) or
+    result files without a config.json.
+    """
+    out = check_out_dir(out_dir)
+    if force:
+        return False
+    record = read_record(out)
+    if record is None:
+        if any((out / n).exists() for n in ("metrics.csv", "summary.csv")):
+            raise OutputError(f"{out} holds result files without a config.json; use --force to overwrite them "
+                              f"or choose another --out")
+        return False
+    if record.get("signature") != signature:
+        raise OutputError(f"{out} holds the results of a different config; use --force to overwrite them "
+                          f"or choose another --out")
+    return True
+
+
 def execute(cfg: GridSpec, out_dir: str | Path | None, *, data_source: str | None = None,
-            show_progress: bool = True, prepared=None, command_line: list[str] | None = None):
+            show_progress: bool = True, prepared=None, command_line: list[str] | None = None, force: bool = False):
     """Run every configuration x seed of ``cfg``; write result files to ``out_dir`` if given.
 
     Runs in float64 when ``cfg.x64`` (float32 otherwise), whoever calls it. config.json records
     the resolved config (``cfg.to_dict()``: what ran, every default filled in, ``--data`` /
     ``--seeds`` / ``--rounds`` / ``--x64`` applied), the config as written and ``command_line``.
-    The files are rewritten after every compiled program call with the runs finished so far
-    (``meta.finished_runs`` of ``meta.total_runs`` in config.json), so a grid that fails or is
-    interrupted midway keeps what it computed. Returns ``(runs, timing, meta)`` where ``runs``
-    is a list of ``(run_id, seed, columns, trace)`` with one seed per trace.
+    The files are rewritten (atomically) after every compiled program call with the runs finished
+    so far (``meta.finished_runs`` of ``meta.total_runs`` in config.json), so a grid that fails or
+    is interrupted midway keeps what it computed. An ``out_dir`` holding this grid's results is
+    resumed (its finished runs are read back, the others computed); one holding another grid's is
+    refused unless ``force``. Returns ``(runs, timing, meta)`` where ``runs`` is a list of
+    ``(run_id, seed, columns, trace)`` with one seed per trace.
     """
     cfg = cfg.override(source=data_source)
     with jax.enable_x64(cfg.x64):
-        return _execute(cfg, out_dir, show_progress, prepared or prepare(cfg), command_line)
+        return _execute(cfg, out_dir, show_progress, prepared, command_line, force)
 
 
-def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line):
-    ds, problem, data = prepared
-    x0 = None if cfg.problem.x0 is None else cfg.problem.x0  # checked against the problem in prepare
+def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, force):
+    done_runs, done_timing = [], {}
+    signature = grid_signature(cfg)
+    if out_dir is not None:
+        if check_output(out_dir, signature, force):
+            done_runs, done_timing = finished_runs(Path(out_dir), [s.columns for s in cfg.runs], cfg.seeds)
+        elif force:
+            clear_results(Path(out_dir))
+    ds, problem, data = prepared or prepare(cfg)
+    x0 = cfg.problem.x0  # checked against the problem when it was built
     experiments = [build_experiment(s, problem, cfg.data.n_honest, cfg.rounds, cfg.eval_every, x0=x0)
                    for s in cfg.runs]
+    todo = [i for i in range(len(cfg.runs)) if i not in done_timing]
     keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
-    base = environment() | {"dataset": ds.name, "normalization": [ds.mean, ds.std], "total_runs": len(cfg.runs)}
+    base = environment() | {"dataset": ds.name, "normalization": [ds.mean, ds.std], "total_runs": len(cfg.runs),
+                            "resumed_runs": len(done_timing)}
     record = {"config": cfg.to_dict(), "as_written": cfg.raw, "command_line": command_line,
-              "seeds": list(cfg.seeds)}
+              "seeds": list(cfg.seeds), "rounds": cfg.rounds, "signature": signature}
 
     def collect(traces, timings):
-        runs, timing = [], {}
-        for i, (spec, trace) in enumerate(zip(cfg.runs, traces)):
-            if trace is None:
+        runs, timing = list(done_runs), dict(done_timing)
+        for j, i in enumerate(todo):
+            if traces[j] is None:
                 continue
-            timing[i] = timings[i]
+            timing[i] = timings[j]
             for s, seed in enumerate(cfg.seeds):
-                runs.append((i, seed, spec.columns, jax.tree.map(lambda a: a[s], trace)))
-        return runs, timing
+                runs.append((i, seed, cfg.runs[i].columns, jax.tree.map(lambda a: a[s], traces[j])))
+        order = {seed: k for k, seed in enumerate(cfg.seeds)}
+        return sorted(runs, key=lambda r: (r[0], order[r[1]])), timing
 
     def write(runs, timing, meta):
-        if out_dir is not None:
-            write_results(Path(out_dir), record | {"meta": meta}, runs, timing)
+        if out_dir is None:
+            return []
+        return write_results(Path(out_dir), record | {"meta": meta}, runs, timing)
+
+    latest = [[None] * len(todo), [{}] * len(todo)]
 
     def partial(traces, timings):
+        latest[:] = [list(traces), list(timings)]
         runs, timing = collect(traces, timings)
         write(runs, timing, base | {"finished_runs": len(timing), "complete": False})
 
-    names = program_names(cfg, experiments)
+    pending = [experiments[i] for i in todo]
+    names = program_names([cfg.runs[i].columns for i in todo], pending, cfg.max_batch, len(cfg.seeds))
     t0 = time.perf_counter()
-    with progress.grid(names, label=cfg.name):
-        result = run_grid(experiments, keys, data, max_batch=cfg.max_batch, show_progress=show_progress,
-                          label=cfg.name, on_chunk=partial if out_dir is not None else None)
+    try:
+        with progress.grid(names, label=cfg.name):
+            result = run_grid(pending, keys, data, max_batch=cfg.max_batch, show_progress=show_progress,
+                              label=cfg.name, on_chunk=partial if out_dir is not None else None)
+    except KeyboardInterrupt:
+        if out_dir is None:
+            raise
+        runs, timing = collect(*latest)
+        write(runs, timing, base | {"finished_runs": len(timing), "complete": False, "interrupted": True})
+        raise Interrupted(f"{out_dir} holds {len(timing)} of {len(cfg.runs)} runs, marked incomplete; "
+                          f"rerun the same command to resume") from None
     wall = time.perf_counter() - t0
     runs, timing = collect(result.traces, result.timing)
     meta = base | {"finished_runs": len(timing), "complete": True, "programs": result.programs,
                    "compile_s": result.compile_s, "run_s": result.run_s, "wall_s": wall}
-    write(runs, timing, meta)
+    meta["warnings"] = write(runs, timing, meta)
+    for line in meta["warnings"]:
+        warn(line)
     return runs, timing, meta
 
 
