@@ -20,6 +20,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output folder (created); a folder holding this config's results is "
                                                  "resumed, one holding another config's is refused unless --force")
     r.add_argument("--force", action="store_true", help="overwrite the results (and figures) already in --out")
+    r.add_argument("--devices", type=int, help="use the first N devices (default: every device JAX sees)")
+    r.add_argument("--max-memory", type=int, metavar="BYTES",
+                   help="memory budget per device for one program call (default: what the device reports)")
+    r.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-process run: the coordinator's address (else $BYZJAX_COORDINATOR; Slurm is detected)")
+    r.add_argument("--num-processes", type=int, help="multi-process run: number of processes (else $BYZJAX_NUM_PROCESSES)")
+    r.add_argument("--process-id", type=int, help="multi-process run: this process's id (else $BYZJAX_PROCESS_ID)")
     r.add_argument("--data", help="override [data].source: 'fashion-mnist', 'synthetic' or a folder of MNIST-format IDX files")
     r.add_argument("--seeds", type=int, help="override the number of seeds (0..S-1)")
     r.add_argument("--rounds", type=int, help="override the number of rounds")
@@ -33,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="figure folder (default DIR/figures)")
 
     rp = sub.add_parser("reproduce", help="reproduce the paper's Experiment A (short) or B (long)",
-                        description="Run the paper's experiments (PAPER.md section 6): results, figures and the "
+                        description="Run the paper's experiments (arXiv 2602.03329, its experiments): results, figures and the "
                                     "rounds-to-suboptimality tables go to --out.")
     rp.add_argument("which", choices=["short", "long"], help="short = Experiment A, long = Experiment B")
     rp.add_argument("--quick", action="store_true", help="reduced grid (f=1, iid, a few dozen rounds) for a first try")
@@ -74,15 +81,25 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "run":
-        from byzjax.app.config import load_config
+        from byzjax.app.config import check_int, load_config
         from byzjax.app.plotting import plot_dir
         from byzjax.app.runner import check_output, describe, execute, grid_signature
 
+        from byzjax.devices import initialize_distributed
+
+        for flag, value in (("--devices", args.devices), ("--max-memory", args.max_memory)):
+            if value is not None:
+                check_int("command line", flag, value, 1)
+        # before any JAX computation (building the config's components makes arrays)
+        writer = initialize_distributed(args.coordinator, args.num_processes, args.process_id).is_writer
         cfg = load_config(args.config).override(seeds=args.seeds, rounds=args.rounds, x64=True if args.x64 else None,
                                                 source=args.data)
-        check_output(args.out, grid_signature(cfg), args.force)  # before anything is computed
+        if writer:
+            check_output(args.out, grid_signature(cfg), args.force)  # before anything is computed
         _, _, meta = execute(cfg, args.out, show_progress=not args.quiet, command_line=args.command_line,
-                             force=args.force)
+                             force=args.force, devices=args.devices, max_memory=args.max_memory)
+        if not writer:
+            return 0
         print(f"wrote {args.out}/metrics.csv, summary.csv, config.json  {describe(meta)}")
         if not args.no_plot:
             for p in plot_dir(args.out):

@@ -20,8 +20,11 @@ from byzjax.sweep import group_by_structure, run_grid
 
 
 def environment() -> dict:
-    dev = jax.devices()[0]
-    return {"byzjax": __version__, "jax": jax.__version__, "device": f"{dev.platform}:{dev.device_kind}",
+    """The software and the devices of this run: every device JAX sees (all processes')."""
+    devs = jax.devices()
+    kinds = sorted({f"{d.platform}:{d.device_kind}" for d in devs})
+    return {"byzjax": __version__, "jax": jax.__version__, "device": kinds[0] if len(kinds) == 1 else kinds,
+            "devices": len(devs), "device_kinds": kinds, "processes": jax.process_count(),
             "x64": bool(jax.config.jax_enable_x64), "python": platform.python_version()}
 
 
@@ -98,7 +101,8 @@ def check_output(out_dir, signature: str, force: bool = False) -> bool:
 
 
 def execute(cfg: GridSpec, out_dir: str | Path | None, *, data_source: str | None = None,
-            show_progress: bool = True, prepared=None, command_line: list[str] | None = None, force: bool = False):
+            show_progress: bool = True, prepared=None, command_line: list[str] | None = None, force: bool = False,
+            devices=None, max_memory: int | None = None):
     """Run every configuration x seed of ``cfg``; write result files to ``out_dir`` if given.
 
     Runs in float64 when ``cfg.x64`` (float32 otherwise), whoever calls it. config.json records
@@ -108,15 +112,17 @@ def execute(cfg: GridSpec, out_dir: str | Path | None, *, data_source: str | Non
     so far (``meta.finished_runs`` of ``meta.total_runs`` in config.json), so a grid that fails or
     is interrupted midway keeps what it computed. An ``out_dir`` holding this grid's results is
     resumed (its finished runs are read back, the others computed); one holding another grid's is
-    refused unless ``force``. Returns ``(runs, timing, meta)`` where ``runs`` is a list of
+    refused unless ``force``. ``devices`` / ``max_memory``: as ``byzjax.sweep.run_grid`` (default:
+    every device, the memory each reports); with several processes only process 0 writes. Returns ``(runs, timing, meta)`` where ``runs`` is a list of
     ``(run_id, seed, columns, trace)`` with one seed per trace.
     """
     cfg = cfg.override(source=data_source)
     with jax.enable_x64(cfg.x64):
-        return _execute(cfg, out_dir, show_progress, prepared, command_line, force)
+        return _execute(cfg, None if jax.process_index() else out_dir, show_progress, prepared, command_line, force,
+                        devices, max_memory)
 
 
-def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, force):
+def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, force, devices, max_memory):
     done_runs, done_timing = [], {}
     signature = grid_signature(cfg)
     if out_dir is not None:
@@ -164,7 +170,8 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     try:
         with progress.grid(names, label=cfg.name):
             result = run_grid(pending, keys, data, max_batch=cfg.max_batch, show_progress=show_progress,
-                              label=cfg.name, on_chunk=partial if out_dir is not None else None)
+                              label=cfg.name, on_chunk=partial if out_dir is not None else None, devices=devices,
+                              max_memory=max_memory)
     except KeyboardInterrupt:
         if out_dir is None:
             raise
@@ -175,7 +182,8 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     wall = time.perf_counter() - t0
     runs, timing = collect(result.traces, result.timing)
     meta = base | {"finished_runs": len(timing), "complete": True, "programs": result.programs,
-                   "compile_s": result.compile_s, "run_s": result.run_s, "wall_s": wall}
+                   "compile_s": result.compile_s, "run_s": result.run_s, "wall_s": wall,
+                   "devices_used": result.devices, "plans": result.plans}
     meta["warnings"] = write(runs, timing, meta)
     for line in meta["warnings"]:
         warn(line)
