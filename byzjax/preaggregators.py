@@ -78,7 +78,7 @@ def nnm_mixing_matrix(sq_dists: jax.Array, f: jax.Array, valid=None) -> jax.Arra
 
 
 class NNM(AbstractFPreAggregator):
-    """Nearest-neighbour mixing (Allouah et al., 2023), arXiv 2602.03329, section 3.
+    """Nearest-neighbour mixing (Allouah et al., 2023), as used in the experiments of arXiv 2602.03329.
 
     Each ``x_i`` is replaced by the mean of its ``n - f`` nearest vectors (itself
     included; ties to the lower index). Computed as one ``[n, n]`` mixing matrix

@@ -76,7 +76,8 @@ from byzjax.aggregators._reweighting import CenteredClipping, FLTrust, Geometric
 from byzjax.aggregators._subsets import MAX_SUBSETS, MDA, SMEA, AbstractSubsetRule, check_subsets
 
 __all__ = [
-    "AbstractAggregator", "AbstractFRule", "AbstractFRequirement", "AbstractSubsetRule", "apply", "eager_call", "Average", "Median", "TrMean", "Meamed", "GeometricMedian", "SmoothedWeiszfeld",
+    "AbstractAggregator", "AbstractFRule", "AbstractFRequirement", "AbstractSubsetRule", "apply", "eager_call",
+    "Average", "Median", "TrMean", "Meamed", "GeometricMedian", "SmoothedWeiszfeld",
     "CenteredClipping", "HuberMean", "FLTrust", "Krum", "MultiKrum", "MoNNA", "Bulyan", "MDA", "SMEA", "CAF", "DnC",
     "SignGuard", "ClippedClustering", "NormHistory", "MAX_SUBSETS", "COLUMN_BLOCK", "coordinatewise", "clip_scale",
     "present_rows", "require_all_present", "check_subsets", "check_count", "check_f", "check_param",

@@ -14,18 +14,18 @@ import numpy as np
 from byzjax._validation import as_matrix, check_f, int_array
 
 
-def eager_call(component, program: Callable, vectors, key=None):
-    """The ByzFL-style eager call of a rule or pre-aggregator on a NumPy or JAX ``[n, d]`` array.
+def eager_call(component, program: Callable, vectors, key=None, *, what: str = "vectors", check=None):
+    """The ByzFL-style eager call of a component on a NumPy or JAX ``[n, d]`` array.
 
-    ``as_matrix`` (a one-line ``ConfigError`` for anything but a real 2-D array with a row),
-    ``component.check(n)``, the default key ``jax.random.key(0)``, then
-    ``program(component, vectors, key)``: a jitted function of the component, so the program is
-    compiled once per component structure and input shape (the component's arrays are traced).
-    NumPy in gives NumPy out.
+    ``as_matrix`` (a one-line ``ConfigError`` naming ``what`` for anything but a real 2-D array
+    with a row), ``check(n)`` (default ``component.check``), the default key
+    ``jax.random.key(0)``, then ``program(component, vectors, key)``: a jitted function of the
+    component, so the program is compiled once per component structure and input shape (the
+    component's arrays are traced). NumPy in gives NumPy out.
     """
     was_numpy = isinstance(vectors, np.ndarray)
-    vectors = as_matrix(vectors)
-    component.check(vectors.shape[0])
+    vectors = as_matrix(vectors, what)
+    (component.check if check is None else check)(vectors.shape[0])
     key = jax.random.key(0) if key is None else key
     out = program(component, vectors, key)
     return np.asarray(out) if was_numpy else out

@@ -56,7 +56,7 @@ class Median(AbstractAggregator):
 
 
 class TrMean(AbstractFRule):
-    """Coordinate-wise trimmed mean (Yin et al., 2018), arXiv 2602.03329, section 3.
+    """Coordinate-wise trimmed mean (Yin et al., 2018), as used in the experiments of arXiv 2602.03329.
 
     ``[TrMean_f(x)]_k = (1/(n-2f)) sum_{j=f+1}^{n-f} [x_{pi(j)}]_k`` where ``pi`` sorts
     coordinate ``k``; ``f = 0`` is the mean. Needs ``2f < n``. kappa = O(f/n) after NNM.
