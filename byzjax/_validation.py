@@ -1,4 +1,10 @@
-"""Eager argument checks shared by components: one-line errors before any compilation."""
+"""Eager argument checks shared by components: one-line errors before any compilation.
+
+One style: a component passes itself, ``check_param(self, "nu", self.nu, lambda v: v > 0, "> 0")``,
+and the message starts with its class name (``component_name``), so a subclass's errors name the
+subclass and no call spells a class name. ``check_f`` tests ``f >= 0`` and a requirement of
+``_NEEDS``; ``component_error(self, message)`` builds any other one-line error.
+"""
 
 from __future__ import annotations
 
@@ -81,30 +87,58 @@ _NEEDS = {  # rule requirement -> (holds(f, n), largest allowed f)
 }
 
 
-def check_f(rule: str, f, n: int | None = None, *, need: str = "2f < n") -> None:
-    """Validate a (possibly batched) ``f`` for ``rule`` on ``n`` inputs."""
+def component_name(owner) -> str:
+    """The name that starts a component's error messages: its class name (``type(owner).__name__``).
+
+    A string is taken as the name itself, for callers outside the components (functions
+    such as ``empirical_kappa``, or modules validating before their ``self`` exists)."""
+    return owner if isinstance(owner, str) else type(owner).__name__
+
+
+def component_error(owner, message: str) -> ConfigError:
+    """``ConfigError("<class name>: <message>")``, the one-line error of a component."""
+    return ConfigError(f"{component_name(owner)}: {message}")
+
+
+def check_f(owner, f, n: int | None = None, *, need: str | None = "2f < n") -> None:
+    """Validate a (possibly batched) ``f`` of ``owner``: ``f >= 0``, and with ``n`` the
+    requirement ``need`` (a key of ``_NEEDS``; ``None``: none beyond ``f >= 0``)."""
     values = concrete_values(f)
     if values is None:
         return
     if np.any(values < 0):
-        raise ConfigError(f"{rule}: f must be >= 0, got f={values.tolist()}")
-    if n is None:
+        raise component_error(owner, f"f must be >= 0, got f={values.tolist()}")
+    if n is None or need is None:
         return
     holds, largest = _NEEDS[need]
     if not np.all(holds(values, n)):
-        raise ConfigError(
-            f"{rule}: needs {need}, got f={values.max()} with n={n} (allowed: 0 <= f <= {largest(n)})"
+        raise component_error(
+            owner, f"needs {need}, got f={values.max()} with n={n} (allowed: 0 <= f <= {largest(n)})"
         )
 
 
-def check_param(rule: str, name: str, x, holds, allowed: str) -> None:
+def check_param(owner, name: str, x, holds, allowed: str) -> None:
     """Raise ``ConfigError`` unless every concrete value of ``x`` satisfies ``holds``."""
     values = concrete_values(x)
     if values is not None and not np.all(holds(values)):
-        raise ConfigError(f"{rule}: {name} must be {allowed}, got {name}={values.tolist()}")
+        raise component_error(owner, f"{name} must be {allowed}, got {name}={values.tolist()}")
 
 
-def check_count(rule: str, name: str, value, minimum: int) -> None:
+def check_count(owner, name: str, value, minimum: int) -> None:
     """Validate a static integer (iterations, bucket size, index) ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{rule}: {name} must be an integer >= {minimum}, got {name}={value!r}")
+        raise component_error(owner, f"{name} must be an integer >= {minimum}, got {name}={value!r}")
+
+
+def check_choice(owner, name: str, value, choices) -> None:
+    """Validate a static option against its allowed values."""
+    if value not in choices:
+        raise component_error(owner, f"{name} must be one of {list(choices)}, got {name}={value!r}")
+
+
+def check_index(owner, name: str, value: int, n: int) -> None:
+    """Validate a static row index against the ``n`` input rows: ``0 <= value < n``."""
+    if value >= n:
+        raise component_error(
+            owner, f"needs {name} < n, got {name}={value} with n={n} (allowed: 0 <= {name} <= {n - 1})"
+        )

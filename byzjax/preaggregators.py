@@ -5,10 +5,10 @@ followed by ``agg``; it is itself an aggregator. Rules: NNM, Bucketing, Clipping
 ARC (ByzFL names, parameters and defaults). All are pure: ByzFL's Clipping and ARC
 modify their input in place, these return new arrays.
 
-Absent workers: ``pre_aggregate(vectors, key, valid)`` ignores the rows where the
-bool mask ``valid`` is False (as if only the present rows had been sent) and
-``output_valid(valid, key)`` says which output rows are present, so a
-``Pipeline`` carries the mask through to its aggregator.
+Absent workers: ``pre_aggregate(vectors, key, valid) -> (vectors, valid)`` ignores the
+rows where the bool mask ``valid`` is False (as if only the present rows had been sent)
+and returns, with the output rows, which of them are present (``None`` stays ``None``:
+all present), so a ``Pipeline`` carries the mask through to its aggregator.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from byzjax import _kernels
-from byzjax._validation import as_matrix, check_count, check_f, check_param, float_array, int_array
+from byzjax._validation import check_count, check_param, float_array
 from byzjax.aggregators import AbstractAggregator, Average, clip_scale, present_rows
+from byzjax.aggregators._base import AbstractSweptF, eager_call
 from byzjax.aggregators._common import finite_rows, rows
 
 
@@ -39,28 +39,30 @@ class AbstractPreAggregator(eqx.Module):
     supports_absent: ClassVar[bool] = True
 
     @abc.abstractmethod
-    def pre_aggregate(self, vectors: jax.Array, key, valid=None) -> jax.Array:
-        """Transform ``vectors [n, d]`` -> ``[output_rows(n), d]``; pure and jittable.
-        ``valid [n]`` (optional bool): the rows present; the others are ignored."""
+    def pre_aggregate(self, vectors: jax.Array, key, valid=None) -> tuple[jax.Array, jax.Array | None]:
+        """Transform ``vectors [n, d]`` -> ``([output_rows(n), d], output valid)``; pure and jittable.
 
-    def output_valid(self, valid: jax.Array, key) -> jax.Array:
-        """Which output rows are present when the input rows ``valid`` are (row-wise rules: the same)."""
-        return valid
+        ``valid [n]`` (optional bool): the rows present; the others are ignored. The second
+        output says which output rows are present (``[output_rows(n)]`` bool; row-wise rules
+        return ``valid`` itself), and is ``None`` when ``valid`` is.
+        """
 
     def __call__(self, vectors, key=None):
-        """ByzFL-style eager call on a NumPy or JAX ``[n, d]`` array (compiled once per
-        rule structure and input shape; NumPy in gives NumPy out)."""
-        was_numpy = isinstance(vectors, np.ndarray)
-        vectors = as_matrix(vectors)
-        self.check(vectors.shape[0])
-        key = jax.random.key(0) if key is None else key
-        out = _pre_aggregate(self, vectors, key)
-        return np.asarray(out) if was_numpy else out
+        """ByzFL-style eager call on a NumPy or JAX ``[n, d]`` array: the output rows
+        (``eager_call``: compiled once per rule structure and input shape; NumPy in gives NumPy out)."""
+        return eager_call(self, _pre_aggregate, vectors, key)
 
 
 @jax.jit
 def _pre_aggregate(pre: AbstractPreAggregator, vectors: jax.Array, key) -> jax.Array:
-    return pre.pre_aggregate(vectors, key)
+    """The eager call's program: the output rows of ``pre`` with every row present."""
+    return pre.pre_aggregate(vectors, key)[0]
+
+
+class AbstractFPreAggregator(AbstractSweptF, AbstractPreAggregator):
+    """A pre-aggregator told ``f``: owns the field ``f`` (an array leaf, default 0), its
+    construction check ``f >= 0`` and ``check(n)`` against the ClassVar ``needs``, plus the
+    rule's ``extra_check(n)`` (shared with ``byzjax.aggregators.AbstractFRule``)."""
 
 
 def nnm_mixing_matrix(sq_dists: jax.Array, f: jax.Array, valid=None) -> jax.Array:
@@ -75,8 +77,8 @@ def nnm_mixing_matrix(sq_dists: jax.Array, f: jax.Array, valid=None) -> jax.Arra
     return mask.astype(sq_dists.dtype) / jnp.asarray(m - f, sq_dists.dtype)
 
 
-class NNM(AbstractPreAggregator):
-    """Nearest-neighbour mixing (Allouah et al., 2023), arXiv 2602.03329, section 3.
+class NNM(AbstractFPreAggregator):
+    """Nearest-neighbour mixing (Allouah et al., 2023), as used in the experiments of arXiv 2602.03329.
 
     Each ``x_i`` is replaced by the mean of its ``n - f`` nearest vectors (itself
     included; ties to the lower index). Computed as one ``[n, n]`` mixing matrix
@@ -85,19 +87,13 @@ class NNM(AbstractPreAggregator):
     infinitely far (never among the neighbours of another row) and is passed on as it is.
     """
 
-    f: jax.Array = eqx.field(converter=int_array, default=0)
-
-    def __check_init__(self):
-        check_f("NNM", self.f)
-
-    def check(self, n):
-        check_f("NNM", self.f, n, need="f < n")
+    needs: ClassVar[str] = "f < n"
 
     def pre_aggregate(self, vectors, key, valid=None):
         r = rows(vectors, valid)
         d2 = jnp.where(r.near[None, :], _kernels.pairwise_sq_dists(r.x), jnp.inf)
         mix = nnm_mixing_matrix(d2, self.f, valid)
-        return jnp.where(finite_rows(vectors)[:, None], mix @ r.x, vectors)
+        return jnp.where(finite_rows(vectors)[:, None], mix @ r.x, vectors), valid
 
 
 def _pad_rows(x: jax.Array, w: jax.Array, s: int):
@@ -120,7 +116,7 @@ class Bucketing(AbstractPreAggregator):
     s: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
-        check_count("Bucketing", "s", self.s, 1)
+        check_count(self, "s", self.s, 1)
 
     def output_rows(self, n):
         return -(-n // self.s)
@@ -138,17 +134,13 @@ class Bucketing(AbstractPreAggregator):
             buckets = [jnp.mean(x[: full * self.s].reshape(full, self.s, d), axis=1)]
             if n % self.s:
                 buckets.append(jnp.mean(x[full * self.s :], axis=0, keepdims=True))
-            return jnp.concatenate(buckets)
+            return jnp.concatenate(buckets), None
         # the m present rows, shuffled, fill ceil(m / s) buckets; the rest are absent
         order = self._order(key, valid)
         x, w = _pad_rows(present_rows(vectors, valid)[0][order], valid[order], self.s)
-        w = w.reshape(-1, self.s).astype(x.dtype)
-        sums = jnp.einsum("bs,bsd->bd", w, x.reshape(-1, self.s, d))
-        return sums / jnp.maximum(jnp.sum(w, axis=1), 1.0)[:, None]
-
-    def output_valid(self, valid, key):
-        order = self._order(key, valid)
-        return jnp.any(_pad_rows(valid[order][:, None], valid[order], self.s)[1].reshape(-1, self.s), axis=1)
+        w = w.reshape(-1, self.s)
+        sums = jnp.einsum("bs,bsd->bd", w.astype(x.dtype), x.reshape(-1, self.s, d))
+        return sums / jnp.maximum(jnp.sum(w, axis=1), 1)[:, None].astype(x.dtype), jnp.any(w, axis=1)
 
 
 class Clipping(AbstractPreAggregator):
@@ -163,16 +155,16 @@ class Clipping(AbstractPreAggregator):
     c: jax.Array = eqx.field(converter=float_array, default=2.0)
 
     def __check_init__(self):
-        check_param("Clipping", "c", self.c, lambda v: v > 0, "> 0")
+        check_param(self, "c", self.c, lambda v: v > 0, "> 0")
 
     def pre_aggregate(self, vectors, key, valid=None):
         finite = finite_rows(vectors)
         x = jnp.where(finite[:, None], vectors, 0.0)
         scale = clip_scale(jnp.linalg.norm(x, axis=1), self.c.astype(vectors.dtype))
-        return jnp.where(finite[:, None], x * scale[:, None], vectors)
+        return jnp.where(finite[:, None], x * scale[:, None], vectors), valid
 
 
-class ARC(AbstractPreAggregator):
+class ARC(AbstractFPreAggregator):
     """Adaptive robust clipping (Allouah et al., 2024).
 
     The ``k = floor(2 f (n - f) / n)`` largest-norm inputs are clipped to the
@@ -185,13 +177,7 @@ class ARC(AbstractPreAggregator):
     ``(n, f)`` where the product is an integer, e.g. ``(121, 66)``.
     """
 
-    f: jax.Array = eqx.field(converter=int_array, default=0)
-
-    def __check_init__(self):
-        check_f("ARC", self.f)
-
-    def check(self, n):
-        check_f("ARC", self.f, n, need="f <= n")
+    needs: ClassVar[str] = "f <= n"
 
     def pre_aggregate(self, vectors, key, valid=None):
         x, m, present, near = rows(vectors, valid)
@@ -200,7 +186,7 @@ class ARC(AbstractPreAggregator):
         ranked = norms if valid is None else jnp.where(valid, norms, jnp.inf)
         sorted_norms = jnp.sort(jnp.where(near | ~present, ranked, jnp.inf))
         out = x * clip_scale(norms, sorted_norms[m - clipped - 1])[:, None]
-        return jnp.where(finite_rows(vectors)[:, None], out, vectors)
+        return jnp.where(finite_rows(vectors)[:, None], out, vectors), valid
 
 
 class Pipeline(AbstractAggregator):
@@ -237,5 +223,5 @@ class Pipeline(AbstractAggregator):
     def aggregate(self, vectors, state, key, valid=None):
         keys = jax.random.split(key, len(self.pre_aggs) + 1)
         for pre, k in zip(self.pre_aggs, keys[:-1]):
-            vectors, valid = pre.pre_aggregate(vectors, k, valid), None if valid is None else pre.output_valid(valid, k)
+            vectors, valid = pre.pre_aggregate(vectors, k, valid)
         return self.agg.aggregate(vectors, state, keys[-1], valid)

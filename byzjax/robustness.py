@@ -1,7 +1,7 @@
 """Empirical (f, kappa)-robustness of an aggregator or pipeline.
 
 An aggregator ``F`` is (f, kappa)-robust (Allouah et al., AISTATS 2023, Def. 1;
-PAPER.md section 1) if for every set ``S`` of ``n - f`` inputs
+arXiv 2602.03329, its (f, kappa)-robustness definition) if for every set ``S`` of ``n - f`` inputs
 
     ||F(x_1..x_n) - mean_S||^2 <= kappa * (1/|S|) sum_{i in S} ||x_i - mean_S||^2.
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from references import np_nnm, np_trmean
 
 from byzjax.data import federated_classification, synthetic_dataset
 from byzjax.problems import LogisticRegression
+
+__all__ = ["np_logistic_loss_grad", "np_nnm", "np_trmean", "tiny_classification"]
 
 
 def tiny_classification(n_honest=5, split="dirichlet", alpha=1.0, seed=0, p=12, c=3, n_train=400):
@@ -28,14 +31,3 @@ def np_logistic_loss_grad(x, feats, labels, lam, p, c):
     grad = np.concatenate([(feats.T @ r).ravel(), r.sum(axis=0)]) + lam * x
     return loss, grad
 
-
-def np_nnm(v, f):
-    n = len(v)
-    d = ((v[:, None] - v[None]) ** 2).sum(-1)
-    idx = np.argsort(d, axis=1, kind="stable")[:, : n - f]
-    return v[idx].mean(axis=1)
-
-
-def np_trmean(v, f):
-    s = np.sort(v, axis=0)
-    return s[f : len(v) - f].mean(axis=0)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import jax
@@ -25,9 +26,10 @@ import pytest
 from byzjax import _kernels
 from byzjax import aggregators as A
 from byzjax import preaggregators as P
-from byzjax._validation import ConfigError
+from byzjax._validation import _NEEDS, ConfigError
 from byzjax.registry import registry
 from byzjax.robustness import empirical_kappa, kappa_ratios
+from references import np_nnm, np_trmean
 
 N, D, F = 11, 20, 2  # F: Byzantine count of the kappa tests
 FMAX, FBULYAN = (N - 1) // 2, (N - 3) // 4  # largest f allowed (2f < n; n >= 4f + 3)
@@ -68,10 +70,6 @@ def clip_rows(x, threshold):
     norms = np.linalg.norm(x, axis=1)
     with np.errstate(divide="ignore"):
         return x * np.minimum(1.0, threshold / norms)[:, None]
-
-
-def ref_trmean(x, f):
-    return np.sort(x, axis=0)[f : len(x) - f].mean(axis=0)
 
 
 def ref_gm(x, nu):
@@ -280,11 +278,6 @@ def ref_fltrust(x, trusted=0):
     return trust @ scaled / trust.sum()
 
 
-def ref_nnm(x, f):
-    order = np.argsort(np.sqrt(sq_dists(x)), axis=1, kind="stable")[:, : len(x) - f]
-    return x[order].mean(axis=1)
-
-
 def ref_bucketing(x, s, key):
     x = x[np.asarray(permutation_draw(key))]
     return np.stack([x[i : i + s].mean(axis=0) for i in range(0, len(x), s)])
@@ -317,7 +310,7 @@ class Case:
 CASES = {
     "Average": Case(lambda v: A.Average(), lambda x, v, k: x.mean(0), (0,)),
     "Median": Case(lambda v: A.Median(), lambda x, v, k: np.median(x, 0), (0,)),
-    "TrMean": Case(A.TrMean, lambda x, f, k: ref_trmean(x, f), (0, F, FMAX)),
+    "TrMean": Case(A.TrMean, lambda x, f, k: np_trmean(x, f), (0, F, FMAX)),
     "GeometricMedian": Case(lambda nu: A.GeometricMedian(nu), lambda x, nu, k: ref_gm(x, nu), (0.1, 1.0), translation=False),
     "SmoothedWeiszfeld": Case(lambda nu: A.SmoothedWeiszfeld(nu), lambda x, nu, k: ref_weiszfeld(x, nu), (0.1, 1.0)),
     "Krum": Case(A.Krum, lambda x, f, k: ref_krum(x, f), (0, F, FMAX)),
@@ -346,7 +339,7 @@ CASES = {
     "HuberMean": Case(lambda dl: A.HuberMean(dl), lambda x, dl, k: ref_huber(x, dl), (0.5, 2.0)),
     "FLTrust": Case(lambda v: A.FLTrust(), lambda x, v, k: ref_fltrust(x), (0,), permutation=False, translation=False),
     "NNM+TrMean": Case(
-        lambda f: P.Pipeline((P.NNM(f),), A.TrMean(f)), lambda x, f, k: ref_trmean(ref_nnm(x, f), f), (0, F, FMAX)
+        lambda f: P.Pipeline((P.NNM(f),), A.TrMean(f)), lambda x, f, k: np_trmean(np_nnm(x, f), f), (0, F, FMAX)
     ),
     "ARC+Krum": Case(
         lambda f: P.Pipeline((P.ARC(f),), A.Krum(f)), lambda x, f, k: ref_krum(ref_arc(x, f), f), (0, F, FMAX),
@@ -469,7 +462,7 @@ def test_batched_arrays_are_accepted_where_lists_are_not():
     """A batch axis (stacked components, sweeps) is an array: accepted; a Python list is refused above."""
     rule = A.TrMean(f=jnp.array([0, 2]))
     out = jax.vmap(lambda f: A.TrMean(f).aggregate(jnp.asarray(GAUSS), None, KEY)[0])(rule.f)
-    np.testing.assert_allclose(out[1], ref_trmean(GAUSS, 2), atol=1e-12)
+    np.testing.assert_allclose(out[1], np_trmean(GAUSS, 2), atol=1e-12)
 
 
 def test_vmap_over_inputs_static_f():
@@ -584,7 +577,7 @@ def test_absent_rows_mask_can_be_swept():
     masks[:, [2, 6]] = False  # NaN / Inf rows never present
     out = jax.jit(jax.vmap(lambda m: rule.aggregate(padded, None, KEY, m)[0]))(jnp.asarray(masks))
     for row, m in zip(np.asarray(out), masks):
-        np.testing.assert_allclose(row, ref_trmean(ref_nnm(np.asarray(padded)[m], 2), 2), rtol=1e-9)
+        np.testing.assert_allclose(row, np_trmean(np_nnm(np.asarray(padded)[m], 2), 2), rtol=1e-9)
 
 
 @pytest.mark.parametrize("rule", [A.TrMean(2), A.Median(), A.Meamed(2)], ids=["TrMean", "Median", "Meamed"])
@@ -607,8 +600,7 @@ def test_bucketing_with_absent_rows(s):
     row is used exactly once and the buckets past ceil(m / s) are marked absent."""
     padded, valid = with_absent_rows(GAUSS)
     pre = P.Bucketing(s)
-    out = np.asarray(pre.pre_aggregate(padded, KEY, valid))
-    present = np.asarray(pre.output_valid(valid, KEY))
+    out, present = map(np.asarray, pre.pre_aggregate(padded, KEY, valid))
     n_buckets = math.ceil(N / s)
     assert out.shape == (math.ceil((N + 3) / s), D)
     np.testing.assert_array_equal(present, np.arange(len(present)) < n_buckets)
@@ -711,15 +703,9 @@ def test_bucketing_is_a_function_of_its_key():
 
 @pytest.mark.parametrize("f", [0, 1, FMAX, N - 1])
 def test_nnm_and_arc_references(f):
-    np.testing.assert_allclose(P.NNM(f)(TIES), ref_nnm(TIES, f), atol=1e-12)
+    np.testing.assert_allclose(P.NNM(f)(TIES), np_nnm(TIES, f), atol=1e-12)
     np.testing.assert_allclose(P.ARC(f)(GAUSS), ref_arc(GAUSS, f), atol=1e-12)
     np.testing.assert_allclose(P.Clipping(2.0)(GAUSS), clip_rows(GAUSS, 2.0), atol=1e-12)
-
-
-def test_clipping_is_pure():
-    x = GAUSS.copy()
-    P.Clipping(0.5)(x), P.ARC(5)(x)
-    np.testing.assert_array_equal(x, GAUSS)
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -767,7 +753,78 @@ def test_bad_inputs_raise_config_error(make, message):
         make()
 
 
-def test_subset_limit_is_documented_and_enforced():
-    assert A.MAX_SUBSETS == 200_000
-    assert math.comb(30, 5) <= A.MAX_SUBSETS < math.comb(30, 6)
-    A.MDA(5).check(30), A.SMEA(5).check(30)
+def test_every_rule_with_an_f_declares_its_requirement(registered):
+    """A registered rule with ``f`` takes it from ``AbstractFRequirement``, declares ``needs`` (a key
+    of ``_NEEDS``, or None), accepts the largest ``f`` it allows on ``N`` rows and refuses the next
+    one with the one-line message naming its class and its requirement."""
+    cls = {**registry("aggregator"), **registry("preaggregator")}[registered]
+    if "f" not in {field.name for field in fields(cls)}:
+        return
+    assert issubclass(cls, A.AbstractFRequirement), f"{registered} has an f of its own"
+    if cls.needs is None:
+        cls(f=N).check(N + 1)  # no bound tying f to n (beyond the rule's own extra_check)
+        return
+    largest = _NEEDS[cls.needs][1](N)
+    cls(f=largest).check(N)
+    message = rf"^{registered}: needs {re.escape(cls.needs)}, got f={largest + 1} with n={N} "
+    with pytest.raises(ConfigError, match=message):
+        cls(f=largest + 1).check(N)
+    with pytest.raises(ConfigError, match=rf"^{registered}: f must be"):
+        cls(f=-1)
+
+
+def test_error_messages_take_the_class_name_from_the_class():
+    """A subclass's errors name the subclass (no rule spells its own name)."""
+
+    class MyTrMean(A.TrMean):
+        pass
+
+    class MyMoNNA(A.MoNNA):
+        pass
+
+    class MyNNM(P.NNM):
+        pass
+
+    with pytest.raises(ConfigError, match=r"^MyTrMean: f must be >= 0, got f=\[-1\]$"):
+        MyTrMean(-1)
+    with pytest.raises(ConfigError, match=rf"^MyTrMean: needs 2f < n, got f=6 with n={N} \(allowed: 0 <= f <= 5\)$"):
+        MyTrMean(6)(GAUSS)
+    with pytest.raises(ConfigError, match=rf"^MyMoNNA: needs idx < n, got idx={N} with n={N}"):
+        MyMoNNA(0, idx=N).check(N)
+    with pytest.raises(ConfigError, match=r"^MyNNM: needs f < n"):
+        MyNNM(N).check(N)
+
+
+def test_pre_aggregators_return_the_present_rows_with_the_vectors(registered):
+    """``pre_aggregate(x, key, valid) -> (vectors, valid)``: ``None`` stays ``None``, and a mask
+    comes back with one entry per output row (row-wise rules: the mask itself)."""
+    cls = registry("preaggregator").get(registered)
+    if cls is None:
+        return
+    pre = cls()
+    x = jnp.asarray(GAUSS)
+    out, out_valid = pre.pre_aggregate(x, KEY)
+    assert out_valid is None and out.shape == (pre.output_rows(N), D)
+    valid = jnp.asarray(np.arange(N) % 3 != 1)
+    out, out_valid = pre.pre_aggregate(x, KEY, valid)
+    assert out.shape == (pre.output_rows(N), D) and out_valid.shape == (pre.output_rows(N),)
+    if isinstance(pre, P.Bucketing):  # the m present rows, shuffled, fill the first ceil(m / s) buckets
+        np.testing.assert_array_equal(out_valid, np.arange(len(out_valid)) < math.ceil(int(np.sum(valid)) / pre.s))
+    else:
+        np.testing.assert_array_equal(out_valid, valid)
+
+
+@pytest.mark.parametrize("rule", [A.MDA, A.SMEA], ids=["MDA", "SMEA"])
+def test_subset_limit_refuses_exactly_the_enumerations_past_max_subsets(rule):
+    """``check(n)`` raises iff ``C(n, f) > MAX_SUBSETS``, for every ``2f < n`` up to n = 40
+    (no program is compiled: the check counts before enumerating)."""
+    refused = 0
+    for n in range(1, 41):
+        for f in range((n - 1) // 2 + 1):
+            if math.comb(n, f) > A.MAX_SUBSETS:
+                refused += 1
+                with pytest.raises(ConfigError, match=rf"C\(n, n-f\) = C\({n}, {n - f}\) = {math.comb(n, f)} subsets"):
+                    rule(f).check(n)
+            else:
+                rule(f).check(n)
+    assert refused > 0

@@ -9,6 +9,14 @@ stored as arrays so they can be swept by ``vmap`` without recompiling; selection
 depend on them only through masks (``byzjax._kernels``). Counts that fix shapes or
 loop lengths (``T``, ``idx``, MDA/SMEA's ``f``, ...) are static fields.
 
+Rules told the number ``f`` of Byzantine inputs derive from ``AbstractFRule``, which owns the
+field ``f`` (an array leaf, default 0), checks ``f >= 0`` at construction and, in ``check(n)``,
+the requirement the rule declares as the ClassVar ``needs`` (``"2f < n"`` by default; Bulyan
+``"n >= 4f + 3"``), then the rule's own ``extra_check(n)`` (MoNNA's ``idx < n``, ...). MDA and
+SMEA, whose ``f`` is static, derive from ``AbstractSubsetRule`` (same ``needs`` and
+``extra_check``, plus the subset limit); the pre-aggregators NNM and ARC from
+``byzjax.preaggregators.AbstractFPreAggregator``. Errors name the class (``type(self).__name__``).
+
 ByzFL rules: Average, Median, TrMean, GeometricMedian, Krum, MultiKrum,
 CenteredClipping, MDA, MoNNA, Meamed, CAF, SMEA. Beyond ByzFL: SmoothedWeiszfeld,
 Bulyan, DnC, SignGuard, ClippedClustering, HuberMean, FLTrust. Costs below are for
@@ -57,7 +65,7 @@ Eager calls ``rule(vectors)`` take a real 2-D array with at least one row; anyth
 """
 
 from byzjax._validation import check_count, check_f, check_param
-from byzjax.aggregators._base import AbstractAggregator, apply
+from byzjax.aggregators._base import AbstractAggregator, AbstractFRequirement, AbstractFRule, apply, eager_call
 from byzjax.aggregators._clustering import ClippedClustering, NormHistory, SignGuard
 from byzjax.aggregators._columns import COLUMN_BLOCK, coordinatewise
 from byzjax.aggregators._common import clip_scale, present_rows, require_all_present
@@ -65,10 +73,11 @@ from byzjax.aggregators._coordinatewise import Average, Meamed, Median, TrMean
 from byzjax.aggregators._filters import CAF, DnC
 from byzjax.aggregators._krum import Bulyan, Krum, MoNNA, MultiKrum
 from byzjax.aggregators._reweighting import CenteredClipping, FLTrust, GeometricMedian, HuberMean, SmoothedWeiszfeld
-from byzjax.aggregators._subsets import MAX_SUBSETS, MDA, SMEA, check_subsets
+from byzjax.aggregators._subsets import MAX_SUBSETS, MDA, SMEA, AbstractSubsetRule, check_subsets
 
 __all__ = [
-    "AbstractAggregator", "apply", "Average", "Median", "TrMean", "Meamed", "GeometricMedian", "SmoothedWeiszfeld",
+    "AbstractAggregator", "AbstractFRule", "AbstractFRequirement", "AbstractSubsetRule", "apply", "eager_call",
+    "Average", "Median", "TrMean", "Meamed", "GeometricMedian", "SmoothedWeiszfeld",
     "CenteredClipping", "HuberMean", "FLTrust", "Krum", "MultiKrum", "MoNNA", "Bulyan", "MDA", "SMEA", "CAF", "DnC",
     "SignGuard", "ClippedClustering", "NormHistory", "MAX_SUBSETS", "COLUMN_BLOCK", "coordinatewise", "clip_scale",
     "present_rows", "require_all_present", "check_subsets", "check_count", "check_f", "check_param",

@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from byzjax._validation import ConfigError, check_count, check_param, float_array
+from byzjax._validation import check_count, check_param, component_error, float_array
 from byzjax.aggregators._base import AbstractAggregator
 from byzjax.aggregators._common import _masked_mean, _median, _row, clip_scale, rows
 
@@ -58,9 +58,9 @@ class SignGuard(AbstractAggregator):
     kmeans_iters: int = eqx.field(static=True, default=10)
 
     def __check_init__(self):
-        check_param("SignGuard", "lower", self.lower, lambda v: v >= 0, ">= 0")
-        check_param("SignGuard", "upper", self.upper, lambda v: v >= 1, ">= 1")
-        check_count("SignGuard", "kmeans_iters", self.kmeans_iters, 1)
+        check_param(self, "lower", self.lower, lambda v: v >= 0, ">= 0")
+        check_param(self, "upper", self.upper, lambda v: v >= 1, ">= 1")
+        check_count(self, "kmeans_iters", self.kmeans_iters, 1)
 
     def aggregate(self, vectors, state, key, valid=None):
         dtype = vectors.dtype
@@ -126,12 +126,12 @@ class ClippedClustering(AbstractAggregator):
     history: int = eqx.field(static=True, default=10_000)
 
     def __check_init__(self):
-        check_param("ClippedClustering", "max_tau", self.max_tau, lambda v: v > 0, "> 0")
-        check_count("ClippedClustering", "history", self.history, 1)
+        check_param(self, "max_tau", self.max_tau, lambda v: v > 0, "> 0")
+        check_count(self, "history", self.history, 1)
 
     def check(self, n):
         if n > self.history:
-            raise ConfigError(f"ClippedClustering: needs n <= history, got n={n} with history={self.history}")
+            raise component_error(self, f"needs n <= history, got n={n} with history={self.history}")
 
     def init(self, d, dtype):
         return NormHistory(jnp.full(self.history, jnp.inf, dtype), jnp.array(0, jnp.int32))

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import _kernels
-from byzjax._validation import ConfigError
+from byzjax._validation import component_error
 
 
 def clip_scale(norms: jax.Array, threshold) -> jax.Array:
@@ -57,10 +57,10 @@ def _present_or_all(vectors: jax.Array, valid) -> tuple[jax.Array, int | jax.Arr
     return *present_rows(vectors, valid), valid
 
 
-def require_all_present(rule: str, valid) -> None:
-    """Trace-time guard for rules that cannot ignore absent rows."""
+def require_all_present(owner, valid) -> None:
+    """Trace-time guard for rules that cannot ignore absent rows (the error names ``owner``'s class)."""
     if valid is not None:
-        raise ConfigError(f"{rule}: does not support absent workers (a row mask); its subset enumeration fixes n - f")
+        raise component_error(owner, "does not support absent workers (a row mask); its subset enumeration fixes n - f")
 
 
 def _masked_sq_dists(vectors: jax.Array, valid) -> jax.Array:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 
 from byzjax import _kernels
-from byzjax._validation import ConfigError, check_f, int_array
-from byzjax.aggregators._base import AbstractAggregator
+from byzjax._validation import check_choice
+from byzjax.aggregators._base import AbstractAggregator, AbstractFRule
 from byzjax.aggregators._columns import _mean_around_median, coordinatewise
 from byzjax.aggregators._common import _masked_mean, _row, finite_rows, present_rows, sorted_last
 
@@ -56,21 +55,13 @@ class Median(AbstractAggregator):
         return coordinatewise(middle_of_present, sorted_last(vectors, valid), m), state
 
 
-class TrMean(AbstractAggregator):
-    """Coordinate-wise trimmed mean (Yin et al., 2018), arXiv 2602.03329, section 3.
+class TrMean(AbstractFRule):
+    """Coordinate-wise trimmed mean (Yin et al., 2018), as used in the experiments of arXiv 2602.03329.
 
     ``[TrMean_f(x)]_k = (1/(n-2f)) sum_{j=f+1}^{n-f} [x_{pi(j)}]_k`` where ``pi`` sorts
     coordinate ``k``; ``f = 0`` is the mean. Needs ``2f < n``. kappa = O(f/n) after NNM.
     Cost O(n log^2 n d) (``_kernels.sort_rows``).
     """
-
-    f: jax.Array = eqx.field(converter=int_array, default=0)
-
-    def __check_init__(self):
-        check_f("TrMean", self.f)
-
-    def check(self, n):
-        check_f("TrMean", self.f, n)
 
     def aggregate(self, vectors, state, key, valid=None):
         n = vectors.shape[0]
@@ -100,7 +91,7 @@ def _around_lower_median(cols, near, count, f):
 MEAMED_TIES = ("numpy", "byzfl")
 
 
-class Meamed(AbstractAggregator):
+class Meamed(AbstractFRule):
     """Mean around median (Xie et al., 2018): per coordinate, the mean of the ``n - f``
     values nearest to the coordinate-wise median. Needs ``2f < n``.
 
@@ -113,16 +104,10 @@ class Meamed(AbstractAggregator):
     ``n``. Cost O(n log^2 n d) + O(n log n d).
     """
 
-    f: jax.Array = eqx.field(converter=int_array, default=0)
     ties: str = eqx.field(static=True, default="numpy")
 
     def __check_init__(self):
-        check_f("Meamed", self.f)
-        if self.ties not in MEAMED_TIES:
-            raise ConfigError(f"Meamed: ties must be one of {list(MEAMED_TIES)}, got ties={self.ties!r}")
-
-    def check(self, n):
-        check_f("Meamed", self.f, n)
+        check_choice(self, "ties", self.ties, MEAMED_TIES)
 
     def aggregate(self, vectors, state, key, valid=None):
         n = vectors.shape[0]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from byzjax import _kernels
-from byzjax._validation import ConfigError, check_count, check_f, check_param, float_array, int_array
-from byzjax.aggregators._base import AbstractAggregator
+from byzjax._validation import check_count, check_param, component_error, float_array
+from byzjax.aggregators._base import AbstractFRule
 from byzjax.aggregators._common import _masked_mean, _pow2_scale, _unit_normal, centred_frame, rows
 
 
-class CAF(AbstractAggregator):
+class CAF(AbstractFRule):
     """Covariance-bound agnostic filter (Allouah, Guerraoui & Stephan, 2025).
 
     Weights ``c = 1``; while ``sum c > n - 2f``: ``mu = sum c_i x_i / sum c``, ``lambda`` and
@@ -45,16 +47,11 @@ class CAF(AbstractAggregator):
     / NaN there).
     """
 
-    f: jax.Array = eqx.field(converter=int_array, default=0)
     power_step: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
-        check_f("CAF", self.f)
         if not isinstance(self.power_step, bool):
-            raise ConfigError(f"CAF: power_step must be a bool, got power_step={self.power_step!r}")
-
-    def check(self, n):
-        check_f("CAF", self.f, n)
+            raise component_error(self, f"power_step must be a bool, got power_step={self.power_step!r}")
 
     def aggregate(self, vectors, state, key, valid=None):
         n, d = vectors.shape
@@ -102,7 +99,7 @@ class CAF(AbstractAggregator):
         return (best_c @ y / jnp.maximum(jnp.sum(best_c), 1e-30)) * scale + centre, state
 
 
-class DnC(AbstractAggregator):
+class DnC(AbstractFRule):
     """Divide-and-conquer (Shejwalkar & Houmansadr, NDSS 2021), as in the Blades benchmark.
 
     ``num_iters`` times: draw ``b = min(sub_dim, d)`` coordinates without replacement
@@ -112,25 +109,25 @@ class DnC(AbstractAggregator):
     vector (computed as ``lambda_1 u_1^2`` from the ``[n, n]`` Gram), keep the
     ``n - floor(filter_frac * f)`` lowest scores (ties: lower index). Output: mean of
     the inputs kept in every round (the zero vector if none is). Cost
-    O(num_iters (n^2 b + n^3 + d log b)).
+    O(num_iters (n^2 b + n^3 + d log b)). Needs ``n - floor(filter_frac * f) >= 1`` (and no
+    bound tying ``f`` to ``n`` beyond it, as in Blades).
     """
 
-    f: jax.Array = eqx.field(converter=int_array, default=0)
+    needs: ClassVar[str | None] = None
     sub_dim: int = eqx.field(static=True, default=10_000)
     num_iters: int = eqx.field(static=True, default=5)
     filter_frac: jax.Array = eqx.field(converter=float_array, default=1.0)
 
     def __check_init__(self):
-        check_f("DnC", self.f)
-        check_count("DnC", "sub_dim", self.sub_dim, 1)
-        check_count("DnC", "num_iters", self.num_iters, 1)
-        check_param("DnC", "filter_frac", self.filter_frac, lambda v: v >= 0, ">= 0")
+        check_count(self, "sub_dim", self.sub_dim, 1)
+        check_count(self, "num_iters", self.num_iters, 1)
+        check_param(self, "filter_frac", self.filter_frac, lambda v: v >= 0, ">= 0")
 
     def _kept(self, n):
         return n - jnp.floor(self.filter_frac * self.f).astype(jnp.int32)
 
-    def check(self, n):
-        check_param("DnC", f"n - floor(filter_frac * f) (n={n})", self._kept(n), lambda v: v >= 1, ">= 1")
+    def extra_check(self, n):
+        check_param(self, f"n - floor(filter_frac * f) (n={n})", self._kept(n), lambda v: v >= 1, ">= 1")
 
     def aggregate(self, vectors, state, key, valid=None):
         n, d = vectors.shape

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from byzjax import _kernels
-from byzjax._validation import ConfigError, check_count, check_f, int_array
-from byzjax.aggregators._base import AbstractAggregator
+from byzjax._validation import check_count, check_index
+from byzjax.aggregators._base import AbstractFRule
 from byzjax.aggregators._columns import _mean_around_median, coordinatewise
 from byzjax.aggregators._common import _masked_mean, _sum_smallest, far_sq_dists, rows
 
@@ -20,7 +22,7 @@ def _krum_scores(r, f):
     return jnp.where(r.near, scores, jnp.inf)
 
 
-class Krum(AbstractAggregator):
+class Krum(AbstractFRule):
     """Krum (Blanchard et al., 2017): the input with the smallest neighbourhood score.
 
     ``Krum_f(x) = x_l``, ``l = argmin_i sum_{j in N_i} ||x_i - x_j||^2`` with ``N_i`` the
@@ -29,33 +31,17 @@ class Krum(AbstractAggregator):
     ``2f < n``. Cost O(n^2 d) for the Gram distances plus O(n^2 log n).
     """
 
-    f: jax.Array = eqx.field(converter=int_array, default=0)
-
-    def __check_init__(self):
-        check_f("Krum", self.f)
-
-    def check(self, n):
-        check_f("Krum", self.f, n)
-
     def aggregate(self, vectors, state, key, valid=None):
         r = rows(vectors, valid)
         return r.x[jnp.argmin(_krum_scores(r, self.f))], state
 
 
-class MultiKrum(AbstractAggregator):
+class MultiKrum(AbstractFRule):
     """Multi-Krum (Blanchard et al., 2017): mean of the ``n - f`` inputs with the best Krum scores.
 
     Scores as ``Krum``; equal scores go to the lower index (ByzFL's argpartition
     breaks ties arbitrarily). Needs ``2f < n``. Cost O(n^2 d + n^3).
     """
-
-    f: jax.Array = eqx.field(converter=int_array, default=0)
-
-    def __check_init__(self):
-        check_f("MultiKrum", self.f)
-
-    def check(self, n):
-        check_f("MultiKrum", self.f, n)
 
     def aggregate(self, vectors, state, key, valid=None):
         r = rows(vectors, valid)
@@ -63,7 +49,7 @@ class MultiKrum(AbstractAggregator):
         return _masked_mean(chosen & r.near, r.x), state
 
 
-class MoNNA(AbstractAggregator):
+class MoNNA(AbstractFRule):
     """MoNNA (Farhadkhani et al., 2023): mean of the ``n - f`` nearest inputs to ``x_idx``.
 
     ``x_idx`` (a trusted worker in peer-to-peer use) is among them. Equal distances
@@ -71,17 +57,13 @@ class MoNNA(AbstractAggregator):
     needs ``2f < n`` and ``idx < n``. Cost O(n d + n^2).
     """
 
-    f: jax.Array = eqx.field(converter=int_array, default=0)
     idx: int = eqx.field(static=True, default=0)
 
     def __check_init__(self):
-        check_f("MoNNA", self.f)
-        check_count("MoNNA", "idx", self.idx, 0)
+        check_count(self, "idx", self.idx, 0)
 
-    def check(self, n):
-        check_f("MoNNA", self.f, n)
-        if self.idx >= n:
-            raise ConfigError(f"MoNNA: needs idx < n, got idx={self.idx} with n={n} (allowed: 0 <= idx <= {n - 1})")
+    def extra_check(self, n):
+        check_index(self, "idx", self.idx, n)
 
     def aggregate(self, vectors, state, key, valid=None):
         r = rows(vectors, valid)  # (row idx must be present and finite: in the oracle it is an honest row)
@@ -90,7 +72,7 @@ class MoNNA(AbstractAggregator):
         return _masked_mean(chosen & r.near, r.x), state
 
 
-class Bulyan(AbstractAggregator):
+class Bulyan(AbstractFRule):
     """Bulyan (El Mhamdi, Guerraoui & Rouault, 2018), beyond ByzFL.
 
     Select ``theta = n - 2f`` inputs by repeated Krum: each time, the remaining input
@@ -101,13 +83,7 @@ class Bulyan(AbstractAggregator):
     O(n log^2 n d) for the sort.
     """
 
-    f: jax.Array = eqx.field(converter=int_array, default=0)
-
-    def __check_init__(self):
-        check_f("Bulyan", self.f)
-
-    def check(self, n):
-        check_f("Bulyan", self.f, n, need="n >= 4f + 3")
+    needs: ClassVar[str] = "n >= 4f + 3"
 
     def aggregate(self, vectors, state, key, valid=None):
         n = vectors.shape[0]

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from byzjax._validation import ConfigError, check_count, check_param, float_array, int_array
+from byzjax._validation import check_count, check_index, check_param, component_error, float_array, int_array
 from byzjax.aggregators._base import AbstractAggregator
 from byzjax.aggregators._common import _median, centred_frame, clip_scale, rows
 from byzjax.aggregators._coordinatewise import Median
@@ -43,8 +43,8 @@ class GeometricMedian(AbstractAggregator):
     T: int = eqx.field(static=True, default=3)
 
     def __check_init__(self):
-        check_param("GeometricMedian", "nu", self.nu, lambda v: v > 0, "> 0")
-        check_count("GeometricMedian", "T", self.T, 1)
+        check_param(self, "nu", self.nu, lambda v: v > 0, "> 0")
+        check_count(self, "T", self.T, 1)
 
     def aggregate(self, vectors, state, key, valid=None):
         keep, x = _finite_rows(vectors, valid)
@@ -72,9 +72,9 @@ class SmoothedWeiszfeld(AbstractAggregator):
     max_iter: int = eqx.field(static=True, default=100)
 
     def __check_init__(self):
-        check_param("SmoothedWeiszfeld", "nu", self.nu, lambda v: v > 0, "> 0")
-        check_param("SmoothedWeiszfeld", "tol", self.tol, lambda v: v >= 0, ">= 0")
-        check_count("SmoothedWeiszfeld", "max_iter", self.max_iter, 1)
+        check_param(self, "nu", self.nu, lambda v: v > 0, "> 0")
+        check_param(self, "tol", self.tol, lambda v: v >= 0, ">= 0")
+        check_count(self, "max_iter", self.max_iter, 1)
 
     def aggregate(self, vectors, state, key, valid=None):
         r = rows(vectors, valid)
@@ -119,15 +119,15 @@ class CenteredClipping(AbstractAggregator):
 
     def __check_init__(self):
         if self.m is not None and self.m.ndim < 1:
-            raise ConfigError(f"CenteredClipping: m must be a vector [d], got shape {self.m.shape}")
-        check_param("CenteredClipping", "L", self.L, lambda v: v >= 0, ">= 0")
-        check_param("CenteredClipping", "tau", self.tau, lambda v: v >= 0, ">= 0")
+            raise component_error(self, f"m must be a vector [d], got shape {self.m.shape}")
+        check_param(self, "L", self.L, lambda v: v >= 0, ">= 0")
+        check_param(self, "tau", self.tau, lambda v: v >= 0, ">= 0")
 
     def init(self, d, dtype):
         if self.m is None:
             return jnp.zeros(d, dtype)
         if self.m.shape[-1] != d:
-            raise ConfigError(f"CenteredClipping: m has {self.m.shape[-1]} coordinates, the vectors have d={d}")
+            raise component_error(self, f"m has {self.m.shape[-1]} coordinates, the vectors have d={d}")
         return self.m.astype(dtype)
 
     def aggregate(self, vectors, state, key, valid=None):
@@ -157,8 +157,8 @@ class HuberMean(AbstractAggregator):
     T: int = eqx.field(static=True, default=10)
 
     def __check_init__(self):
-        check_param("HuberMean", "delta", self.delta, lambda v: v > 0, "> 0")
-        check_count("HuberMean", "T", self.T, 1)
+        check_param(self, "delta", self.delta, lambda v: v > 0, "> 0")
+        check_count(self, "T", self.T, 1)
 
     def aggregate(self, vectors, state, key, valid=None):
         z, _ = Median().aggregate(vectors, None, key, valid)
@@ -187,11 +187,10 @@ class FLTrust(AbstractAggregator):
     trusted: int = eqx.field(static=True, default=0)
 
     def __check_init__(self):
-        check_count("FLTrust", "trusted", self.trusted, 0)
+        check_count(self, "trusted", self.trusted, 0)
 
     def check(self, n):
-        if self.trusted >= n:
-            raise ConfigError(f"FLTrust: needs trusted < n, got trusted={self.trusted} with n={n}")
+        check_index(self, "trusted", self.trusted, n)
 
     def aggregate(self, vectors, state, key, valid=None):
         vectors, _, _, near = rows(vectors, valid)  # zeroed rows get trust 0 (the trusted row must be present)

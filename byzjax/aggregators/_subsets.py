@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import _kernels
-from byzjax._validation import ConfigError, check_count, check_f
-from byzjax.aggregators._base import AbstractAggregator
+from byzjax._validation import check_count, component_error
+from byzjax.aggregators._base import AbstractAggregator, AbstractFRequirement
 from byzjax.aggregators._common import _unit_normal, centred_frame, far_sq_dists, nan_to_inf, require_all_present, rows
 
 MAX_SUBSETS = 200_000
@@ -32,24 +32,25 @@ def _subset_masks(n: int, k: int) -> np.ndarray:
     return masks
 
 
-def check_subsets(rule: str, n: int, f: int) -> None:
-    """Refuse enumerations of more than ``MAX_SUBSETS`` subsets of size ``n - f``."""
+def check_subsets(owner, n: int, f: int) -> None:
+    """Refuse enumerations of more than ``MAX_SUBSETS`` subsets of size ``n - f`` (errors name ``owner``'s class)."""
     count = math.comb(n, f)
     if count > MAX_SUBSETS:
-        raise ConfigError(
-            f"{rule}: C(n, n-f) = C({n}, {n - f}) = {count} subsets exceeds MAX_SUBSETS={MAX_SUBSETS} "
+        raise component_error(
+            owner,
+            f"C(n, n-f) = C({n}, {n - f}) = {count} subsets exceeds MAX_SUBSETS={MAX_SUBSETS} "
             f"(allowed: f with C(n, f) <= {MAX_SUBSETS})"
         )
 
 
-def _best_subset(rule: str, n: int, f: int, score, chunk: int = 4096) -> jax.Array:
+def _best_subset(owner, n: int, f: int, score, chunk: int = 4096) -> jax.Array:
     """Float mask ``[n]`` of the first size-``(n - f)`` subset minimising ``score``.
 
     ``score(masks [c, n] float) -> [c]`` is evaluated on chunks of the statically
     enumerated subsets under ``lax.map``; ties go to the earliest subset in
     ``itertools.combinations`` order (ByzFL keeps the first strict minimum).
     """
-    check_subsets(rule, n, f)
+    check_subsets(owner, n, f)
     masks = _subset_masks(n, n - f)
     count = masks.shape[0]
     chunk = min(chunk, count)
@@ -59,7 +60,23 @@ def _best_subset(rule: str, n: int, f: int, score, chunk: int = 4096) -> jax.Arr
     return blocks.reshape(-1, n)[jnp.argmin(scores.reshape(-1)[:count])]
 
 
-class MDA(AbstractAggregator):
+class AbstractSubsetRule(AbstractFRequirement, AbstractAggregator):
+    """A rule enumerating the subsets of size ``n - f``: ``f`` is a static integer (it fixes the
+    enumeration, so it cannot be swept by ``vmap``), checked ``>= 0`` at construction; ``check(n)``
+    asks ``2f < n`` and at most ``MAX_SUBSETS`` subsets. Absent rows are not supported (the
+    enumeration fixes ``n - f``)."""
+
+    f: int = eqx.field(static=True, default=0)
+    supports_absent: ClassVar[bool] = False
+
+    def __check_init__(self):
+        check_count(self, "f", self.f, 0)
+
+    def extra_check(self, n):
+        check_subsets(self, n, self.f)
+
+
+class MDA(AbstractSubsetRule):
     """Minimum-diameter averaging (El Mhamdi et al., 2020).
 
     ``MDA_f(x) = mean_{i in S*} x_i``, ``S* = argmin_{|S| = n-f} max_{i,j in S} ||x_i - x_j||``.
@@ -70,30 +87,19 @@ class MDA(AbstractAggregator):
     instead of an hours-long loop).
     """
 
-    f: int = eqx.field(static=True, default=0)
-
-    def __check_init__(self):
-        check_count("MDA", "f", self.f, 0)
-
-    def check(self, n):
-        check_f("MDA", self.f, n)
-        check_subsets("MDA", n, self.f)
-
-    supports_absent: ClassVar[bool] = False
-
     def aggregate(self, vectors, state, key, valid=None):
-        require_all_present("MDA", valid)
+        require_all_present(self, valid)
         n = vectors.shape[0]
         r = rows(vectors)
         y, _, _ = centred_frame(r.x, r.near)  # distances in an exactly rescaled frame: no overflow
         d2 = far_sq_dists(y, r.near)  # a non-finite row is at +inf: subsets holding it score the largest float
         d2 = jnp.minimum(d2, jnp.finfo(d2.dtype).max)
         diameter = lambda m: jnp.max(m[:, :, None] * m[:, None, :] * d2, axis=(1, 2))
-        best = _best_subset("MDA", n, self.f, diameter).astype(vectors.dtype)
+        best = _best_subset(self, n, self.f, diameter).astype(vectors.dtype)
         return best @ r.x / (n - self.f), state
 
 
-class SMEA(AbstractAggregator):
+class SMEA(AbstractSubsetRule):
     """Smallest maximum eigenvalue averaging (Allouah et al., 2023).
 
     ``SMEA_f(x) = mean_{i in S*} x_i``, ``S* = argmin_{|S| = n-f} lambda_max(Cov_S)``, with
@@ -112,21 +118,13 @@ class SMEA(AbstractAggregator):
     same probe; with many ``power_iters`` both approach the exact SMEA.
     """
 
-    f: int = eqx.field(static=True, default=0)
     power_iters: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
-        check_count("SMEA", "f", self.f, 0)
-        check_count("SMEA", "power_iters", self.power_iters, 1)
-
-    def check(self, n):
-        check_f("SMEA", self.f, n)
-        check_subsets("SMEA", n, self.f)
-
-    supports_absent: ClassVar[bool] = False
+        check_count(self, "power_iters", self.power_iters, 1)
 
     def aggregate(self, vectors, state, key, valid=None):
-        require_all_present("SMEA", valid)
+        require_all_present(self, valid)
         n, d = vectors.shape
         k = n - self.f
         r = rows(vectors)
@@ -146,5 +144,5 @@ class SMEA(AbstractAggregator):
             far = jnp.any((m > 0) & ~r.near[None, :], axis=1)  # a subset holding a non-finite row
             return jnp.where(far, jnp.inf, jnp.sum((a @ gram) * a, axis=1))
 
-        best = _best_subset("SMEA", n, self.f, eigenvalue_sq).astype(vectors.dtype)
+        best = _best_subset(self, n, self.f, eigenvalue_sq).astype(vectors.dtype)
         return best @ r.x / k, state

@@ -187,8 +187,7 @@ class _OptimalAttack(AbstractAttack):
         count = None if present is None else n_h + copies
         if reuse and pre and isinstance(pre[0], NNM) and n_byz > 0:
             mixed, rest = _nnm_mixed(honest, base, direction, n_byz, pre[0].f, valid), Pipeline(pre[1:], agg)
-            out_valid = None if valid is None else pre[0].output_valid(valid, key)
-            aggregate = lambda tau: rest.aggregate(mixed(tau), state0, key, out_valid)[0]
+            aggregate = lambda tau: rest.aggregate(mixed(tau), state0, key, valid)[0]  # NNM keeps the rows present
         elif reuse and not pre and (weights := _rank_weights(agg, n_h + n_byz, honest.dtype, count)) is not None:
             inserted = _inserted_order_statistic(honest, copies, weights)
             aggregate = lambda tau: inserted(base + tau * direction)
