@@ -17,6 +17,7 @@ from byzjax import attacks as A  # noqa: E402
 from byzjax import registry  # noqa: E402
 from byzjax.attacks import AttackerView  # noqa: E402
 from byzjax.attacks import _optimal  # noqa: E402
+from references import np_nnm, np_trmean  # noqa: E402
 from byzjax._validation import ConfigError  # noqa: E402
 from byzjax.aggregators import Median, TrMean  # noqa: E402
 from byzjax.preaggregators import NNM, Pipeline  # noqa: E402
@@ -30,16 +31,6 @@ def honest_data(seed, n=12, d=20, offset=6.0):
     rng = np.random.default_rng(seed)
     offsets = np.concatenate([np.full(3, offset), np.full(3, -offset), offset / 6 * rng.normal(size=d - 6)])
     return offsets + rng.normal(size=(n, d))
-
-
-def np_nnm(x, f):
-    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    nearest = np.argsort(d2, axis=1, kind="stable")[:, : len(x) - f]
-    return x[nearest].mean(axis=1)
-
-
-def np_trmean(x, f):
-    return np.sort(x, axis=0)[f : len(x) - f].mean(axis=0)
 
 
 def damage(agg, honest, rows):

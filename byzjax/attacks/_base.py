@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax._validation import ConfigError, as_matrix, concrete_values
-from byzjax.aggregators import AbstractAggregator
+from byzjax._validation import ConfigError, concrete_values
+from byzjax.aggregators import AbstractAggregator, eager_call
 from byzjax.problems import AbstractProblem
 
 
@@ -78,12 +78,7 @@ class AbstractAttack(eqx.Module):
         """ByzFL-style call: one Byzantine vector ``[d]`` for ``honest_vectors [n_h, d]`` (a view
         with the honest vectors only). Compiled once per attack structure and input shape, so
         repeated calls do not retrace the searches; NumPy in gives NumPy out."""
-        was_numpy = isinstance(honest_vectors, np.ndarray)
-        honest = as_matrix(honest_vectors, "honest_vectors")
-        self.check(honest.shape[0], 1)
-        key = jax.random.key(0) if key is None else key
-        out = _first_row(self, honest, key)
-        return np.asarray(out) if was_numpy else out
+        return eager_call(self, _first_row, honest_vectors, key, what="honest_vectors", check=lambda n: self.check(n, 1))
 
 
 @eqx.filter_jit
