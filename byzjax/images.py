@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from byzjax._validation import ConfigError
-from byzjax.data import DEFAULT_DATA_DIR, DataError, Dataset, FederatedData, Shards, federated_classification, load_dataset
+from byzjax.data import DEFAULT_DATA_DIR, DataError, Dataset, FederatedData, federated_classification, load_dataset
 
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
@@ -165,15 +165,6 @@ def synthetic_images(shape: tuple[int, int, int] = (28, 28, 1), *, seed: int = 0
 
 def federated_images(dataset: Dataset, n_honest: int, split: str, alpha: float | None, seed: int,
                      width: int | None = None) -> FederatedData:
-    """``byzjax.data.federated_classification`` for image data: shards ``x [w, m, H, W, C]``.
-
-    The split and the padding are ``federated_classification``'s, run on the flattened pixels
-    (it stacks 2-D features) and reshaped back to images.
-    """
-    shape = dataset.train_x.shape[1:]
-    flat = dataset._replace(**{part: getattr(dataset, part).reshape(len(getattr(dataset, part)), -1)
-                               for part in ("train_x", "val_x", "test_x")})
-    data = federated_classification(flat, n_honest, split, alpha, seed, width)
-    s = data.shards
-    shards = Shards(s.x.reshape(s.x.shape[:2] + shape), s.y, s.mask)
-    return FederatedData(shards, {"val": (dataset.val_x, dataset.val_y), "test": (dataset.test_x, dataset.test_y)})
+    """``byzjax.data.federated_classification`` on image data: shards ``x [w, m, H, W, C]`` (the
+    split and the padding do not depend on the sample shape)."""
+    return federated_classification(dataset, n_honest, split, alpha, seed, width)
