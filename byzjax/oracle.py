@@ -29,7 +29,8 @@ attack sees them. ``beta`` is an array (it sweeps).
 Validation. ``RobustOracle(...)`` checks its components and numbers while they are concrete (one-line
 ``ConfigError``, before anything is compiled): the types, the pipeline on ``n`` rows (and on the
 fewest rows a round can deliver), the attack's setting, the problem's capabilities
-(``has_samples`` for mini-batches, ``has_labels`` for an attack that ``needs_labels``).
+(``has_samples`` for mini-batches and ``problem.check_batch_size`` on the sizes, ``has_labels`` for
+an attack that ``needs_labels``).
 ``check_data(shards)`` compares the shards' leading axis with ``n_honest`` when a run meets its data.
 """
 
@@ -140,6 +141,8 @@ class RobustOracle(eqx.Module):
                 check_param("RobustOracle", name, value, holds, allowed)
         if self.batch_size is not None and not self.problem.has_samples:
             raise ConfigError(f"{type(self.problem).__name__} has no samples to draw mini-batches from (batch_size)")
+        if self.batch_size is not None:
+            self.problem.check_batch_size(self.batch_size)
         if self.n_byz and self.attack.needs_labels and not self.problem.has_labels:
             raise ConfigError(f"{type(self.attack).__name__}: needs labels, and {type(self.problem).__name__} has none")
         if not self.masked:

@@ -233,7 +233,16 @@ SPLITS = ("iid", "dirichlet")
 
 @dataclass(frozen=True)
 class DataSpec:
-    """``[data]``: where the data comes from and how the training part is divided."""
+    """``[data]``: where the data comes from and how the training part is divided.
+
+    ``source``: ``"fashion-mnist"`` (the Debian package), ``"synthetic"``, a folder of MNIST-format
+    IDX files, or ``"cifar10:DIR"`` (CIFAR-10's python pickles ``data_batch_1..5`` and ``test_batch``
+    in ``DIR``; the prefix says which format a folder holds, and works with ``--data`` too). The
+    problem's ``input_layout`` decides whether the samples stay images ``[H, W, C]`` (networks) or
+    are flattened (logistic regression); ``"synthetic"`` then means ``byzjax.images.synthetic_images``
+    of the network's input shape. ``normalization``: ``"dataset"``, ``"mnist"``, ``[mean, std]`` or
+    per channel ``[[means], [stds]]`` (CIFAR-10).
+    """
 
     source: str = "fashion-mnist"
     split: str = "iid"  # "iid", "dirichlet", or "partition" (given by the ``partition`` file)
@@ -253,10 +262,18 @@ class DataSpec:
                                     low_open=True, high_open=True)
         norm = table.get("normalization", cls.normalization)
         if isinstance(norm, list):
+            allowed = "'dataset', 'mnist', [mean, std] or per channel [[means], [stds]]"
             if len(norm) != 2:
-                raise _fail(w, "normalization", "'dataset', 'mnist' or [mean, std]", norm)
-            norm = (check_number(w, "normalization mean", norm[0]),
-                    check_number(w, "normalization std", norm[1], low=0, low_open=True))
+                raise _fail(w, "normalization", allowed, norm)
+            if isinstance(norm[0], list) or isinstance(norm[1], list):
+                if not (isinstance(norm[0], list) and isinstance(norm[1], list) and len(norm[0]) == len(norm[1])
+                        and norm[0]):
+                    raise _fail(w, "normalization", allowed + " (as many means as stds)", norm)
+                norm = (tuple(check_number(w, "normalization mean", v) for v in norm[0]),
+                        tuple(check_number(w, "normalization std", v, low=0, low_open=True) for v in norm[1]))
+            else:
+                norm = (check_number(w, "normalization mean", norm[0]),
+                        check_number(w, "normalization std", norm[1], low=0, low_open=True))
         else:
             check_str(w, "normalization", norm, NORMALIZATIONS)
         partition = table.get("partition")
@@ -280,7 +297,7 @@ class DataSpec:
     def resolved(self) -> dict:
         out = dataclasses.asdict(self)
         if isinstance(self.normalization, tuple):
-            out["normalization"] = list(self.normalization)
+            out["normalization"] = [list(v) if isinstance(v, tuple) else v for v in self.normalization]
         if self.partition is not None:
             del out["split"]
         return {k: v for k, v in out.items() if v is not None}
@@ -310,6 +327,8 @@ class ProblemSpec:
         params = {}
         for k, p in allowed.items():
             value = table.get(k, p.default)
+            if value is None and p.optional:  # an optional parameter left unset
+                continue
             if isinstance(value, list):
                 raise ConfigError(f"{w}: {k} cannot be swept (give one value), got {value!r}")
             if p.kind == "number":
