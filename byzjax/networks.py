@@ -35,8 +35,9 @@ class NetworkClassification(AbstractProblem):
     computed ``eval_chunk`` samples at a time (``lax.map``), so memory stays bounded.
 
     Cost of an honest round (``byzjax.oracle.RobustOracle``): one forward + backward pass per
-    sample the workers use, vmapped over workers, i.e. ``n_honest * m`` samples for the oracle's
-    full-batch ``L_H`` and ``grad L_H`` (``m`` = padded shard size), plus with ``batch_size``
+    sample the workers use, vmapped over workers, i.e. with ``exact_metrics=True`` (not the default
+    of networks: ``exact_metrics = False``, the logged training metrics are the mini-batches') ``n_honest * m``
+    samples for the oracle's full-batch ``L_H`` and ``grad L_H`` (``m`` = padded shard size), plus with ``batch_size``
     ``n_honest * min(batch_capacity, m)`` samples for the sent mini-batch gradients
     (``n_honest * m`` when ``batch_capacity`` is None: the mini-batch is then a mask over the whole
     shard); the backward pass keeps every layer's activations of those samples. The gradients
@@ -46,6 +47,7 @@ class NetworkClassification(AbstractProblem):
     has_labels: ClassVar[bool] = True
     has_samples: ClassVar[bool] = True
     input_layout: ClassVar[str] = "image"
+    exact_metrics: ClassVar[bool] = False  # the oracle logs mini-batch training metrics (no full pass)
     static: AbstractModel = eqx.field(static=True)  # the model's non-array part (eqx.partition)
     treedef: Any = eqx.field(static=True)  # structure of the model's arrays
     shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)  # shape of each array, in leaf order

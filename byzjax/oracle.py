@@ -18,8 +18,20 @@ it had been called on the rows received (``byzjax.aggregators``). The declared
 Mini-batches. With ``batch_size`` (an array, so it sweeps too) every honest worker sends the
 gradient of a fresh mini-batch of its shard each round (``problem.minibatch``, drawn without
 replacement); the attack sees those stochastic gradients, while the reported ``L_H``,
-``grad L_H`` and honest gradients stay full-batch (exact metrics, and PIGS's server uses its
-full local gradient), at the cost of one extra full gradient pass per round.
+``grad L_H`` and honest gradients stay full-batch with ``exact_metrics`` (and PIGS's server uses
+its full local gradient), at the cost of one extra full gradient pass per round.
+
+Exact or mini-batch metrics. With ``exact_metrics`` (the default of ``LogisticRegression`` and
+every problem whose class sets ``exact_metrics = True``) the oracle also computes the full-batch
+``L_i(x)`` and ``grad L_i(x)`` of every worker's whole (padded) shard every round: the logged
+``loss``, ``grad_norm``, ``error`` and ``spread`` are exact. That pass costs a forward + backward over
+``n_honest x m`` samples and dominates a network's round, so ``exact_metrics=False`` (the default of
+``byzjax.networks.NetworkClassification``) skips it: the reported ``L_H``, ``grad L_H`` and honest
+gradients are then those of the mini-batches the workers used this round (``L_H`` is the mean
+mini-batch loss, ``error = ||g_hat - mean_i g_i||`` the aggregation's error on the honest
+mini-batch gradients ``g_i`` (before worker momentum), ``spread`` their spread), and PIGS's
+correction uses worker 0's mini-batch gradient. Without ``batch_size`` both are the same
+(one full pass). Held-out accuracy (``problem.evaluate``) is unaffected.
 
 Worker momentum (the baseline of Karimireddy et al., 2021; ByzFL's honest-client ``momentum``):
 with ``momentum = beta`` every honest worker sends ``m_i <- beta m_i + (1 - beta) g_i`` (``m_i``
@@ -94,9 +106,10 @@ class RobustOracle(eqx.Module):
     participation: jax.Array | None  # P(a Byzantine worker sends in a round); None: 1
     batch_size: jax.Array | None  # samples per honest worker and round; None: full batch
     momentum: jax.Array | None  # worker momentum beta; None: workers send their gradients
+    exact_metrics: bool = eqx.field(static=True)  # full-batch L_H, grad L_H every round (see the module doc)
 
     def __init__(self, problem, aggregator, attack=None, *, n_honest: int, n_byz: int, byz_count=None,
-                 participation=None, batch_size=None, momentum=None):
+                 participation=None, batch_size=None, momentum=None, exact_metrics: bool | None = None):
         attack = NoAttack() if attack is None else attack
         for name, value, cls, example in (("problem", problem, AbstractProblem, "LogisticRegression(...)"),
                                           ("aggregator", aggregator, AbstractAggregator, "TrMean(f=1)"),
@@ -115,6 +128,10 @@ class RobustOracle(eqx.Module):
         self.participation = None if participation is None else float_array(participation)
         self.batch_size = None if batch_size is None else int_array(batch_size)
         self.momentum = None if momentum is None else float_array(momentum)
+        if exact_metrics is not None and not isinstance(exact_metrics, (bool, np.bool_)):
+            raise ConfigError(f"RobustOracle: exact_metrics must be True, False or None (the problem's default "
+                              f"{type(problem).__name__}.exact_metrics), got {exact_metrics!r}")
+        self.exact_metrics = bool(problem.exact_metrics if exact_metrics is None else exact_metrics)
         self.check()
 
     @property
@@ -177,13 +194,19 @@ class RobustOracle(eqx.Module):
         return present
 
     def __call__(self, x, shards, state: OracleState, key) -> tuple[OracleOutput, OracleState]:
-        losses, grads = jax.vmap(jax.value_and_grad(self.problem.loss), in_axes=(None, 0))(x, shards)
+        per_worker = jax.vmap(jax.value_and_grad(self.problem.loss), in_axes=(None, 0))
         k_attack, k_agg = jax.random.split(key)
-        sent_shards, sent = shards, grads  # what the honest workers compute their messages on, and send
+        sent_shards = shards  # what the honest workers compute their messages on
         if self.batch_size is not None:
             keys = jax.random.split(jax.random.fold_in(key, 3), self.n_honest)
             sent_shards = jax.vmap(self.problem.minibatch, in_axes=(0, 0, None))(shards, keys, self.batch_size)
-            sent = jax.vmap(jax.grad(self.problem.loss), in_axes=(None, 0))(x, sent_shards)
+        if self.exact_metrics or self.batch_size is None:
+            losses, grads = per_worker(x, shards)  # full batch: L_i(x), grad L_i(x)
+            sent = grads if self.batch_size is None else jax.vmap(jax.grad(self.problem.loss),
+                                                                  in_axes=(None, 0))(x, sent_shards)
+        else:  # the metrics are those of the mini-batches sent: no full pass
+            losses, grads = per_worker(x, sent_shards)
+            sent = grads
         if self.momentum is not None:
             beta = self.momentum.astype(sent.dtype)
             sent = beta * state.momenta + (1.0 - beta) * sent

@@ -28,12 +28,15 @@ class AbstractProblem(eqx.Module):
     ``byzjax.data.load_dataset``) or ``"image"`` (``[N, H, W, C]``, ``byzjax.images``); the
     application layer loads the data in that layout. ``sample_shape`` is the shape of one
     sample when the problem fixes it (a network's ``(H, W, C)`` input), else ``None`` (the data's).
+    ``exact_metrics``: whether ``RobustOracle`` computes full-batch training metrics every round by
+    default (``byzjax.oracle``, "Exact or mini-batch metrics").
     """
 
     has_labels: ClassVar[bool] = False
     has_samples: ClassVar[bool] = False
     input_layout: ClassVar[str] = "flat"
     sample_shape: ClassVar[tuple[int, ...] | None] = None
+    exact_metrics: ClassVar[bool] = True  # the oracle's default: full-batch training metrics every round
 
     @property
     @abc.abstractmethod

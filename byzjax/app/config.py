@@ -9,7 +9,9 @@ any component parameter given as a list is swept (Cartesian product); ``byzantin
 ``byzantine.attack``, ``byzantine.tolerated_f``, ``byzantine.participation`` and the
 ``[workers]`` values may be lists too. ``GridSpec.to_dict()`` is the resolved config (every
 default filled in), the record of what ran. Runs that share their static structure are
-compiled once; ``byzantine.max_f`` puts every ``f <= max_f`` into one structure.
+compiled once; ``byzantine.max_f`` puts every ``f <= max_f`` into one structure. ``[metrics] exact``
+(true / false; default: the problem's, true for logistic regression, false for networks) says whether
+the logged training metrics are full-batch (``RobustOracle(exact_metrics=...)``).
 """
 
 from __future__ import annotations
@@ -445,6 +447,7 @@ class RunSpec:
     participation: float | None = None  # P(a Byzantine worker sends in a round) (None: 1, unmasked)
     batch_size: int | None = None  # samples per honest worker and round (None: full batch)
     worker_momentum: float | None = None  # honest workers send momenta (None: gradients)
+    exact_metrics: bool | None = None  # [metrics] exact (None: the problem's default)
 
 
 # Columns a run always or optionally has; an algorithm parameter with one of these names is
@@ -453,7 +456,7 @@ RESERVED_COLUMNS = {"run", "seed", "iteration", "comm_round", "stage", "f", "att
                     "split", "alpha", "lam", "tolerated_f", "participation", "batch_size", "worker_momentum"}
 
 TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
-            "aggregator", "algorithm", "workers"}
+            "aggregator", "algorithm", "workers", "metrics"}
 
 
 def _seeds(where: str, key: str, value) -> tuple[int, ...]:
@@ -482,6 +485,7 @@ class GridSpec:
     aggregators: tuple[AggregatorSpec, ...]
     algorithms: tuple[ComponentSpec, ...]
     raw: dict = field(default_factory=dict, compare=False, repr=False)  # the config as written
+    exact_metrics: bool | None = None  # [metrics] exact: full-batch training metrics (None: the problem's default)
 
     @cached_property
     def runs(self) -> list[RunSpec]:
@@ -514,6 +518,8 @@ class GridSpec:
             out["workers"] = self.workers.resolved()
         out["aggregator"] = self.aggregators[0].resolved()
         out["algorithm"] = [a.resolved() for a in self.algorithms]
+        if self.exact_metrics is not None:
+            out["metrics"] = {"exact": self.exact_metrics}
         return out
 
 
@@ -536,7 +542,7 @@ def parse_config(raw: dict, base: str | os.PathLike | None = None) -> GridSpec:
     max_batch = raw.get("max_batch")
     if max_batch is not None:
         check_int(w, "max_batch", max_batch, 1)
-    for section in ("data", "problem", "byzantine", "workers"):
+    for section in ("data", "problem", "byzantine", "workers", "metrics"):
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"config: [{section}] must be a table, got {raw[section]!r}")
     data = DataSpec.parse(raw.get("data", {}), base)
@@ -549,8 +555,11 @@ def parse_config(raw: dict, base: str | os.PathLike | None = None) -> GridSpec:
         raise ConfigError("config: at least one [[algorithm]] table is required (e.g. name = \"DGD\", lr = 0.1)")
     algorithms = tuple(ComponentSpec.parse("algorithm", a, "algorithm") for a in (algs if isinstance(algs, list)
                                                                                  else [algs]))
+    metrics = raw.get("metrics", {})
+    _known("config [metrics]", metrics, ["exact"])
+    exact = None if "exact" not in metrics else check_bool("config [metrics]", "exact", metrics["exact"])
     return GridSpec(name, seeds, rounds, eval_every, x64, max_batch, data, problem, byzantine, workers,
-                    (aggregator,), algorithms, raw)
+                    (aggregator,), algorithms, raw, exact)
 
 
 def _algorithm_columns(params: dict) -> dict:
@@ -577,7 +586,8 @@ def expand(grid: GridSpec) -> list[RunSpec]:
         cols |= {f"aggregator_{k}": v for k, v in pipeline.rule.params.items()}
         cols |= {f"{p.name}_{k}": v for p in pipeline.pre for k, v in p.params.items()}
         cols |= _algorithm_columns(alg.params)
-        runs.append(RunSpec(cols, f, attack, pipeline, alg, tolerated_f, b.max_f, participation, batch_size, beta))
+        runs.append(RunSpec(cols, f, attack, pipeline, alg, tolerated_f, b.max_f, participation, batch_size, beta,
+                            grid.exact_metrics))
     return runs
 
 
@@ -691,7 +701,7 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
     attack = spec.attack.build() if rows else None
     oracle = RobustOracle(problem, pipeline, attack, n_honest=n_honest, n_byz=rows,
                           byz_count=None if spec.max_f is None else spec.f, participation=spec.participation,
-                          batch_size=spec.batch_size, momentum=spec.worker_momentum)
+                          batch_size=spec.batch_size, momentum=spec.worker_momentum, exact_metrics=spec.exact_metrics)
     alg = spec.algorithm.build()
     exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every, x0=x0)
     exp.check()
