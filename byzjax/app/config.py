@@ -408,11 +408,13 @@ class WorkersSpec:
 
     batch_size: tuple[int | None, ...] = (None,)
     momentum: tuple[float | None, ...] = (None,)
+    local_steps: int = 1  # SGD steps per worker and round (static: one value)
+    local_lr: tuple[float | None, ...] = (None,)
 
     @classmethod
     def parse(cls, table: dict) -> WorkersSpec:
         w = "config [workers]"
-        _known(w, table, ["batch_size", "momentum"])
+        _known(w, table, ["batch_size", "momentum", "local_steps", "local_lr"])
         batch = (None,)
         if "batch_size" in table:
             batch = _listed(w, "batch_size", table["batch_size"], lambda v: check_int(w, "batch_size", v, 1),
@@ -422,10 +424,25 @@ class WorkersSpec:
             momentum = _listed(w, "momentum", table["momentum"],
                                lambda v: check_number(w, "momentum", v, low=0, high=1, high_open=True),
                                "a number in [0, 1)")
-        return cls(batch, momentum)
+        steps = table.get("local_steps", 1)
+        if isinstance(steps, list):
+            raise ConfigError(f"{w}: local_steps cannot be swept (it fixes the program's structure), got {steps!r}")
+        steps = check_int(w, "local_steps", steps, 1)
+        local_lr = (None,)
+        if "local_lr" in table:
+            local_lr = _listed(w, "local_lr", table["local_lr"],
+                               lambda v: check_number(w, "local_lr", v, low=0, low_open=True), "a positive number")
+        if steps > 1 and local_lr == (None,):
+            raise ConfigError(f"{w}: local_steps = {steps} needs local_lr (the workers' SGD step)")
+        if steps == 1 and local_lr != (None,):
+            raise ConfigError(f"{w}: local_lr is only used with local_steps > 1 (one step sends a gradient)")
+        return cls(batch, momentum, steps, local_lr)
 
     def resolved(self) -> dict:
         out = {}
+        if self.local_steps > 1:
+            out["local_steps"] = self.local_steps
+            out["local_lr"] = list(self.local_lr)
         if self.batch_size != (None,):
             out["batch_size"] = list(self.batch_size)
         if self.momentum != (None,):
@@ -448,12 +465,15 @@ class RunSpec:
     batch_size: int | None = None  # samples per honest worker and round (None: full batch)
     worker_momentum: float | None = None  # honest workers send momenta (None: gradients)
     exact_metrics: bool | None = None  # [metrics] exact (None: the problem's default)
+    local_steps: int = 1  # [workers] local_steps
+    local_lr: float | None = None  # [workers] local_lr
 
 
 # Columns a run always or optionally has; an algorithm parameter with one of these names is
 # written as ``method_<name>``.
 RESERVED_COLUMNS = {"run", "seed", "iteration", "comm_round", "stage", "f", "attack", "aggregator", "method",
-                    "split", "alpha", "lam", "tolerated_f", "participation", "batch_size", "worker_momentum"}
+                    "split", "alpha", "lam", "tolerated_f", "participation", "batch_size", "worker_momentum",
+                    "local_steps", "local_lr"}
 
 TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
             "aggregator", "algorithm", "workers", "metrics"}
@@ -573,21 +593,24 @@ def expand(grid: GridSpec) -> list[RunSpec]:
     attacks = [a for att in b.attacks for a in att.expand()]
     algorithms = [a for alg in grid.algorithms for a in alg.expand()]
     runs = []
-    for f, tolerated_f, participation, batch_size, beta, attack, pipeline, alg in itertools.product(
-            b.f, b.tolerated_f, b.participation, wk.batch_size, wk.momentum, attacks, pipelines, algorithms):
+    for f, tolerated_f, participation, batch_size, beta, local_lr, attack, pipeline, alg in itertools.product(
+            b.f, b.tolerated_f, b.participation, wk.batch_size, wk.momentum, wk.local_lr, attacks, pipelines,
+            algorithms):
         cols = {"f": f, "attack": attack.label_name if f else "none", "aggregator": pipeline.label,
                 "method": method_label(alg.label_name, alg.params), "split": grid.data.split,
                 "alpha": "" if grid.data.alpha is None else grid.data.alpha, "lam": grid.problem.params.get("lam", "")}
         for key, value in (("tolerated_f", tolerated_f), ("participation", participation),
-                           ("batch_size", batch_size), ("worker_momentum", beta)):
+                           ("batch_size", batch_size), ("worker_momentum", beta), ("local_lr", local_lr)):
             if value is not None:
                 cols[key] = value
+        if wk.local_steps > 1:
+            cols["local_steps"] = wk.local_steps
         cols |= {f"attack_{k}": v for k, v in attack.params.items()}
         cols |= {f"aggregator_{k}": v for k, v in pipeline.rule.params.items()}
         cols |= {f"{p.name}_{k}": v for p in pipeline.pre for k, v in p.params.items()}
         cols |= _algorithm_columns(alg.params)
         runs.append(RunSpec(cols, f, attack, pipeline, alg, tolerated_f, b.max_f, participation, batch_size, beta,
-                            grid.exact_metrics))
+                            grid.exact_metrics, wk.local_steps, local_lr))
     return runs
 
 
@@ -701,7 +724,8 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
     attack = spec.attack.build() if rows else None
     oracle = RobustOracle(problem, pipeline, attack, n_honest=n_honest, n_byz=rows,
                           byz_count=None if spec.max_f is None else spec.f, participation=spec.participation,
-                          batch_size=spec.batch_size, momentum=spec.worker_momentum, exact_metrics=spec.exact_metrics)
+                          batch_size=spec.batch_size, momentum=spec.worker_momentum, exact_metrics=spec.exact_metrics,
+                          local_steps=spec.local_steps, local_lr=spec.local_lr)
     alg = spec.algorithm.build()
     exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every, x0=x0)
     exp.check()
