@@ -211,3 +211,26 @@ def test_per_channel_normalization_in_config(cifar_dir):
     assert ds.normalization == [[0.5, 0.4, 0.3], [0.2, 0.25, 0.3]]
     with pytest.raises(ConfigError, match=r"normalization must be .*as many means as stds"):
         parse_config(raw | {"data": raw["data"] | {"normalization": [[0.5, 0.4], [0.2]]}})
+
+
+def test_cifar10_experiment_config_builds_on_synthetic_images():
+    """experiments/cifar10_cnn.py's setting: cnn_cifar on 32x32x3 images, 20 + 1 workers, Dirichlet(5),
+    weight decay 0.01, D-GD / PIGS / AEG, built (not run: a full-batch cnn_cifar round is GPU work)."""
+    import importlib.util
+    from pathlib import Path
+
+    from byzjax.app.config import build_experiment, parse_config
+    from byzjax.app.runner import prepare
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "cifar10_cnn.py"
+    spec = importlib.util.spec_from_file_location("cifar10_cnn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = parse_config(module.config("synthetic", rounds=2, seeds=1, eval_every=1, quick=True))
+    ds, problem, data = prepare(cfg)
+    assert type(problem).__name__ == "cnn_cifar" and problem.dim == 2324630 and np.isclose(float(problem.lam), 0.01)
+    assert data.shards.x.shape[1:2] == (20,) and data.shards.x.shape[3:] == (32, 32, 3)
+    exps = [build_experiment(r, problem, 20, 2, 1) for r in cfg.runs]
+    assert [type(e.algorithm).__name__ for e in exps] == ["DGD", "PIGS", "AEG"]
+    assert all(e.oracle.n_byz == 1 and e.oracle.n_honest == 20 for e in exps)
+    assert cfg.data.split == "dirichlet" and cfg.data.alpha == 5.0
