@@ -170,7 +170,8 @@ def network_problem(name: str, lam=0.0, *, key=None, num_classes: int = 10, eval
 def _model_options(name: str) -> list[inspect.Parameter]:
     """The model class's own constructor options (e.g. ResNet18's ``groups``), keyword-only."""
     params = inspect.signature(getattr(_models, name).__init__).parameters.values()
-    return [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params if p.name not in ("self", "num_classes", "key")]
+    return [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params
+            if p.name not in ("self", "num_classes", "key")]
 
 
 def _network_class(name: str) -> type[NetworkClassification]:

@@ -161,7 +161,8 @@ def test_config_network_problem_loads_images_in_its_input_shape(cifar_dir):
     ds, problem, data = prepare(cfg)
     assert isinstance(problem, NetworkClassification) and type(problem).__name__ == "cnn_mnist"
     assert problem.dim == 431080 and np.isclose(float(problem.lam), 0.01) and problem.batch_capacity == 4
-    assert ds.sample_shape == (28, 28, 1) and data.shards.x.shape[:2] == (2, 3) and data.shards.x.shape[3:] == (28, 28, 1)
+    assert ds.sample_shape == (28, 28, 1)
+    assert data.shards.x.shape[:2] == (2, 3) and data.shards.x.shape[3:] == (28, 28, 1)
     folder, _ = cifar_dir
     ds, problem, data = prepare(_net_config("cnn_cifar", f"cifar10:{folder}"))
     assert type(problem).__name__ == "cnn_cifar" and data.shards.x.shape[3:] == (32, 32, 3)

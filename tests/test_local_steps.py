@@ -40,8 +40,9 @@ def test_default_metrics_stay_exact_and_the_option_removes_the_full_pass():
     exact_out = outs[None][0]
     for i in range(4):  # default: full-batch L_H and grad L_H (NumPy reference)
         real = np.asarray(data.shards.mask[i]) > 0
-        loss_i, grad_i = np_logistic_loss_grad(np.asarray(x, np.float64), np.asarray(data.shards.x[i][real], np.float64),
-                                               np.asarray(data.shards.y[i][real]), 1e-2, 12, 3)
+        feats = np.asarray(data.shards.x[i][real], np.float64)
+        _, grad_i = np_logistic_loss_grad(np.asarray(x, np.float64), feats, np.asarray(data.shards.y[i][real]),
+                                          1e-2, 12, 3)
         np.testing.assert_allclose(np.asarray(exact_out.honest_grads[i]), grad_i, rtol=1e-6, atol=1e-9)
     fast = outs[False][0]  # without: metrics of the mini-batches sent; Average of them is g_hat exactly
     np.testing.assert_allclose(np.asarray(fast.honest_grad), np.asarray(fast.g_hat), rtol=1e-12, atol=1e-14)
