@@ -12,7 +12,7 @@ from byzjax.aggregators import (
     CAF, MDA, SMEA, AbstractAggregator, Average, Bulyan, CenteredClipping, ClippedClustering, DnC, FLTrust,
     GeometricMedian, HuberMean, Krum, Meamed, Median, MoNNA, MultiKrum, SignGuard, SmoothedWeiszfeld, TrMean,
 )
-from byzjax.algorithms import AEG, DGD, DNAG, PIGS, AbstractAlgorithm, Environment
+from byzjax.algorithms import AEG, DGD, DNAG, PIGS, AbstractAlgorithm, Environment, FedAvg
 from byzjax.attacks import (
     AbstractAttack, AbstractCopyAttack, AbstractPerWorkerAttack, AttackerView, ALittleIsEnough, Fang, Gaussian, Inf, InnerProductManipulation, LabelFlipping, Mimic,
     MimicHeuristic, MinMax, MinSum, NoAttack, Optimal_ALittleIsEnough, Optimal_InnerProductManipulation, SignFlipping,
@@ -20,6 +20,8 @@ from byzjax.attacks import (
 from byzjax.data import FederatedData, federated_classification, load_dataset, synthetic_dataset
 from byzjax.oracle import RobustOracle
 from byzjax.preaggregators import ARC, NNM, AbstractPreAggregator, Bucketing, Clipping, Pipeline
+from byzjax.models import MODELS
+from byzjax.networks import NetworkClassification, network_problem
 from byzjax.problems import AbstractProblem, LogisticRegression, Quadratic, make_quadratic
 from byzjax.robustness import empirical_kappa
 from byzjax.simulate import Experiment, Trace, run
@@ -34,8 +36,9 @@ __all__ = [
     "AbstractAttack", "AbstractCopyAttack", "AbstractPerWorkerAttack", "AttackerView", "NoAttack", "SignFlipping", "InnerProductManipulation", "ALittleIsEnough", "Mimic",
     "MimicHeuristic", "Inf", "Gaussian", "LabelFlipping", "Fang", "MinMax", "MinSum",
     "Optimal_InnerProductManipulation", "Optimal_ALittleIsEnough",
-    "AbstractAlgorithm", "Environment", "DGD", "DNAG", "PIGS", "AEG",
-    "AbstractProblem", "LogisticRegression", "Quadratic", "make_quadratic",
+    "AbstractAlgorithm", "Environment", "DGD", "DNAG", "PIGS", "AEG", "FedAvg",
+    "AbstractProblem", "LogisticRegression", "Quadratic", "make_quadratic", "MODELS", "NetworkClassification",
+    "network_problem",
     "FederatedData", "federated_classification", "load_dataset", "synthetic_dataset",
     "RobustOracle", "Experiment", "Trace", "run", "run_grid", "empirical_kappa",
 ]

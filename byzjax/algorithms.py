@@ -116,6 +116,65 @@ class DNAG(AbstractOptaxAlgorithm):
         return optax.sgd(self.lr, momentum=self.momentum, nesterov=True)
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
+class FedAvg(AbstractOptaxAlgorithm):
+    """The FedAvg server (McMahan et al., 2017; ByzFL's and Blades' server) with a robust aggregate:
+    ``x <- x + optimizer(g_hat, lr_t)``, ``g_hat`` the robust aggregate of what the workers send
+    (with ``[workers] local_steps = K``: their model differences ``(x - x_K) / local_lr``).
+
+    ``optimizer = "sgd"``: ``optax.sgd(lr_t, momentum)`` (heavy ball, PyTorch's SGD); ``"adam"``:
+    ``optax.adam(lr_t)`` (momentum unused). ``lr_t`` is ByzFL's step schedule,
+    ``optax.piecewise_constant_schedule(lr, {m: learning_rate_decay for m in milestones})``: the
+    step is multiplied by ``learning_rate_decay`` at each milestone (server iteration). With
+    ``local_steps = 1``, ``momentum = 0`` and no milestones it is ``DGD(lr)`` exactly.
+    ``milestones`` is static (a tuple of iterations; set it in Python).
+    """
+
+    lr: jax.Array = eqx.field(converter=float_array, default=0.1)
+    momentum: jax.Array = eqx.field(converter=float_array, default=0.0)
+    learning_rate_decay: jax.Array = eqx.field(converter=float_array, default=1.0)
+    optimizer_name: str = eqx.field(static=True, default="sgd")
+    milestones: tuple[int, ...] = eqx.field(static=True, default=())
+
+    def __init__(self, lr=0.1, momentum=0.0, optimizer: str = "sgd", learning_rate_decay=1.0,
+                 milestones: tuple[int, ...] = ()):
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"FedAvg: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        try:
+            milestones = tuple(int(m) for m in milestones)
+        except (TypeError, ValueError):
+            raise ConfigError(f"FedAvg: milestones must be a tuple of iterations, got {milestones!r}") from None
+        if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
+            raise ConfigError(f"FedAvg: milestones must be increasing positive iterations, got {list(milestones)}")
+        self.lr = float_array(lr)
+        self.momentum = float_array(momentum)
+        self.learning_rate_decay = float_array(learning_rate_decay)
+        self.optimizer_name = optimizer
+        self.milestones = milestones
+
+    def __check_init__(self):
+        _positive("FedAvg lr", self.lr)
+        _positive("FedAvg learning_rate_decay", self.learning_rate_decay)
+        values = concrete_values(self.momentum)
+        if values is not None and np.any((values < 0) | (values >= 1)):
+            raise ConfigError(f"FedAvg momentum must be in [0, 1), got {values.tolist()}")
+
+    def schedule(self) -> optax.Schedule:
+        """``lr_t = lr * learning_rate_decay^(number of milestones <= t)``."""
+        lr, decay, milestones = self.lr, self.learning_rate_decay, jnp.asarray(self.milestones, jnp.int32)
+        if not self.milestones:
+            return lambda count: lr
+        # optax.piecewise_constant_schedule(lr, {m: decay for m in milestones}), with traced lr and decay
+        return lambda count: lr * decay ** jnp.sum(count >= milestones).astype(lr.dtype)
+
+    def optimizer(self):
+        if self.optimizer_name == "adam":
+            return optax.adam(self.schedule())
+        return optax.sgd(self.schedule(), momentum=self.momentum)
+
+
 class ProximalStep(eqx.Module):
     """The server's proximal step under similarity, shared by PIGS and prox-AEG.
 

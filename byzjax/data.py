@@ -94,7 +94,12 @@ def load_idx_folder(folder: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 class Dataset(NamedTuple):
-    """Flattened, normalised features and integer labels of the three parts."""
+    """Normalised features and integer labels of the three parts.
+
+    Features are ``[N, *sample_shape]``: flat ``[N, p]`` (``load_dataset``) or images
+    ``[N, H, W, C]`` (``byzjax.images``). ``mean`` / ``std`` are the normalisation constants: one
+    number each, or one per channel (tuples, e.g. CIFAR-10's).
+    """
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -102,13 +107,24 @@ class Dataset(NamedTuple):
     val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
-    mean: float
-    std: float
+    mean: float | tuple[float, ...]
+    std: float | tuple[float, ...]
     name: str
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: ``(p,)`` for flat features, ``(H, W, C)`` for images."""
+        return tuple(self.train_x.shape[1:])
+
+    @property
     def num_features(self) -> int:
-        return self.train_x.shape[1]
+        """Values per sample, ``prod(sample_shape)`` (784 for a 28x28x1 image or its flat pixels)."""
+        return int(np.prod(self.sample_shape))
+
+    @property
+    def normalization(self) -> list:
+        """``[mean, std]`` as JSON-ready values (lists for per-channel constants)."""
+        return [list(v) if isinstance(v, (tuple, list)) else v for v in (self.mean, self.std)]
 
     @property
     def num_classes(self) -> int:
@@ -228,13 +244,16 @@ def split_indices(labels, n_workers: int, split: str, alpha: float | None, seed:
 
 
 def pad_shards(x: np.ndarray, y: np.ndarray, shards: list[np.ndarray], width: int | None = None):
-    """Stack shards into ``[w, m, p]`` features, ``[w, m]`` labels and a ``[w, m]`` mask.
+    """Stack shards into ``[w, m, *s]`` features (``s = x.shape[1:]``, flat ``(p,)`` or an image
+    ``(H, W, C)``), ``[w, m]`` labels and a ``[w, m]`` mask.
 
-    ``m`` is the largest shard (or ``width``); padded rows are zeros with mask 0.
+    ``m`` is the largest shard (or ``width``); padded samples are zeros with mask 0.
     """
     m = max(len(s) for s in shards) if width is None else width
+    if m < max(len(s) for s in shards):
+        raise ConfigError(f"pad_shards: width={m} is smaller than the largest shard ({max(len(s) for s in shards)})")
     w = len(shards)
-    xs = np.zeros((w, m, x.shape[1]), dtype=x.dtype)
+    xs = np.zeros((w, m) + tuple(x.shape[1:]), dtype=x.dtype)
     ys = np.zeros((w, m), dtype=np.int32)
     mask = np.zeros((w, m), dtype=x.dtype)
     for i, s in enumerate(shards):
@@ -245,7 +264,7 @@ def pad_shards(x: np.ndarray, y: np.ndarray, shards: list[np.ndarray], width: in
 class Shards(NamedTuple):
     """Per-worker classification data, leading axis = honest worker."""
 
-    x: np.ndarray  # [w, m, p]
+    x: np.ndarray  # [w, m, *sample_shape]: [w, m, p] or images [w, m, H, W, C]
     y: np.ndarray  # [w, m]
     mask: np.ndarray  # [w, m], 1 for real samples, 0 for padding
 
@@ -265,8 +284,9 @@ class FederatedData(NamedTuple):
 def federated_classification(dataset: Dataset, n_honest: int, split: str, alpha: float | None,
                              seed: int, width: int | None = None, shards: list[np.ndarray] | None = None
                              ) -> FederatedData:
-    """Split ``dataset``'s training part among ``n_honest`` workers (padded shards); ``shards``
-    (index arrays into the training part, e.g. from ``load_partition``) replaces the split."""
+    """Split ``dataset``'s training part among ``n_honest`` workers (padded shards, features of any
+    sample shape: flat or images); ``shards`` (index arrays into the training part, e.g. from
+    ``load_partition``) replaces the split."""
     if shards is None:
         shards = split_indices(dataset.train_y, n_honest, split, alpha, seed)
     elif len(shards) != n_honest:
@@ -279,7 +299,8 @@ def federated_classification(dataset: Dataset, n_honest: int, split: str, alpha:
 
 
 def stack_seeds(datas: list[FederatedData]) -> FederatedData:
-    """Stack per-seed data along a new leading axis, padding shards to a common width."""
+    """Stack per-seed data along a new leading axis, padding shards to a common width (the
+    sample axis ``1`` of every ``Shards`` leaf; features of any sample shape)."""
     import jax
 
     shards = [d.shards for d in datas]
@@ -289,7 +310,7 @@ def stack_seeds(datas: list[FederatedData]) -> FederatedData:
         def pad(s: Shards) -> Shards:
             extra = m - s.x.shape[1]
             return Shards(
-                np.pad(s.x, ((0, 0), (0, extra), (0, 0))),
+                np.pad(s.x, ((0, 0), (0, extra)) + ((0, 0),) * (s.x.ndim - 2)),
                 np.pad(s.y, ((0, 0), (0, extra))),
                 np.pad(s.mask, ((0, 0), (0, extra))),
             )

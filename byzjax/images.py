@@ -2,7 +2,8 @@
 
 All return ``byzjax.data.Dataset`` (train/validation/test parts, a seeded ``val_fraction`` of the
 training images held out for validation) with ``x`` of shape ``[N, H, W, C]`` float32, normalised.
-``federated_images`` splits one among the honest workers as ``Shards`` of images.
+``federated_images`` splits one among the honest workers as ``Shards`` of images; ``load_source``
+reads a config's ``[data] source`` in the layout a problem needs (flat features or images).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from byzjax._validation import ConfigError
-from byzjax.data import DEFAULT_DATA_DIR, DataError, Dataset, FederatedData, Shards, federated_classification, load_dataset
+from byzjax.data import DEFAULT_DATA_DIR, DataError, Dataset, FederatedData, federated_classification, load_dataset
 
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
@@ -165,15 +166,41 @@ def synthetic_images(shape: tuple[int, int, int] = (28, 28, 1), *, seed: int = 0
 
 def federated_images(dataset: Dataset, n_honest: int, split: str, alpha: float | None, seed: int,
                      width: int | None = None) -> FederatedData:
-    """``byzjax.data.federated_classification`` for image data: shards ``x [w, m, H, W, C]``.
+    """``byzjax.data.federated_classification`` on image data: shards ``x [w, m, H, W, C]`` (the
+    split and the padding do not depend on the sample shape)."""
+    return federated_classification(dataset, n_honest, split, alpha, seed, width)
 
-    The split and the padding are ``federated_classification``'s, run on the flattened pixels
-    (it stacks 2-D features) and reshaped back to images.
-    """
-    shape = dataset.train_x.shape[1:]
-    flat = dataset._replace(**{part: getattr(dataset, part).reshape(len(getattr(dataset, part)), -1)
+
+CIFAR10_PREFIX = "cifar10:"
+LAYOUTS = ("flat", "image")
+
+
+def flatten(dataset: Dataset) -> Dataset:
+    """``dataset`` with every part's samples flattened to ``[N, prod(sample_shape)]`` (row-major)."""
+    return dataset._replace(**{part: getattr(dataset, part).reshape(len(getattr(dataset, part)), -1)
                                for part in ("train_x", "val_x", "test_x")})
-    data = federated_classification(flat, n_honest, split, alpha, seed, width)
-    s = data.shards
-    shards = Shards(s.x.reshape(s.x.shape[:2] + shape), s.y, s.mask)
-    return FederatedData(shards, {"val": (dataset.val_x, dataset.val_y), "test": (dataset.test_x, dataset.test_y)})
+
+
+def load_source(source: str | os.PathLike, *, layout: str = "flat", image_shape: tuple[int, int, int] | None = None,
+                normalization="dataset", val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """The data set named by ``source`` with samples in ``layout``: ``"flat"`` ``[N, p]`` or ``"image"``
+    ``[N, H, W, C]``.
+
+    ``source``: ``"cifar10:DIR"`` (``load_cifar10(DIR)``), ``"synthetic"`` (flat: ``load_dataset``'s
+    Gaussian mixture; image: ``synthetic_images(image_shape)``, default 28x28x1) or a folder of
+    MNIST-format IDX files (``load_dataset`` / ``load_fashion_mnist``).
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"load_source: layout must be one of {LAYOUTS}, got {layout!r}")
+    source = str(source)
+    if source.startswith(CIFAR10_PREFIX):
+        folder = source[len(CIFAR10_PREFIX):]
+        if not folder:
+            raise ConfigError("data source 'cifar10:' needs a folder: cifar10:DIR")
+        ds = load_cifar10(folder, normalization=normalization, val_fraction=val_fraction, seed=seed)
+        return ds if layout == "image" else flatten(ds)
+    if source == "synthetic" and layout == "image":
+        return synthetic_images(tuple(image_shape or (28, 28, 1)), seed=seed)
+    if layout == "image":
+        return load_fashion_mnist(source, normalization=normalization, val_fraction=val_fraction, seed=seed)
+    return load_dataset(source, normalization=normalization, val_fraction=val_fraction, seed=seed)

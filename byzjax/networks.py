@@ -9,8 +9,9 @@ Aggregators and attacks work on ``[n, d]`` rows, so the network's parameters are
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -19,6 +20,7 @@ import numpy as np
 
 from byzjax._validation import ConfigError, check_param, concrete_values, float_array
 from byzjax.data import Shards
+from byzjax import models as _models
 from byzjax.models import MODELS, AbstractModel, torch_init
 from byzjax.problems import AbstractProblem
 
@@ -33,14 +35,19 @@ class NetworkClassification(AbstractProblem):
     computed ``eval_chunk`` samples at a time (``lax.map``), so memory stays bounded.
 
     Cost of an honest round (``byzjax.oracle.RobustOracle``): one forward + backward pass per
-    sample the workers use, vmapped over workers, i.e. ``n_honest * m`` samples for the oracle's
-    full-batch ``L_H`` and ``grad L_H`` (``m`` = padded shard size), plus with ``batch_size``
+    sample the workers use, vmapped over workers, i.e. with ``exact_metrics=True`` (not the default
+    of networks: ``exact_metrics = False``, the logged training metrics are the mini-batches') ``n_honest * m``
+    samples for the oracle's full-batch ``L_H`` and ``grad L_H`` (``m`` = padded shard size), plus with ``batch_size``
     ``n_honest * min(batch_capacity, m)`` samples for the sent mini-batch gradients
     (``n_honest * m`` when ``batch_capacity`` is None: the mini-batch is then a mask over the whole
     shard); the backward pass keeps every layer's activations of those samples. The gradients
     ``[n_honest, d]`` and the aggregation's ``[n, d]`` rows are the rest.
     """
 
+    has_labels: ClassVar[bool] = True
+    has_samples: ClassVar[bool] = True
+    input_layout: ClassVar[str] = "image"
+    exact_metrics: ClassVar[bool] = False  # the oracle logs mini-batch training metrics (no full pass)
     static: AbstractModel = eqx.field(static=True)  # the model's non-array part (eqx.partition)
     treedef: Any = eqx.field(static=True)  # structure of the model's arrays
     shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)  # shape of each array, in leaf order
@@ -158,3 +165,49 @@ def network_problem(name: str, lam=0.0, *, key=None, num_classes: int = 10, eval
         raise ConfigError(f"unknown network {name!r} (allowed: {', '.join(sorted(MODELS))})")
     model = MODELS[name](key=key, num_classes=num_classes, **model_kwargs)
     return NetworkClassification(model, lam, eval_chunk=eval_chunk, batch_capacity=batch_capacity)
+
+
+def _model_options(name: str) -> list[inspect.Parameter]:
+    """The model class's own constructor options (e.g. ResNet18's ``groups``), keyword-only."""
+    params = inspect.signature(getattr(_models, name).__init__).parameters.values()
+    return [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params
+            if p.name not in ("self", "num_classes", "key")]
+
+
+def _network_class(name: str) -> type[NetworkClassification]:
+    """The ``NetworkClassification`` of model ``name`` as a problem class a config can name: built by
+    ``from_dataset(dataset, lam=..., batch_capacity=..., eval_chunk=..., **model options)``."""
+    model_cls = getattr(_models, name)
+    options = _model_options(name)
+
+    def __init__(self, lam=0.0, *, num_classes: int, eval_chunk: int = 1000, batch_capacity: int | None = None,
+                 **model_kwargs):
+        unknown = sorted(set(model_kwargs) - {p.name for p in options})
+        if unknown:
+            raise ConfigError(f"{name}: unknown model option(s) {unknown}; allowed: {[p.name for p in options]}")
+        model = MODELS[name](key=jax.random.key(0), num_classes=num_classes, **model_kwargs)
+        NetworkClassification.__init__(self, model, lam, eval_chunk=eval_chunk, batch_capacity=batch_capacity)
+
+    base = [p for p in inspect.signature(__init__).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    __init__.__signature__ = inspect.Signature(base + options)
+
+    @classmethod
+    def from_dataset(cls, dataset, **params):
+        """The network for ``dataset``: its samples must be the model's ``H x W x C`` images
+        (``dataset.sample_shape``), its class count sets the output size."""
+        h, w, c = model_cls.input_shape
+        if tuple(dataset.sample_shape) != (h, w, c):
+            got = "x".join(map(str, dataset.sample_shape))
+            raise ConfigError(f"{name} needs {h}x{w}x{c} images, the data set {dataset.name!r} has samples of "
+                              f"shape {got}")
+        return cls(num_classes=dataset.num_classes, **params)
+
+    doc = (f"Problem ``{name}``: ``NetworkClassification`` of ``byzjax.models.{name}`` (input "
+           f"{'x'.join(map(str, model_cls.input_shape))} images), for ``[problem] name = \"{name}\"``.")
+    return type(name, (NetworkClassification,), {"__init__": __init__, "from_dataset": from_dataset,
+                                                 "sample_shape": model_cls.input_shape, "__doc__": doc,
+                                                 "__module__": __name__, "__annotations__": {"sample_shape": ClassVar}})
+
+
+NETWORK_PROBLEMS: dict[str, type[NetworkClassification]] = {name: _network_class(name) for name in MODELS}
+"""Model name -> its problem class (``byzjax.registry.PROBLEMS`` holds these)."""

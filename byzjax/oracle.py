@@ -18,18 +18,37 @@ it had been called on the rows received (``byzjax.aggregators``). The declared
 Mini-batches. With ``batch_size`` (an array, so it sweeps too) every honest worker sends the
 gradient of a fresh mini-batch of its shard each round (``problem.minibatch``, drawn without
 replacement); the attack sees those stochastic gradients, while the reported ``L_H``,
-``grad L_H`` and honest gradients stay full-batch (exact metrics, and PIGS's server uses its
-full local gradient), at the cost of one extra full gradient pass per round.
+``grad L_H`` and honest gradients stay full-batch with ``exact_metrics`` (and PIGS's server uses
+its full local gradient), at the cost of one extra full gradient pass per round.
+
+Exact or mini-batch metrics. With ``exact_metrics`` (the default of ``LogisticRegression`` and
+every problem whose class sets ``exact_metrics = True``) the oracle also computes the full-batch
+``L_i(x)`` and ``grad L_i(x)`` of every worker's whole (padded) shard every round: the logged
+``loss``, ``grad_norm``, ``error`` and ``spread`` are exact. That pass costs a forward + backward over
+``n_honest x m`` samples and dominates a network's round, so ``exact_metrics=False`` (the default of
+``byzjax.networks.NetworkClassification``) skips it: the reported ``L_H``, ``grad L_H`` and honest
+gradients are then those of the mini-batches the workers used this round (``L_H`` is the mean
+mini-batch loss, ``error = ||g_hat - mean_i g_i||`` the aggregation's error on the honest
+mini-batch gradients ``g_i`` (before worker momentum), ``spread`` their spread), and PIGS's
+correction uses worker 0's mini-batch gradient. Without ``batch_size`` both are the same
+(one full pass). Held-out accuracy (``problem.evaluate``) is unaffected.
 
 Worker momentum (the baseline of Karimireddy et al., 2021; ByzFL's honest-client ``momentum``):
 with ``momentum = beta`` every honest worker sends ``m_i <- beta m_i + (1 - beta) g_i`` (``m_i``
 starts at 0, as in ByzFL) instead of ``g_i``; the momenta are carried in the oracle state and the
 attack sees them. ``beta`` is an array (it sweeps).
 
+Local steps (FedAvg). With ``local_steps = K > 1`` every honest worker takes K SGD steps of size
+``local_lr`` from the server's ``x`` on its own fresh mini-batches and sends ``(x - x_K) / local_lr``
+(``local_update``); the attack and the aggregation act on those, and the server applies the
+aggregate with its own optimizer (``byzjax.algorithms.FedAvg``). ``K = 1`` is D-SGD. Without
+``exact_metrics`` the reported honest gradients are these differences.
+
 Validation. ``RobustOracle(...)`` checks its components and numbers while they are concrete (one-line
 ``ConfigError``, before anything is compiled): the types, the pipeline on ``n`` rows (and on the
 fewest rows a round can deliver), the attack's setting, the problem's capabilities
-(``has_samples`` for mini-batches, ``has_labels`` for an attack that ``needs_labels``).
+(``has_samples`` for mini-batches and ``problem.check_batch_size`` on the sizes, ``has_labels`` for
+an attack that ``needs_labels``).
 ``check_data(shards)`` compares the shards' leading axis with ``n_honest`` when a run meets its data.
 """
 
@@ -93,9 +112,13 @@ class RobustOracle(eqx.Module):
     participation: jax.Array | None  # P(a Byzantine worker sends in a round); None: 1
     batch_size: jax.Array | None  # samples per honest worker and round; None: full batch
     momentum: jax.Array | None  # worker momentum beta; None: workers send their gradients
+    exact_metrics: bool = eqx.field(static=True)  # full-batch L_H, grad L_H every round (see the module doc)
+    local_steps: int = eqx.field(static=True)  # SGD steps per honest worker and round (1: send a gradient)
+    local_lr: jax.Array | None  # the workers' local step (local_steps > 1; None: 1)
 
     def __init__(self, problem, aggregator, attack=None, *, n_honest: int, n_byz: int, byz_count=None,
-                 participation=None, batch_size=None, momentum=None):
+                 participation=None, batch_size=None, momentum=None, exact_metrics: bool | None = None,
+                 local_steps: int = 1, local_lr=None):
         attack = NoAttack() if attack is None else attack
         for name, value, cls, example in (("problem", problem, AbstractProblem, "LogisticRegression(...)"),
                                           ("aggregator", aggregator, AbstractAggregator, "TrMean(f=1)"),
@@ -114,6 +137,13 @@ class RobustOracle(eqx.Module):
         self.participation = None if participation is None else float_array(participation)
         self.batch_size = None if batch_size is None else int_array(batch_size)
         self.momentum = None if momentum is None else float_array(momentum)
+        if exact_metrics is not None and not isinstance(exact_metrics, (bool, np.bool_)):
+            raise ConfigError(f"RobustOracle: exact_metrics must be True, False or None (the problem's default "
+                              f"{type(problem).__name__}.exact_metrics), got {exact_metrics!r}")
+        self.exact_metrics = bool(problem.exact_metrics if exact_metrics is None else exact_metrics)
+        check_count("RobustOracle", "local_steps", local_steps, 1)
+        self.local_steps = int(local_steps)
+        self.local_lr = None if local_lr is None else float_array(local_lr)
         self.check()
 
     @property
@@ -135,11 +165,16 @@ class RobustOracle(eqx.Module):
             ("worker momentum", self.momentum, lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
             ("byz_count", self.byz_count, lambda v: (v >= 0) & (v <= self.n_byz), f"in [0, n_byz={self.n_byz}]"),
             ("participation", self.participation, lambda v: (v >= 0) & (v <= 1), "a probability in [0, 1]"),
+            ("local_lr", self.local_lr, lambda v: np.isfinite(v) & (v > 0), "a positive number"),
         ):
             if value is not None:
                 check_param("RobustOracle", name, value, holds, allowed)
+        if self.local_steps > 1 and self.local_lr is None:
+            raise ConfigError(f"RobustOracle: local_steps={self.local_steps} needs local_lr (the workers' SGD step)")
         if self.batch_size is not None and not self.problem.has_samples:
             raise ConfigError(f"{type(self.problem).__name__} has no samples to draw mini-batches from (batch_size)")
+        if self.batch_size is not None:
+            self.problem.check_batch_size(self.batch_size)
         if self.n_byz and self.attack.needs_labels and not self.problem.has_labels:
             raise ConfigError(f"{type(self.attack).__name__}: needs labels, and {type(self.problem).__name__} has none")
         if not self.masked:
@@ -164,6 +199,30 @@ class RobustOracle(eqx.Module):
         momenta = None if self.momentum is None else jnp.zeros((self.n_honest, self.problem.dim), dtype)
         return OracleState(self.aggregator.init(self.problem.dim, dtype), jnp.zeros((), jnp.int32), momenta)
 
+    def local_update(self, x, shards, first_grads, key) -> jax.Array:
+        """``[n_honest, d]`` pseudo-gradients ``(x - x_K) / local_lr`` of ``K = local_steps`` local SGD steps
+        (FedAvg, McMahan et al., 2017; ByzFL's and Blades' honest clients):
+
+        ``x_0 = x``, ``x_{k+1} = x_k - local_lr grad L_i(x_k; B_k)``, ``B_k`` a fresh mini-batch of
+        worker ``i`` (``batch_size``; the whole shard without it). ``first_grads`` are the step-0
+        gradients at ``x`` (drawn with the D-SGD key of the worker), so ``K = 1`` is D-SGD exactly;
+        step ``k >= 1`` draws with ``fold_in(worker key, k)``. Honest workers only: the attack sees
+        these differences.
+        """
+        lr = self.local_lr.astype(x.dtype)
+        keys = jax.random.split(key, self.n_honest)
+
+        def worker(shard, g0, wkey):
+            def step(xk, k):
+                batch = shard if self.batch_size is None else self.problem.minibatch(
+                    shard, jax.random.fold_in(wkey, k), self.batch_size)
+                return xk - lr * jax.grad(self.problem.loss)(xk, batch), None
+
+            x_last, _ = jax.lax.scan(step, x - lr * g0, jnp.arange(1, self.local_steps))
+            return (x - x_last) / lr
+
+        return jax.vmap(worker)(shards, first_grads, keys)
+
     def present(self, key) -> jax.Array:
         """``[n_byz]`` bool: the Byzantine rows the server receives this round."""
         present = jnp.ones(self.n_byz, bool)
@@ -174,13 +233,23 @@ class RobustOracle(eqx.Module):
         return present
 
     def __call__(self, x, shards, state: OracleState, key) -> tuple[OracleOutput, OracleState]:
-        losses, grads = jax.vmap(jax.value_and_grad(self.problem.loss), in_axes=(None, 0))(x, shards)
+        per_worker = jax.vmap(jax.value_and_grad(self.problem.loss), in_axes=(None, 0))
         k_attack, k_agg = jax.random.split(key)
-        sent_shards, sent = shards, grads  # what the honest workers compute their messages on, and send
+        sent_shards = shards  # what the honest workers compute their messages on
         if self.batch_size is not None:
             keys = jax.random.split(jax.random.fold_in(key, 3), self.n_honest)
             sent_shards = jax.vmap(self.problem.minibatch, in_axes=(0, 0, None))(shards, keys, self.batch_size)
-            sent = jax.vmap(jax.grad(self.problem.loss), in_axes=(None, 0))(x, sent_shards)
+        if self.exact_metrics or self.batch_size is None:
+            losses, grads = per_worker(x, shards)  # full batch: L_i(x), grad L_i(x)
+            sent = grads if self.batch_size is None else jax.vmap(jax.grad(self.problem.loss),
+                                                                  in_axes=(None, 0))(x, sent_shards)
+        else:  # the metrics are those of the mini-batches sent: no full pass
+            losses, grads = per_worker(x, sent_shards)
+            sent = grads
+        if self.local_steps > 1:
+            sent = self.local_update(x, shards, sent, jax.random.fold_in(key, 3))
+            if not self.exact_metrics:
+                grads = sent
         if self.momentum is not None:
             beta = self.momentum.astype(sent.dtype)
             sent = beta * state.momenta + (1.0 - beta) * sent

@@ -23,11 +23,20 @@ class AbstractProblem(eqx.Module):
 
     Capabilities (class attributes, checked by the oracle before compiling): ``has_labels``, the
     shards carry class labels (``flip_labels`` works, LabelFlipping can run); ``has_samples``, a
-    shard is a set of samples (``minibatch`` works, ``batch_size`` can be set).
+    shard is a set of samples (``minibatch`` works, ``batch_size`` can be set). ``input_layout``
+    is the sample layout the problem needs from a data set: ``"flat"`` (``[N, p]`` features, e.g.
+    ``byzjax.data.load_dataset``) or ``"image"`` (``[N, H, W, C]``, ``byzjax.images``); the
+    application layer loads the data in that layout. ``sample_shape`` is the shape of one
+    sample when the problem fixes it (a network's ``(H, W, C)`` input), else ``None`` (the data's).
+    ``exact_metrics``: whether ``RobustOracle`` computes full-batch training metrics every round by
+    default (``byzjax.oracle``, "Exact or mini-batch metrics").
     """
 
     has_labels: ClassVar[bool] = False
     has_samples: ClassVar[bool] = False
+    input_layout: ClassVar[str] = "flat"
+    sample_shape: ClassVar[tuple[int, ...] | None] = None
+    exact_metrics: ClassVar[bool] = True  # the oracle's default: full-batch training metrics every round
 
     @property
     @abc.abstractmethod
@@ -59,6 +68,10 @@ class AbstractProblem(eqx.Module):
     def minibatch(self, shard, key, batch_size):
         """One worker's shard restricted to a mini-batch drawn with ``key`` (problems with ``has_samples``)."""
         raise ConfigError(f"{type(self).__name__} has no samples to draw mini-batches from")
+
+    def check_batch_size(self, batch_size) -> None:
+        """Raise ``ConfigError`` if the (concrete) ``batch_size`` values cannot be drawn by ``minibatch``
+        (called by ``RobustOracle.check`` before compiling); default: any positive size is fine."""
 
 
 class LogisticRegression(AbstractProblem):

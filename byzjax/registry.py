@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import NamedTuple
 
-from byzjax import aggregators, algorithms, attacks, preaggregators, problems
+from byzjax import aggregators, algorithms, attacks, networks, preaggregators, problems
 from byzjax._validation import ConfigError
 
 ALIASES = {
@@ -22,8 +22,10 @@ ALIASES = {
 
 
 # Problems a config can name: each class builds itself from the loaded data set's shapes
-# (``AbstractProblem.from_dataset(dataset, **params)``).
-PROBLEMS: dict[str, type[problems.AbstractProblem]] = {"LogisticRegression": problems.LogisticRegression}
+# (``AbstractProblem.from_dataset(dataset, **params)``); the networks under ByzFL's model names
+# (``byzjax.networks.NETWORK_PROBLEMS``: logreg_mnist, fc_mnist, cnn_mnist, cnn_cifar, ResNet18).
+PROBLEMS: dict[str, type[problems.AbstractProblem]] = {"LogisticRegression": problems.LogisticRegression,
+                                                       **networks.NETWORK_PROBLEMS}
 
 
 def _concrete_subclasses(module, base) -> dict[str, type]:

@@ -10,7 +10,7 @@ import pytest
 
 from byzjax import registry
 from byzjax.aggregators import Average
-from byzjax.algorithms import AEG, DGD, DNAG, PIGS
+from byzjax.algorithms import AEG, DGD, DNAG, PIGS, FedAvg
 from byzjax.oracle import RobustOracle
 from byzjax.problems import LogisticRegression, make_quadratic
 from byzjax.simulate import Experiment, run
@@ -129,6 +129,7 @@ def nesterov(L, mu):
 CASES = {  # name -> [(algorithm from (L, mu), NumPy recursion)], the registered name first
     "DGD": [(lambda L, mu: DGD(lr=1.0 / L), np_dgd)],
     "DNAG": [(nesterov, np_dnag)],
+    "FedAvg": [(lambda L, mu: FedAvg(lr=1.0 / L), np_dgd)],  # one local step, plain SGD server: D-GD
     "PIGS": [(lambda L, mu: PIGS(eta=1.0 / mu, inner_tol=1e-11), np_pigs)],
     "AEG": [(lambda L, mu: AEG(theta=1.0 / L, gamma=mu), np_aeg),
             (lambda L, mu: AEG(theta=1.0 / mu, gamma=mu / 4, prox=True, inner_tol=1e-11), np_aeg)],

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from byzjax.data import (DataError, load_dataset, load_idx_folder, pad_shards, read_idx, split_dirichlet,
-                         split_indices, stack_seeds, federated_classification, synthetic_dataset)
+                         split_indices, stack_seeds, federated_classification, synthetic_dataset, FederatedData,
+                         Shards)
 from byzjax._validation import ConfigError
 from helpers import np_logistic_loss_grad, tiny_classification
 
@@ -137,3 +138,41 @@ def test_test_images_of_another_size_are_a_one_line_error(tmp_path):
 def test_val_fraction_is_checked_for_every_source(val_fraction):
     with pytest.raises(ConfigError, match="val_fraction must be a number in"):
         load_dataset("synthetic", val_fraction=val_fraction)
+
+
+def test_pad_and_stack_any_sample_shape_equal_the_flat_ones_reshaped():
+    """Image features [N, H, W, C] pad and stack exactly as their flat pixels, reshaped."""
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        shape = tuple(int(v) for v in rng.integers(1, 5, size=int(rng.integers(1, 4))))
+        n = int(rng.integers(20, 60))
+        x = rng.standard_normal((n,) + shape).astype(np.float32)
+        y = rng.integers(0, 3, size=n).astype(np.int32)
+        flat = x.reshape(n, -1)
+        datas, flats = [], []
+        for seed in range(3):
+            shards = split_indices(y, 4, "dirichlet", 1.0, seed + 10 * trial)
+            xs, ys, mask = pad_shards(x, y, shards)
+            fx, fy, fmask = pad_shards(flat, y, shards)
+            assert xs.shape == fx.shape[:2] + shape
+            np.testing.assert_array_equal(xs.reshape(fx.shape), fx)
+            np.testing.assert_array_equal(ys, fy)
+            np.testing.assert_array_equal(mask, fmask)
+            datas.append(FederatedData(Shards(xs, ys, mask), {}))
+            flats.append(FederatedData(Shards(fx, fy, fmask), {}))
+        stacked, stacked_flat = stack_seeds(datas), stack_seeds(flats)
+        assert stacked.shards.x.shape == stacked_flat.shards.x.shape[:3] + shape
+        np.testing.assert_array_equal(stacked.shards.x.reshape(stacked_flat.shards.x.shape), stacked_flat.shards.x)
+        np.testing.assert_array_equal(stacked.shards.mask, stacked_flat.shards.mask)
+    with pytest.raises(ConfigError, match="width=2 is smaller than the largest shard"):
+        pad_shards(x, y, [np.arange(5)], width=2)
+
+
+def test_dataset_of_images_counts_pixels_and_reports_per_channel_normalization():
+    ds = synthetic_dataset(n_train=100, num_features=48, num_classes=3)
+    images = ds._replace(train_x=ds.train_x.reshape(-1, 4, 4, 3), val_x=ds.val_x.reshape(-1, 4, 4, 3),
+                         test_x=ds.test_x.reshape(-1, 4, 4, 3), mean=(0.1, 0.2, 0.3), std=(1.0, 2.0, 3.0))
+    assert images.sample_shape == (4, 4, 3) and images.num_features == 48 == ds.num_features
+    assert images.normalization == [[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]] and ds.normalization == [0.0, 1.0]
+    data = federated_classification(images, 3, "iid", None, 0)
+    assert data.shards.x.shape[2:] == (4, 4, 3) and int(data.shards.mask.sum()) == len(ds.train_y)

@@ -139,3 +139,99 @@ def test_fashion_mnist_as_images():
     assert ds.train_x.shape[1:] == (28, 28, 1) and ds.test_x.shape == (10000, 28, 28, 1)
     np.testing.assert_array_equal(ds.val_x.reshape(len(ds.val_x), -1), flat.val_x)
     np.testing.assert_array_equal(ds.train_y, flat.train_y)
+
+
+# ---- [problem] name = a network, data in the problem's layout ------------------------------------
+
+def _net_config(name, source, **problem):
+    from byzjax.app.config import parse_config
+
+    return parse_config({"name": "t", "seeds": 2, "rounds": 2, "eval_every": 2,
+                         "data": {"source": source, "n_honest": 3, "split": "iid"},
+                         "problem": {"name": name, **problem}, "workers": {"batch_size": 4},
+                         "aggregator": {"name": "Average"}, "algorithm": [{"name": "DGD", "lr": 0.1}]})
+
+
+def test_config_network_problem_loads_images_in_its_input_shape(cifar_dir):
+    from byzjax.app.runner import prepare
+    from byzjax.networks import NetworkClassification
+
+    cfg = _net_config("cnn_mnist", "synthetic", lam=0.01, batch_capacity=4)
+    assert cfg.to_dict()["problem"] == {"name": "cnn_mnist", "lam": 0.01, "eval_chunk": 1000, "batch_capacity": 4}
+    ds, problem, data = prepare(cfg)
+    assert isinstance(problem, NetworkClassification) and type(problem).__name__ == "cnn_mnist"
+    assert problem.dim == 431080 and np.isclose(float(problem.lam), 0.01) and problem.batch_capacity == 4
+    assert ds.sample_shape == (28, 28, 1)
+    assert data.shards.x.shape[:2] == (2, 3) and data.shards.x.shape[3:] == (28, 28, 1)
+    folder, _ = cifar_dir
+    ds, problem, data = prepare(_net_config("cnn_cifar", f"cifar10:{folder}"))
+    assert type(problem).__name__ == "cnn_cifar" and data.shards.x.shape[3:] == (32, 32, 3)
+    assert ds.normalization[0] == list(ds.mean) and len(ds.normalization[0]) == 3
+    ds, problem, _ = prepare(_net_config("LogisticRegression", f"cifar10:{folder}"))
+    assert ds.sample_shape == (3072,) and problem.dim == 3073 * 10
+    from byzjax import registry
+
+    assert registry.problem_params("ResNet18")["groups"].default == 32  # its model option is a config parameter
+    assert "groups" in _net_config("ResNet18", "synthetic", groups=8).to_dict()["problem"]
+
+
+def test_config_network_errors_are_one_line(cifar_dir):
+    from byzjax.app.config import build_experiment
+    from byzjax.app.runner import prepare
+
+    folder, _ = cifar_dir
+    with pytest.raises(ConfigError, match=r"problem cnn_mnist: cnn_mnist needs 28x28x1 images, the data set 'cifar10' "
+                                          r"has samples of shape 32x32x3"):
+        prepare(_net_config("cnn_mnist", f"cifar10:{folder}"))
+    with pytest.raises(ConfigError, match=r"\[problem\] \(fc_mnist\): unknown key\(s\) \['groups'\]"):
+        _net_config("fc_mnist", "synthetic", groups=2)
+    with pytest.raises(ConfigError, match=r"\[problem\] \(fc_mnist\): unknown key\(s\) \['num_classes'\]"):
+        _net_config("fc_mnist", "synthetic", num_classes=3)
+    with pytest.raises(ConfigError, match=r"lam must be a finite number >= 0, got -1"):
+        _net_config("fc_mnist", "synthetic", lam=-1)
+    with pytest.raises(ConfigError, match=r"CIFAR-10 folder not found"):
+        prepare(_net_config("cnn_cifar", f"cifar10:{folder}/nope"))
+    with pytest.raises(ConfigError, match=r"needs a folder: cifar10:DIR"):
+        prepare(_net_config("cnn_cifar", "cifar10:"))
+    cfg = _net_config("fc_mnist", "synthetic", batch_capacity=2)
+    _, problem, _ = prepare(cfg)
+    with pytest.raises(ConfigError, match=r"batch_size must be <= batch_capacity=2, got batch_size=\[4\]"):
+        build_experiment(cfg.runs[0], problem, 3, 2, 2)
+
+
+def test_per_channel_normalization_in_config(cifar_dir):
+    from byzjax.app.config import parse_config
+    from byzjax.app.runner import prepare
+
+    folder, _ = cifar_dir
+    cfg = _net_config("cnn_cifar", f"cifar10:{folder}")
+    raw = cfg.raw | {"data": cfg.raw["data"] | {"normalization": [[0.5, 0.4, 0.3], [0.2, 0.25, 0.3]]}}
+    cfg = parse_config(raw)
+    assert cfg.to_dict()["data"]["normalization"] == [[0.5, 0.4, 0.3], [0.2, 0.25, 0.3]]
+    ds, _, _ = prepare(cfg)
+    assert ds.normalization == [[0.5, 0.4, 0.3], [0.2, 0.25, 0.3]]
+    with pytest.raises(ConfigError, match=r"normalization must be .*as many means as stds"):
+        parse_config(raw | {"data": raw["data"] | {"normalization": [[0.5, 0.4], [0.2]]}})
+
+
+def test_cifar10_experiment_config_builds_on_synthetic_images():
+    """experiments/cifar10_cnn.py's setting: cnn_cifar on 32x32x3 images, 20 + 1 workers, Dirichlet(5),
+    weight decay 0.01, D-GD / PIGS / AEG, built (not run: a full-batch cnn_cifar round is GPU work)."""
+    import importlib.util
+    from pathlib import Path
+
+    from byzjax.app.config import build_experiment, parse_config
+    from byzjax.app.runner import prepare
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "cifar10_cnn.py"
+    spec = importlib.util.spec_from_file_location("cifar10_cnn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = parse_config(module.config("synthetic", rounds=2, seeds=1, eval_every=1, quick=True))
+    ds, problem, data = prepare(cfg)
+    assert type(problem).__name__ == "cnn_cifar" and problem.dim == 2324630 and np.isclose(float(problem.lam), 0.01)
+    assert data.shards.x.shape[1:2] == (20,) and data.shards.x.shape[3:] == (32, 32, 3)
+    exps = [build_experiment(r, problem, 20, 2, 1) for r in cfg.runs]
+    assert [type(e.algorithm).__name__ for e in exps] == ["DGD", "PIGS", "AEG"]
+    assert all(e.oracle.n_byz == 1 and e.oracle.n_honest == 20 for e in exps)
+    assert cfg.data.split == "dirichlet" and cfg.data.alpha == 5.0

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="multi-process run: the coordinator's address (else $BYZJAX_COORDINATOR; Slurm is detected)")
     r.add_argument("--num-processes", type=int, help="multi-process run: number of processes (else $BYZJAX_NUM_PROCESSES)")
     r.add_argument("--process-id", type=int, help="multi-process run: this process's id (else $BYZJAX_PROCESS_ID)")
-    r.add_argument("--data", help="override [data].source: 'fashion-mnist', 'synthetic' or a folder of MNIST-format IDX files")
+    r.add_argument("--data", help="override [data].source: 'fashion-mnist', 'synthetic', a folder of MNIST-format IDX files, or 'cifar10:DIR' (network problems)")
     r.add_argument("--seeds", type=int, help="override the number of seeds (0..S-1)")
     r.add_argument("--rounds", type=int, help="override the number of rounds")
     r.add_argument("--x64", action="store_true", help="run in float64 (default float32)")

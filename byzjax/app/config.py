@@ -9,7 +9,9 @@ any component parameter given as a list is swept (Cartesian product); ``byzantin
 ``byzantine.attack``, ``byzantine.tolerated_f``, ``byzantine.participation`` and the
 ``[workers]`` values may be lists too. ``GridSpec.to_dict()`` is the resolved config (every
 default filled in), the record of what ran. Runs that share their static structure are
-compiled once; ``byzantine.max_f`` puts every ``f <= max_f`` into one structure.
+compiled once; ``byzantine.max_f`` puts every ``f <= max_f`` into one structure. ``[metrics] exact``
+(true / false; default: the problem's, true for logistic regression, false for networks) says whether
+the logged training metrics are full-batch (``RobustOracle(exact_metrics=...)``).
 """
 
 from __future__ import annotations
@@ -233,7 +235,16 @@ SPLITS = ("iid", "dirichlet")
 
 @dataclass(frozen=True)
 class DataSpec:
-    """``[data]``: where the data comes from and how the training part is divided."""
+    """``[data]``: where the data comes from and how the training part is divided.
+
+    ``source``: ``"fashion-mnist"`` (the Debian package), ``"synthetic"``, a folder of MNIST-format
+    IDX files, or ``"cifar10:DIR"`` (CIFAR-10's python pickles ``data_batch_1..5`` and ``test_batch``
+    in ``DIR``; the prefix says which format a folder holds, and works with ``--data`` too). The
+    problem's ``input_layout`` decides whether the samples stay images ``[H, W, C]`` (networks) or
+    are flattened (logistic regression); ``"synthetic"`` then means ``byzjax.images.synthetic_images``
+    of the network's input shape. ``normalization``: ``"dataset"``, ``"mnist"``, ``[mean, std]`` or
+    per channel ``[[means], [stds]]`` (CIFAR-10).
+    """
 
     source: str = "fashion-mnist"
     split: str = "iid"  # "iid", "dirichlet", or "partition" (given by the ``partition`` file)
@@ -253,10 +264,18 @@ class DataSpec:
                                     low_open=True, high_open=True)
         norm = table.get("normalization", cls.normalization)
         if isinstance(norm, list):
+            allowed = "'dataset', 'mnist', [mean, std] or per channel [[means], [stds]]"
             if len(norm) != 2:
-                raise _fail(w, "normalization", "'dataset', 'mnist' or [mean, std]", norm)
-            norm = (check_number(w, "normalization mean", norm[0]),
-                    check_number(w, "normalization std", norm[1], low=0, low_open=True))
+                raise _fail(w, "normalization", allowed, norm)
+            if isinstance(norm[0], list) or isinstance(norm[1], list):
+                if not (isinstance(norm[0], list) and isinstance(norm[1], list) and len(norm[0]) == len(norm[1])
+                        and norm[0]):
+                    raise _fail(w, "normalization", allowed + " (as many means as stds)", norm)
+                norm = (tuple(check_number(w, "normalization mean", v) for v in norm[0]),
+                        tuple(check_number(w, "normalization std", v, low=0, low_open=True) for v in norm[1]))
+            else:
+                norm = (check_number(w, "normalization mean", norm[0]),
+                        check_number(w, "normalization std", norm[1], low=0, low_open=True))
         else:
             check_str(w, "normalization", norm, NORMALIZATIONS)
         partition = table.get("partition")
@@ -280,7 +299,7 @@ class DataSpec:
     def resolved(self) -> dict:
         out = dataclasses.asdict(self)
         if isinstance(self.normalization, tuple):
-            out["normalization"] = list(self.normalization)
+            out["normalization"] = [list(v) if isinstance(v, tuple) else v for v in self.normalization]
         if self.partition is not None:
             del out["split"]
         return {k: v for k, v in out.items() if v is not None}
@@ -310,6 +329,8 @@ class ProblemSpec:
         params = {}
         for k, p in allowed.items():
             value = table.get(k, p.default)
+            if value is None and p.optional:  # an optional parameter left unset
+                continue
             if isinstance(value, list):
                 raise ConfigError(f"{w}: {k} cannot be swept (give one value), got {value!r}")
             if p.kind == "number":
@@ -387,11 +408,13 @@ class WorkersSpec:
 
     batch_size: tuple[int | None, ...] = (None,)
     momentum: tuple[float | None, ...] = (None,)
+    local_steps: int = 1  # SGD steps per worker and round (static: one value)
+    local_lr: tuple[float | None, ...] = (None,)
 
     @classmethod
     def parse(cls, table: dict) -> WorkersSpec:
         w = "config [workers]"
-        _known(w, table, ["batch_size", "momentum"])
+        _known(w, table, ["batch_size", "momentum", "local_steps", "local_lr"])
         batch = (None,)
         if "batch_size" in table:
             batch = _listed(w, "batch_size", table["batch_size"], lambda v: check_int(w, "batch_size", v, 1),
@@ -401,10 +424,25 @@ class WorkersSpec:
             momentum = _listed(w, "momentum", table["momentum"],
                                lambda v: check_number(w, "momentum", v, low=0, high=1, high_open=True),
                                "a number in [0, 1)")
-        return cls(batch, momentum)
+        steps = table.get("local_steps", 1)
+        if isinstance(steps, list):
+            raise ConfigError(f"{w}: local_steps cannot be swept (it fixes the program's structure), got {steps!r}")
+        steps = check_int(w, "local_steps", steps, 1)
+        local_lr = (None,)
+        if "local_lr" in table:
+            local_lr = _listed(w, "local_lr", table["local_lr"],
+                               lambda v: check_number(w, "local_lr", v, low=0, low_open=True), "a positive number")
+        if steps > 1 and local_lr == (None,):
+            raise ConfigError(f"{w}: local_steps = {steps} needs local_lr (the workers' SGD step)")
+        if steps == 1 and local_lr != (None,):
+            raise ConfigError(f"{w}: local_lr is only used with local_steps > 1 (one step sends a gradient)")
+        return cls(batch, momentum, steps, local_lr)
 
     def resolved(self) -> dict:
         out = {}
+        if self.local_steps > 1:
+            out["local_steps"] = self.local_steps
+            out["local_lr"] = list(self.local_lr)
         if self.batch_size != (None,):
             out["batch_size"] = list(self.batch_size)
         if self.momentum != (None,):
@@ -426,15 +464,19 @@ class RunSpec:
     participation: float | None = None  # P(a Byzantine worker sends in a round) (None: 1, unmasked)
     batch_size: int | None = None  # samples per honest worker and round (None: full batch)
     worker_momentum: float | None = None  # honest workers send momenta (None: gradients)
+    exact_metrics: bool | None = None  # [metrics] exact (None: the problem's default)
+    local_steps: int = 1  # [workers] local_steps
+    local_lr: float | None = None  # [workers] local_lr
 
 
 # Columns a run always or optionally has; an algorithm parameter with one of these names is
 # written as ``method_<name>``.
 RESERVED_COLUMNS = {"run", "seed", "iteration", "comm_round", "stage", "f", "attack", "aggregator", "method",
-                    "split", "alpha", "lam", "tolerated_f", "participation", "batch_size", "worker_momentum"}
+                    "split", "alpha", "lam", "tolerated_f", "participation", "batch_size", "worker_momentum",
+                    "local_steps", "local_lr"}
 
 TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
-            "aggregator", "algorithm", "workers"}
+            "aggregator", "algorithm", "workers", "metrics"}
 
 
 def _seeds(where: str, key: str, value) -> tuple[int, ...]:
@@ -463,6 +505,7 @@ class GridSpec:
     aggregators: tuple[AggregatorSpec, ...]
     algorithms: tuple[ComponentSpec, ...]
     raw: dict = field(default_factory=dict, compare=False, repr=False)  # the config as written
+    exact_metrics: bool | None = None  # [metrics] exact: full-batch training metrics (None: the problem's default)
 
     @cached_property
     def runs(self) -> list[RunSpec]:
@@ -495,6 +538,8 @@ class GridSpec:
             out["workers"] = self.workers.resolved()
         out["aggregator"] = self.aggregators[0].resolved()
         out["algorithm"] = [a.resolved() for a in self.algorithms]
+        if self.exact_metrics is not None:
+            out["metrics"] = {"exact": self.exact_metrics}
         return out
 
 
@@ -517,7 +562,7 @@ def parse_config(raw: dict, base: str | os.PathLike | None = None) -> GridSpec:
     max_batch = raw.get("max_batch")
     if max_batch is not None:
         check_int(w, "max_batch", max_batch, 1)
-    for section in ("data", "problem", "byzantine", "workers"):
+    for section in ("data", "problem", "byzantine", "workers", "metrics"):
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"config: [{section}] must be a table, got {raw[section]!r}")
     data = DataSpec.parse(raw.get("data", {}), base)
@@ -530,8 +575,11 @@ def parse_config(raw: dict, base: str | os.PathLike | None = None) -> GridSpec:
         raise ConfigError("config: at least one [[algorithm]] table is required (e.g. name = \"DGD\", lr = 0.1)")
     algorithms = tuple(ComponentSpec.parse("algorithm", a, "algorithm") for a in (algs if isinstance(algs, list)
                                                                                  else [algs]))
+    metrics = raw.get("metrics", {})
+    _known("config [metrics]", metrics, ["exact"])
+    exact = None if "exact" not in metrics else check_bool("config [metrics]", "exact", metrics["exact"])
     return GridSpec(name, seeds, rounds, eval_every, x64, max_batch, data, problem, byzantine, workers,
-                    (aggregator,), algorithms, raw)
+                    (aggregator,), algorithms, raw, exact)
 
 
 def _algorithm_columns(params: dict) -> dict:
@@ -545,20 +593,24 @@ def expand(grid: GridSpec) -> list[RunSpec]:
     attacks = [a for att in b.attacks for a in att.expand()]
     algorithms = [a for alg in grid.algorithms for a in alg.expand()]
     runs = []
-    for f, tolerated_f, participation, batch_size, beta, attack, pipeline, alg in itertools.product(
-            b.f, b.tolerated_f, b.participation, wk.batch_size, wk.momentum, attacks, pipelines, algorithms):
+    for f, tolerated_f, participation, batch_size, beta, local_lr, attack, pipeline, alg in itertools.product(
+            b.f, b.tolerated_f, b.participation, wk.batch_size, wk.momentum, wk.local_lr, attacks, pipelines,
+            algorithms):
         cols = {"f": f, "attack": attack.label_name if f else "none", "aggregator": pipeline.label,
                 "method": method_label(alg.label_name, alg.params), "split": grid.data.split,
                 "alpha": "" if grid.data.alpha is None else grid.data.alpha, "lam": grid.problem.params.get("lam", "")}
         for key, value in (("tolerated_f", tolerated_f), ("participation", participation),
-                           ("batch_size", batch_size), ("worker_momentum", beta)):
+                           ("batch_size", batch_size), ("worker_momentum", beta), ("local_lr", local_lr)):
             if value is not None:
                 cols[key] = value
+        if wk.local_steps > 1:
+            cols["local_steps"] = wk.local_steps
         cols |= {f"attack_{k}": v for k, v in attack.params.items()}
         cols |= {f"aggregator_{k}": v for k, v in pipeline.rule.params.items()}
         cols |= {f"{p.name}_{k}": v for p in pipeline.pre for k, v in p.params.items()}
         cols |= _algorithm_columns(alg.params)
-        runs.append(RunSpec(cols, f, attack, pipeline, alg, tolerated_f, b.max_f, participation, batch_size, beta))
+        runs.append(RunSpec(cols, f, attack, pipeline, alg, tolerated_f, b.max_f, participation, batch_size, beta,
+                            grid.exact_metrics, wk.local_steps, local_lr))
     return runs
 
 
@@ -672,7 +724,8 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
     attack = spec.attack.build() if rows else None
     oracle = RobustOracle(problem, pipeline, attack, n_honest=n_honest, n_byz=rows,
                           byz_count=None if spec.max_f is None else spec.f, participation=spec.participation,
-                          batch_size=spec.batch_size, momentum=spec.worker_momentum)
+                          batch_size=spec.batch_size, momentum=spec.worker_momentum, exact_metrics=spec.exact_metrics,
+                          local_steps=spec.local_steps, local_lr=spec.local_lr)
     alg = spec.algorithm.build()
     exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every, x0=x0)
     exp.check()

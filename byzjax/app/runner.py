@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -12,10 +13,11 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import __version__, progress
+from byzjax._validation import ConfigError
 from byzjax.app.config import GridSpec, build_experiment, resolve_source
 from byzjax.app.files import Interrupted, OutputError, check_out_dir, warn
 from byzjax.app.results import clear_results, finished_runs, read_record, write_results
-from byzjax.data import federated_classification, load_dataset, partitioned_dataset, stack_seeds
+from byzjax.data import federated_classification, partitioned_dataset, stack_seeds
 from byzjax.sweep import group_by_structure, run_grid
 
 
@@ -31,17 +33,31 @@ def environment() -> dict:
 def prepare(cfg: GridSpec, data_source: str | None = None):
     """Load the data once and return ``(dataset, problem, per-seed stacked FederatedData)``.
 
-    The problem is the registered ``[problem] name`` built from the data's shapes; with
-    ``[data] partition`` the workers' shards come from the file (the same for every seed).
+    The problem is the registered ``[problem] name`` built from the data's shapes; the data is
+    loaded in the layout the problem class declares (``input_layout``: flat features, or images for
+    the networks; ``byzjax.images.load_source``). With ``[data] partition`` the workers' shards come
+    from the file (the same for every seed; MNIST-format or synthetic sources).
     """
+    from byzjax import registry
+    from byzjax.images import CIFAR10_PREFIX, as_images, load_source
+
     cfg = cfg.override(source=data_source)
     spec = cfg.data
+    cls = registry.lookup("problem", cfg.problem.name)
     with jax.enable_x64(cfg.x64):
         source = resolve_source(spec.source)
         if spec.partition is not None:
+            if source.startswith(CIFAR10_PREFIX):
+                raise ConfigError("config [data]: partition files work with MNIST-format or synthetic sources, "
+                                  f"not {source!r}")
             ds, shards = partitioned_dataset(source, spec.partition, spec.n_honest, normalization=spec.normalization)
+            shape = cls.sample_shape
+            if cls.input_layout == "image" and shape is not None and ds.num_features == math.prod(shape):
+                ds = as_images(ds, shape)
         else:
-            ds, shards = load_dataset(source, normalization=spec.normalization, val_fraction=spec.val_fraction), None
+            ds = load_source(source, layout=cls.input_layout, image_shape=cls.sample_shape,
+                             normalization=spec.normalization, val_fraction=spec.val_fraction)
+            shards = None
         problem = cfg.problem.build(ds)
         datas = [federated_classification(ds, spec.n_honest, spec.split, spec.alpha, seed, shards=shards)
                  for seed in cfg.seeds]
