@@ -1,6 +1,6 @@
 """Throughput of grids of runs: vmapped runs, a Python loop, the gradient floor, devices, many workers.
 
-The paper's round (arXiv 2602.03329, section 6): n = 20 honest + 1 Byzantine workers, full-batch
+The paper's round (arXiv 2602.03329, its experiments): n = 20 honest + 1 Byzantine workers, full-batch
 logistic regression, d = 7850 (784 x 10 + 10), Optimal ALIE against NNM -> TrMean. Measured in one
 process and printed as Markdown tables (date, device, compile time apart):
 

@@ -1,4 +1,4 @@
-"""Server algorithms as pure ``init``/``step`` pairs (arXiv 2602.03329, section 4).
+"""Server algorithms as pure ``init``/``step`` pairs (arXiv 2602.03329, its algorithms).
 
 An algorithm reaches the workers only through ``env.query`` (one communication
 round per call, counted in the oracle state). ``step`` returns the new state and
@@ -96,7 +96,7 @@ class DGD(AbstractOptaxAlgorithm):
 
 
 class DNAG(AbstractOptaxAlgorithm):
-    """Robust Nesterov (code name DSGD; PyTorch SGD nesterov=True, arXiv 2602.03329, section 4).
+    """Robust Nesterov (code name DSGD; PyTorch SGD nesterov=True, arXiv 2602.03329, its algorithms).
 
     ``x_{t+1} = y_t - lr g_hat(y_t)``, ``y_{t+1} = x_{t+1} + momentum (x_{t+1} - x_t)``;
     in optax's (= PyTorch's) form the parameters are ``y_t``, so gradients and
@@ -180,7 +180,7 @@ class ProximalStep(eqx.Module):
 
     From the oracle's answer ``out`` at ``x`` and a step ``eta``:
     ``x_next = argmin_z L_0(z) + <g_hat - grad L_0(x), z> + ||z - x||^2 / (2 eta)``
-    (arXiv 2602.03329, section 4), with ``L_0`` the loss of honest worker 0 (the server's own
+    (arXiv 2602.03329, its algorithms), with ``L_0`` the loss of honest worker 0 (the server's own
     data), solved by L-BFGS warm-started at ``x`` to ``||grad|| < inner_tol`` (at most
     ``inner_max_iter`` iterations, history ``memory``). Server-local: no communication round.
     """
@@ -215,7 +215,7 @@ class PIGSState(eqx.Module):
 
 
 class PIGS(AbstractAlgorithm):
-    """Proximal inexact gradient under similarity (code name FedProxyProx; arXiv 2602.03329, section 4).
+    """Proximal inexact gradient under similarity (code name FedProxyProx; arXiv 2602.03329, its algorithms).
 
     The server is honest worker 0 with loss ``L_0``. Each round
     ``x_{k+1} = argmin_x L_0(x) + <g_hat_k - grad L_0(x_k), x> + ||x - x_k||^2 / (2 eta)``,
@@ -253,7 +253,7 @@ class AEGState(eqx.Module):
 
 class AEG(AbstractAlgorithm):
     """Robust accelerated extragradient (Kovalev et al., 2022 style; the authors' later code,
-    arXiv 2602.03329, section 4). Two communication rounds per iteration:
+    arXiv 2602.03329, its algorithms). Two communication rounds per iteration:
 
     ``x_avg = tau x_fast + (1 - tau) x_slow``; ``g1 = g_hat(x_avg)``;
     ``x_slow = x_avg - theta g1`` (``prox=True``: ``argmin_x L_0(x) + <g1 - grad L_0(x_avg), x>

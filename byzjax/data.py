@@ -1,6 +1,6 @@
 """Data: IDX loading (MNIST / Fashion-MNIST), a synthetic stand-in, and worker splits.
 
-arXiv 2602.03329, section 6: the 60k training images are split 80/20 into train/validation,
+arXiv 2602.03329, its experiments: the 60k training images are split 80/20 into train/validation,
 normalised, flattened to 784 features, then the training part is divided among the
 honest workers iid or by per-class Dirichlet proportions. Unequal shards are padded
 to the largest one with a sample mask, so every worker's loss stays its true mean
@@ -210,7 +210,7 @@ def split_iid(labels: np.ndarray, n_workers: int, rng: np.random.Generator) -> l
 def split_dirichlet(labels: np.ndarray, n_workers: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
     """Per class k: ``p_k ~ Dir(alpha 1)``, cut class k's shuffled indices at ``floor(cumsum(p_k) N_k)``.
 
-    As the authors' code (arXiv 2602.03329, section 6); shard sizes are unequal.
+    As the authors' code (arXiv 2602.03329, its experiments); shard sizes are unequal.
     """
     if alpha <= 0:
         raise ConfigError(f"Dirichlet alpha must be > 0, got {alpha}")

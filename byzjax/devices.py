@@ -198,7 +198,7 @@ def tree_bytes(tree) -> int:
 
 def estimate_run_bytes(n_workers: int, dim: int, itemsize: int, trace_bytes: int, samples_per_round: int = 0,
                        state_vectors: int = 8, round_blocks: int = 6) -> int:
-    """A formula for the bytes one run adds to a program (arXiv 2602.03329, section 6 sizes: n = 21, d = 7850).
+    """A formula for the bytes one run adds to a program (arXiv 2602.03329, its experiments sizes: n = 21, d = 7850).
 
     ``itemsize * (state_vectors * d + round_blocks * n * d + samples_per_round) + trace_bytes``: the
     algorithm/oracle state (a few ``[d]`` vectors), the live ``[n, d]`` blocks of one round (honest and

@@ -2,7 +2,7 @@
 
 The functions live in ``byzjax.theory`` with the rest of the paper's theory (reference optimum,
 (G, B) fits, proven kappa, bounds and predicted floors); this module re-exports the ones it has
-always provided: ``honest_loss``, ``smoothness``, ``strong_convexity`` (arXiv 2602.03329, section 2).
+always provided: ``honest_loss``, ``smoothness``, ``strong_convexity`` (arXiv 2602.03329, the reduction to an inexact gradient oracle).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 ROUND_METRICS = {
     "loss": "L_H(x) at the query point, the honest workers' mean loss",
     "grad_norm": "||grad L_H(x)||",
-    "error": "||g_hat(x) - grad L_H(x)||, the oracle error (arXiv 2602.03329, section 2)",
+    "error": "||g_hat(x) - grad L_H(x)||, the oracle error (arXiv 2602.03329, the reduction to an inexact gradient oracle)",
     "spread": "(1/|H|) sum_i ||grad L_i(x) - grad L_H(x)||^2, the left side of the (G, B) heterogeneity bound",
     "kappa_hat": "error^2 / spread, the round's empirical (f, kappa) ratio on the actual honest set (nan when "
                  "spread = 0); the oracle-error bound error^2 <= kappa (G^2 + B^2 grad_norm^2) of arXiv 2602.03329, "

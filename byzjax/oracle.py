@@ -1,4 +1,4 @@
-"""One communication round: the robust (inexact) gradient oracle of arXiv 2602.03329, section 2.
+"""One communication round: the robust (inexact) gradient oracle of arXiv 2602.03329, the reduction to an inexact gradient oracle.
 
 ``g_hat(x) = F(v_1(x), ..., v_n(x))``: the honest workers' gradients come from one
 vmapped call, the attack appends the Byzantine rows after them (it cannot touch an
@@ -83,7 +83,7 @@ class OracleOutput(eqx.Module):
 
     @property
     def error(self) -> jax.Array:
-        """``||g_hat - grad L_H||``, the oracle error bounded in arXiv 2602.03329, section 2."""
+        """``||g_hat - grad L_H||``, the oracle error bounded in arXiv 2602.03329, the reduction to an inexact gradient oracle."""
         return jnp.linalg.norm(self.g_hat - self.honest_grad)
 
 

@@ -75,7 +75,7 @@ class AbstractProblem(eqx.Module):
 
 
 class LogisticRegression(AbstractProblem):
-    """Multinomial logistic regression with bias, arXiv 2602.03329, section 6.
+    """Multinomial logistic regression with bias, arXiv 2602.03329, its experiments.
 
     ``L_i(theta) = (1/m_i) sum_{j in shard i} -log softmax(W^T a_j + b)_{y_j} + (lam/2)||theta||^2``
     with ``theta = (W, b)`` flattened (d = (p + 1) c = 7850 for MNIST). Padded

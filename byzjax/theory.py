@@ -1,6 +1,6 @@
 """The paper's theory as an instrument: measured L, mu, delta, G, B, kappa; bounds, floors, rounds.
 
-arXiv 2602.03329, section 2: a robust aggregate is an inexact gradient of the honest loss
+arXiv 2602.03329, the reduction to an inexact gradient oracle: a robust aggregate is an inexact gradient of the honest loss
 ``L_H(x) = (1/|H|) sum_{i in H} L_i(x)``,
 
     ||g_hat(x) - grad L_H(x)||^2 <= kappa G^2 + kappa B^2 ||grad L_H(x)||^2,
@@ -70,7 +70,7 @@ def _hvp(loss, x):
 def smoothness(loss, x: jax.Array, key, iters: int = 100) -> jax.Array:
     """Largest Hessian eigenvalue ``L`` of ``loss`` at ``x`` (for a convex loss, its largest
     magnitude), by ``iters`` power steps from a random start drawn from ``key``. The step of D-GD
-    must stay below ``2 / L`` (arXiv 2602.03329, section 2)."""
+    must stay below ``2 / L`` (arXiv 2602.03329, the reduction to an inexact gradient oracle)."""
     return _power_iteration(_hvp(loss, x), jax.random.normal(key, x.shape, x.dtype), iters)
 
 
@@ -85,7 +85,7 @@ def strong_convexity(loss, x: jax.Array, key, iters: int = 300, L=None) -> jax.A
 
 
 def similarity_delta(problem: AbstractProblem, shards, x: jax.Array, key, iters: int = 200) -> jax.Array:
-    """``delta = ||hessian(L_H - L_0)(x)||_2``, PIGS's similarity constant (arXiv 2602.03329, section 2).
+    """``delta = ||hessian(L_H - L_0)(x)||_2``, PIGS's similarity constant (arXiv 2602.03329, the reduction to an inexact gradient oracle).
 
     ``L_0`` is honest worker 0's loss (the server's data). ``h = L_H - L_0`` may be indefinite, so
     ``delta = sqrt(lambda_max(M^2))`` with ``M = hessian(h)``: power iteration on ``v -> M (M v)``
@@ -209,7 +209,7 @@ class HeterogeneityFit(NamedTuple):
 
 
 def fit_heterogeneity(spread, grad_norm_sq, b2=None, num: int = 65) -> HeterogeneityFit:
-    """The (G, B)-heterogeneity that covers every measured round (arXiv 2602.03329, section 1).
+    """The (G, B)-heterogeneity that covers every measured round (arXiv 2602.03329, its setting).
 
     A round ``t`` with ``spread_t = (1/|H|) sum_i ||grad L_i(x_t) - grad L_H(x_t)||^2`` and
     ``||grad L_H(x_t)||^2`` is covered by ``(G, B)`` iff ``spread_t <= G^2 + B^2 ||grad_t||^2``; for
@@ -266,13 +266,13 @@ def trace_theory(metrics: dict, kappa: float | None, mu: float) -> dict:
 
 def oracle_error_bound(kappa, G2, B2, grad_norm_sq):
     """The right side of the oracle-error bound, ``kappa G^2 + kappa B^2 ||grad L_H||^2``
-    (arXiv 2602.03329, section 2); NumPy broadcasting over rounds."""
+    (arXiv 2602.03329, the reduction to an inexact gradient oracle); NumPy broadcasting over rounds."""
     return kappa * (np.asarray(G2, np.float64) + np.asarray(B2, np.float64) * np.asarray(grad_norm_sq, np.float64))
 
 
 def predicted_floor_dgd(kappa, G2, B2, mu):
     """D-GD's error floor on ``L_H(x) - L*`` with step ``1/L``: ``kappa G^2 / (2 mu (1 - kappa B^2))``,
-    ``inf`` when ``kappa B^2 >= 1`` (no guarantee), arXiv 2602.03329, section 2.
+    ``inf`` when ``kappa B^2 >= 1`` (no guarantee), arXiv 2602.03329, the reduction to an inexact gradient oracle.
 
     From ``L_H(x+) <= L_H(x) - (1 - kappa B^2) ||grad||^2 / (2L) + kappa G^2 / (2L)`` and
     ``||grad||^2 >= 2 mu (L_H - L*)``: the gap contracts by ``1 - (1 - kappa B^2) mu / L`` per
@@ -292,7 +292,7 @@ def predicted_rounds(L: float, mu: float, delta: float | None = None, kappa_b2: 
     ``log(1/eps)`` factor (``log_factor``, e.g. ``log(initial gap / floor)``; default 1):
     D-GD ``L / ((1 - kappa B^2) mu)``, D-NAG ``sqrt(L/mu)``, PIGS ``delta/mu``, AEG ``2 sqrt(L/mu)``
     (two rounds per iteration, gradient slow step), prox-AEG ``2 sqrt(delta/mu)``
-    (arXiv 2602.03329, section 2). All ``inf`` when ``kappa B^2 >= 1``; the similarity methods
+    (arXiv 2602.03329, the reduction to an inexact gradient oracle). All ``inf`` when ``kappa B^2 >= 1``; the similarity methods
     are left out when ``delta`` is None. D-NAG's rate also needs ``kappa B^2`` of order
     ``sqrt(mu/L)`` or smaller; the estimate does not check it.
     """
@@ -306,7 +306,7 @@ def predicted_rounds(L: float, mu: float, delta: float | None = None, kappa_b2: 
 
 
 def recommended_steps(L: float, mu: float, delta: float | None = None) -> dict[str, dict[str, float]]:
-    """The step sizes theory recommends (arXiv 2602.03329, sections 2 and 4; constants of the
+    """The step sizes theory recommends (arXiv 2602.03329, the reduction to an inexact gradient oracle and its algorithms; constants of the
     standard analyses): D-GD ``lr = 1/L``; D-NAG ``lr = 1/L``, ``momentum = (sqrt L - sqrt mu) /
     (sqrt L + sqrt mu)``; PIGS ``eta = 1/delta``; AEG ``theta = 1/L``, ``gamma = mu``; prox-AEG
     ``theta = 1/delta``, ``gamma = mu``."""

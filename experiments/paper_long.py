@@ -1,4 +1,4 @@
-"""Experiment B (long) of the paper (PAPER.md section 6), as a batch script.
+"""Experiment B (long) of the paper (arXiv 2602.03329, its experiments), as a batch script.
 
 Same as `byzjax reproduce long`; every option of that command is accepted, e.g.
 

@@ -1,4 +1,4 @@
-"""Experiment A (short) of the paper (PAPER.md section 6), as a batch script.
+"""Experiment A (short) of the paper (arXiv 2602.03329, its experiments), as a batch script.
 
 Same as `byzjax reproduce short`; every option of that command is accepted, e.g.
 

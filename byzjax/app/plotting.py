@@ -2,7 +2,7 @@
 
 Per figure (one per f, split, lambda, aggregator), one panel per attack: log-scale
 ``L_H(x_t) - L_ref`` against communication rounds with an inset on rounds 0-100,
-the seed median as a line and the seed range as a band (arXiv 2602.03329, section 6).
+the seed median as a line and the seed range as a band (arXiv 2602.03329, its experiments).
 Non-finite values (a diverged run) are left out of the curves; figures are written atomically.
 """
 

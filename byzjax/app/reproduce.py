@@ -1,4 +1,4 @@
-"""The paper's experiments (arXiv 2602.03329, section 6) as grids: ``byzjax reproduce short|long``.
+"""The paper's experiments (arXiv 2602.03329, its experiments) as grids: ``byzjax reproduce short|long``.
 
 Two step-size modes:
 

@@ -17,7 +17,7 @@ from byzjax.preaggregators import NNM, Pipeline, nnm_mixing_matrix
 
 
 class LineSearchState(NamedTuple):
-    """Carry of the Optimal attacks' search (arXiv 2602.03329, section 5)."""
+    """Carry of the Optimal attacks' search (arXiv 2602.03329, the attacks of its experiments)."""
 
     best: jax.Array  # best tau so far
     value: jax.Array  # objective at best
@@ -115,7 +115,7 @@ def _inserted_order_statistic(honest, copies, weights):
 class _OptimalAttack(AbstractAttack):
     """Attack ``b(tau) = base + tau * direction`` with tau maximising the damage
     ``||Agg(honest + copies of b(tau)) - mean(honest)||`` through the real pipeline
-    by ByzFL's line search (arXiv 2602.03329, section 5; Allouah et al., AISTATS 2023).
+    by ByzFL's line search (arXiv 2602.03329, the attacks of its experiments; Allouah et al., AISTATS 2023).
     Sees: honest vectors and the aggregation pipeline; sends ``n_byz`` copies of ``b(tau)``.
 
     ``agg``/``pre_agg_list``/``f`` follow ByzFL, except that ``agg`` has no default: left
@@ -212,7 +212,7 @@ class _OptimalAttack(AbstractAttack):
 
 
 class Optimal_InnerProductManipulation(_OptimalAttack):
-    """IPM with tau chosen each round by line search against the pipeline (ByzFL; arXiv 2602.03329, section 5).
+    """IPM with tau chosen each round by line search against the pipeline (ByzFL; arXiv 2602.03329, the attacks of its experiments).
     Sees: honest vectors and the aggregation pipeline."""
 
     def base_and_direction(self, honest):
@@ -221,7 +221,7 @@ class Optimal_InnerProductManipulation(_OptimalAttack):
 
 
 class Optimal_ALittleIsEnough(_OptimalAttack):
-    """ALIE with tau chosen each round by line search against the pipeline (ByzFL; arXiv 2602.03329, section 5).
+    """ALIE with tau chosen each round by line search against the pipeline (ByzFL; arXiv 2602.03329, the attacks of its experiments).
     Sees: honest vectors and the aggregation pipeline."""
 
     def base_and_direction(self, honest):
