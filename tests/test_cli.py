@@ -97,10 +97,26 @@ def test_grid_expansion_is_the_cartesian_product():
 
 
 def test_help_mentions_every_subcommand(capsys):
-    with pytest.raises(SystemExit):
+    """The top-level help lists every subcommand the parser defines, and each subcommand's own
+    help runs and describes its options."""
+    import argparse
+
+    from byzjax.app.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"run", "plot", "reproduce"} <= set(sub.choices)
+    with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
+    assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert all(w in text for w in ("run", "plot", "reproduce"))
+    assert all(name in text for name in sub.choices)
+    for name, parser in sub.choices.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        own = capsys.readouterr().out
+        options = [a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"]
+        assert all(opt in own for opt in options), (name, options)
 
 
 def test_curves_never_merge_runs_that_differ_in_a_swept_number():

@@ -75,17 +75,16 @@ def _raw(name, split, alpha, lam, rounds, seeds, fs, attacks, algorithms, aggreg
 
 
 def _best(runs, method_prefix):
-    """Hyperparameter row with the lowest median final loss among methods starting with the prefix."""
-    finals = defaultdict(list)
+    """``(label, columns)`` of the hyperparameter row with the lowest median final loss among the
+    methods starting with the prefix (the columns carry its numbers: ``lr``, ``eta``, ...)."""
+    finals, columns = defaultdict(list), {}
     for _, _, cols, trace in runs:
         if cols["method"].startswith(method_prefix):
             finals[cols["method"]].append(float(np.asarray(trace.metrics["loss"])[-1]))
+            columns[cols["method"]] = cols
     scored = {m: np.median(v) if np.all(np.isfinite(v)) else np.inf for m, v in finals.items()}
-    return min(scored, key=scored.get), scored
-
-
-def _param(method: str) -> float:
-    return float(method.split("=")[1].split(",")[0].rstrip(")"))
+    best = min(scored, key=scored.get)
+    return best, columns[best]
 
 
 def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds=1, mode="tuned",
@@ -127,7 +126,8 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
                 runs, tim, meta = execute(cfg, None, show_progress=show_progress, prepared=prepared)
                 progress["compile_s"] += meta["compile_s"]
                 save_stage(cache, runs, tim, meta)
-            shifted = [(rid + run_offset, seed, cols | extra, tr) for rid, seed, cols, tr in runs]
+            # the columns of this grid's runs as parsed now (a stored stage may predate a column, e.g. lr)
+            shifted = [(rid + run_offset, seed, cfg.runs[rid].columns | extra, tr) for rid, seed, _, tr in runs]
             timing.update({rid + run_offset: t for rid, t in tim.items()})
             run_offset += len(cfg.runs)
             log["stages"].append({"stage": name, "split": split, "alpha": alpha, "runs": len(cfg.runs),
@@ -140,15 +140,15 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
             ref1 = stage("reference", tr, [0], ["NoAttack"],
                          [{"name": "DGD", "lr": LR_GRID}, {"name": "DNAG", "lr": LR_GRID, "momentum": 0.9}],
                          reference, {"stage": "tuning"})
-            best_gd, _ = _best(ref1, "D-GD")
-            best_nag, _ = _best(ref1, "D-NAG")
-            lr_gd, lr_nag = _param(best_gd), _param(best_nag)
+            best_gd, gd = _best(ref1, "D-GD")
+            best_nag, nag = _best(ref1, "D-NAG")
+            lr_gd, lr_nag = float(gd["lr"]), float(nag["lr"])
             etas = [m * lr_gd for m in ETA_MULTIPLIERS]
             ref2 = stage("reference", tr, [0], ["NoAttack"], [{"name": "PIGS", "eta": etas}],
                          reference, {"stage": "tuning"})
-            best_pigs, _ = _best(ref2, "PIGS")
+            best_pigs, pigs = _best(ref2, "PIGS")
             algorithms = [{"name": "DGD", "lr": lr_gd}, {"name": "DNAG", "lr": lr_nag, "momentum": 0.9},
-                          {"name": "PIGS", "eta": _param(best_pigs)}]
+                          {"name": "PIGS", "eta": float(pigs["eta"])}]
             chosen = {"D-GD": best_gd, "D-NAG": best_nag, "PIGS": best_pigs}
             for r in ref1 + ref2:
                 short_tuning = tr < s["ref_rounds"]
