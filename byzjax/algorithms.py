@@ -191,8 +191,8 @@ class ProximalStep(eqx.Module):
 
     def __check_init__(self):
         _positive("ProximalStep inner_tol", self.inner_tol)
-        check_count("ProximalStep", "inner_max_iter", self.inner_max_iter, 1)
-        check_count("ProximalStep", "memory", self.memory, 1)
+        check_count(self, "inner_max_iter", self.inner_max_iter, 1)
+        check_count(self, "memory", self.memory, 1)
 
     def objective(self, env: Environment, x, correction, eta):
         """``z -> L_0(z) + <correction, z> + ||z - x||^2 / (2 eta)``."""

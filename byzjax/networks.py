@@ -70,7 +70,7 @@ class NetworkClassification(AbstractProblem):
         self.eval_chunk = int(eval_chunk)
         self.batch_capacity = None if batch_capacity is None else int(batch_capacity)
         self.lam = float_array(lam)
-        check_param("NetworkClassification", "lam", self.lam, lambda v: v >= 0, ">= 0")
+        check_param(self, "lam", self.lam, lambda v: v >= 0, ">= 0")
 
     @property
     def dim(self) -> int:

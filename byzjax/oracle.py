@@ -126,8 +126,8 @@ class RobustOracle(eqx.Module):
             if not isinstance(value, cls):
                 raise ConfigError(f"RobustOracle: {name} must be an {cls.__name__} (e.g. {example}), "
                                   f"got {type(value).__name__} {value!r}")
-        check_count("RobustOracle", "n_honest", n_honest, 1)
-        check_count("RobustOracle", "n_byz", n_byz, 0)
+        check_count(self, "n_honest", n_honest, 1)
+        check_count(self, "n_byz", n_byz, 0)
         self.problem = problem
         self.aggregator = aggregator
         self.attack = attack
@@ -141,7 +141,7 @@ class RobustOracle(eqx.Module):
             raise ConfigError(f"RobustOracle: exact_metrics must be True, False or None (the problem's default "
                               f"{type(problem).__name__}.exact_metrics), got {exact_metrics!r}")
         self.exact_metrics = bool(problem.exact_metrics if exact_metrics is None else exact_metrics)
-        check_count("RobustOracle", "local_steps", local_steps, 1)
+        check_count(self, "local_steps", local_steps, 1)
         self.local_steps = int(local_steps)
         self.local_lr = None if local_lr is None else float_array(local_lr)
         self.check()
@@ -168,7 +168,7 @@ class RobustOracle(eqx.Module):
             ("local_lr", self.local_lr, lambda v: np.isfinite(v) & (v > 0), "a positive number"),
         ):
             if value is not None:
-                check_param("RobustOracle", name, value, holds, allowed)
+                check_param(self, name, value, holds, allowed)
         if self.local_steps > 1 and self.local_lr is None:
             raise ConfigError(f"RobustOracle: local_steps={self.local_steps} needs local_lr (the workers' SGD step)")
         if self.batch_size is not None and not self.problem.has_samples:

@@ -89,7 +89,7 @@ class LogisticRegression(AbstractProblem):
     lam: jax.Array = eqx.field(converter=float_array, default=1e-3)
 
     def __check_init__(self):
-        check_param("LogisticRegression", "lam", self.lam, lambda v: np.isfinite(v) & (v >= 0), "a finite number >= 0")
+        check_param(self, "lam", self.lam, lambda v: np.isfinite(v) & (v >= 0), "a finite number >= 0")
 
     @classmethod
     def from_dataset(cls, dataset, **params):
