@@ -80,7 +80,7 @@ def test_batch_size_config_sweeps_in_one_program_and_bad_values_are_errors():
     with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
         parse_config(raw | {"workers": {"batch_size": 0}})
     with pytest.raises(ConfigError, match=r"config \[workers\]: unknown key"):
-        parse_config(raw | {"workers": {"local_steps": 5}})
+        parse_config(raw | {"workers": {"local_step": 5}})
     quad, _, _ = make_quadratic(3, 4)
     with pytest.raises(ConfigError, match="Quadratic has no samples to draw mini-batches from"):
         RobustOracle(quad, Average(), None, n_honest=3, n_byz=0, batch_size=2).check()
