@@ -74,3 +74,49 @@ def test_data_lists_sweep_instances_and_the_runner_refuses_them_in_one_line():
     assert "\n" not in str(err.value)
     single = parse_config(config(data={"source": "synthetic", "split": "dirichlet", "alpha": [2.0]}))
     assert single.data.alpha == 2.0 and single.data.n_honest == 20
+
+
+# ---- byzjax run --dry-run, list, --version ----------------------------------------------------
+
+def test_dry_run_lists_every_run_and_counts_programs_without_running(tmp_path, capsys):
+    from byzjax.app.cli import main
+    from byzjax.app.config import load_config, plan
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('rounds = 3\n[data]\nsource = "synthetic"\nn_honest = 4\nsplit = ["iid", "dirichlet"]\nalpha = 1.0\n'
+                    '[byzantine]\nf = [0, 1]\nattack = ["SignFlipping", "ALIE"]\n'
+                    '[[aggregator]]\nname = "TrMean"\npre_aggs = ["NNM"]\n[[aggregator]]\nname = "Median"\n'
+                    '[[algorithm]]\nname = "DGD"\nlr = [0.1, 0.2]\n')
+    assert main(["run", str(toml), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    cfg = load_config(toml)
+    columns, groups = plan(cfg)
+    assert len(columns) == 2 * 2 * (1 + 2) * 2 and len(lines) == len(columns) + 1
+    assert sorted(i for g in groups for i in g) == list(range(len(columns)))
+    # lr is an array leaf: runs differing only in lr share a program; splits, f, attacks and pipelines do not
+    key = lambda c: (c["split"], c["f"], c["attack"], c["aggregator"])  # noqa: E731
+    assert len(groups) == len({key(c) for c in columns})
+    assert all(len({key(columns[i]) for i in g}) == 1 for g in groups)
+    assert lines[-1].endswith(f"in {len(groups)} compiled programs")
+    assert "f=1" in lines[-2] and "lr=0.2" in lines[-2] and not (tmp_path / "out").exists()
+
+
+def test_list_and_version(capsys):
+    from byzjax import __version__
+    from byzjax.app.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "aggregators:" in out and "  CenteredClipping(" in out and "tau=" in out and "attacks:" in out
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"byzjax {__version__}"
+
+
+def test_run_without_out_or_dry_run_is_a_one_line_error(tmp_path, capsys):
+    from byzjax.app.cli import main
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('[data]\nsource = "synthetic"\n[[algorithm]]\nname = "DGD"\n')
+    assert main(["run", str(toml)]) == 2
+    assert "run needs --out DIR" in capsys.readouterr().err

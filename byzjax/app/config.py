@@ -812,3 +812,50 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
     exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every, x0=x0)
     exp.check()
     return exp
+
+
+# ----------------------------------------------------------------------------------------------
+# The plan of a grid without running it (``byzjax run CONFIG --dry-run``).
+
+
+def _stand_in_dataset(problem_name: str, n_honest: int):
+    """A tiny synthetic data set of the problem's input layout: the programs' structure does not
+    depend on the number of samples, so it stands in for the real data when counting programs."""
+    from byzjax.data import synthetic_dataset
+    from byzjax.images import synthetic_images
+
+    cls = registry.lookup("problem", problem_name)
+    n = max(8 * n_honest, 40)
+    if cls.input_layout == "image":
+        return synthetic_images(cls.sample_shape or (28, 28, 1), n_train=n, n_test=10)
+    return synthetic_dataset(n_train=n, n_test=10, num_features=8)
+
+
+def plan(grid: GridSpec) -> tuple[list[dict], list[list[int]]]:
+    """``(columns of each run, groups of run indices)``: one group per compiled program, i.e. per
+    data instance and static structure (``byzjax.sweep.group_by_structure`` on experiments built on
+    a stand-in data set); nothing is run."""
+    from byzjax.sweep import group_by_structure
+
+    runs = grid.runs
+    groups = []
+    for data in grid.data_instances:
+        members = [i for i, r in enumerate(runs) if r.data == data]
+        problem = registry.build_problem(grid.problem.name, _stand_in_dataset(grid.problem.name, data.n_honest),
+                                         grid.problem.params)
+        exps = [build_experiment(runs[i], problem, data.n_honest, grid.rounds, grid.eval_every) for i in members]
+        groups += [[members[j] for j in g] for g in group_by_structure(exps)]
+    return [r.columns for r in runs], groups
+
+
+def describe_components() -> list[str]:
+    """One line per registered component, by kind: its name and its parameters with their defaults."""
+    lines = []
+    for kind in registry.KINDS:
+        lines.append(f"{kind}s:")
+        for name, cls in sorted(registry.registry(kind).items()):
+            params = (registry.problem_params(name) if kind == "problem" else registry.config_params(cls))
+            inner = ", ".join(f"{k}={p.default!r}" if p.default is None or _is_plain(p.default) else f"{k} (required)"
+                              for k, p in params.items())
+            lines.append(f"  {name}({inner})")
+    return lines
