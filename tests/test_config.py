@@ -113,7 +113,8 @@ def test_aliases_resolve_to_registered_names_and_labels_keep_the_paper_names():
     cfg = parse_config(with_("algorithm", [{"name": "D-NAG", "lr": 0.05}, {"name": "DGD"}]))
     assert [r.algorithm.name for r in cfg.runs] == ["DNAG", "DGD"]
     assert [r.columns["method"] for r in cfg.runs] == ["D-NAG(lr=0.05)", "D-GD"]
-    assert cfg.runs[0].columns["lr"] == 0.05 and "lr" not in cfg.runs[1].columns
+    default_lr = registry.config_params(registry.lookup("algorithm", "DGD"))["lr"].default
+    assert cfg.runs[0].columns["lr"] == 0.05 and cfg.runs[1].columns["lr"] == default_lr  # the default is a column
 
 
 # ---- strict validation (issue 10 "Bad input") -----------------------------------------------
@@ -138,8 +139,8 @@ BAD = [
     ("problem.lamda", 0.1, r"unknown key\(s\) \['lamda'\]"),
     ("data.val_fraction", 1.5, r"val_fraction must be a finite number > 0 and < 1, got 1.5"),
     ("data.val_fraction", 0, r"val_fraction must be a finite number > 0 and < 1, got 0"),
-    ("data.n_honest", True, "n_honest must be a positive integer, got True"),
-    ("data.n_honest", 0, "n_honest must be a positive integer, got 0"),
+    ("data.n_honest", True, "n_honest must be a positive integer or a list of them, got True"),
+    ("data.n_honest", 0, "n_honest must be a positive integer or a list of them, got 0"),
     ("data.split", "byclass", "split must be one of 'iid', 'dirichlet'"),
     ("data.normalization", "z", "normalization must be one of 'dataset', 'mnist'"),
     ("data.normalization", [0.1, 0.0], "normalization std must be a finite number > 0"),
@@ -161,7 +162,13 @@ BAD = [
     ("aggregator.f", 1.5, "aggregator TrMean: f must be an integer"),
     ("aggregator.f", [1, True], "aggregator TrMean: f must be an integer, got True"),
     ("aggregator.pre_aggs", [{"name": "Bucketing", "s": 2.0}], "preaggregator Bucketing: s must be an integer"),
-    ("aggregator", [{"name": "TrMean"}], r"\[\[aggregator\]\] tables .* are not supported yet"),
+    ("aggregator", [], r"\[\[aggregator\]\] is an empty list"),
+    ("aggregator", [{"name": "TrMean"}, {"pre_aggs": ["NNM"]}], r"\[aggregator 2\] needs name = a registered"),
+    ("aggregator", [{"name": "TrMean", "pre_aggs": [{"name": "NNM", "k": 1}]}],
+     r"preaggregator NNM: unknown parameter\(s\) \['k'\]"),
+    ("data.split", ["iid", "iid"], "split lists a value twice"),
+    ("data.split", ["iid", "dirichlet"], "split 'dirichlet' needs alpha"),
+    ("data.n_honest", [4, 0], "n_honest must be a positive integer, got 0"),
     ("byzantine.attack", {"name": "MinMax", "direction": 1}, "attack MinMax: direction must be a string or a list of them, got 1"),
     ("byzantine.attack", {"name": "Optimal_ALIE", "agg": "TrMean"}, r"unknown parameter\(s\) \['agg'\]"),
 ]
@@ -177,7 +184,7 @@ def test_bad_values_are_one_line_errors(path, value, message):
 @pytest.mark.parametrize("alpha", [float("inf"), float("nan"), 0.0, -1.0, True, "1"])
 def test_dirichlet_alpha_must_be_a_positive_finite_number(alpha):
     raw = with_("data", {"source": "synthetic", "n_honest": 4, "split": "dirichlet", "alpha": alpha})
-    with pytest.raises(ConfigError, match=r"config \[data\]: alpha must be a finite number > 0"):
+    with pytest.raises(ConfigError, match=r"config \[data\]: alpha must be a positive number or a list of them, got"):
         parse_config(raw)
     with pytest.raises(ConfigError, match="alpha is only used with split = 'dirichlet'"):
         parse_config(with_("data.alpha", 1.0))

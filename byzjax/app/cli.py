@@ -11,13 +11,19 @@ EPILOG = "Config format and examples: see README.md (section 'Config files')."
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="byzjax", description="JAX simulator for Byzantine-robust distributed optimization.",
                                 epilog=EPILOG)
+    from byzjax import __version__
+
+    p.add_argument("--version", action="version", version=f"byzjax {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the experiment grid described by a TOML config file",
                        description="Run every configuration x seed of CONFIG (one compiled program per static "
                                    "structure) and write config.json, metrics.csv, summary.csv and figures to --out.")
     r.add_argument("config", help="TOML experiment file (see README.md)")
-    r.add_argument("--out", required=True, help="output folder (created); a folder holding this config's results is "
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the runs the grid expands to (one line each) and the number of compiled programs; "
+                        "nothing is run or written")
+    r.add_argument("--out", help="output folder (created); a folder holding this config's results is "
                                                  "resumed, one holding another config's is refused unless --force")
     r.add_argument("--force", action="store_true", help="overwrite the results (and figures) already in --out")
     r.add_argument("--devices", type=int, help="use the first N devices (default: every device JAX sees)")
@@ -33,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--x64", action="store_true", help="run in float64 (default float32)")
     r.add_argument("--no-plot", action="store_true", help="do not draw figures")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("list", help="every registered component with its parameters and defaults, by kind",
+                   description="Print the aggregators, pre-aggregators, attacks, algorithms and problems a config "
+                               "may name, with the parameters a config may set and their defaults.")
 
     pl = sub.add_parser("plot", help="draw the curves of a result folder",
                         description="Read DIR/metrics.csv and write convergence and accuracy figures (PNG and PDF).")
@@ -79,7 +89,33 @@ def main(argv=None) -> int:
         return 130
 
 
+def _dry_run(cfg) -> int:
+    """``byzjax run CONFIG --dry-run``: the runs (their columns, one line each) and the programs."""
+    from byzjax.app.config import plan
+
+    columns, groups = plan(cfg)
+    program = {i: g for g, members in enumerate(groups) for i in members}
+    for i, cols in enumerate(columns):
+        print(f"run {i}  program {program[i]}  " + "  ".join(f"{k}={v}" for k, v in cols.items()))
+    print(f"{len(columns)} runs x {len(cfg.seeds)} seeds = {len(columns) * len(cfg.seeds)} trajectories of "
+          f"{cfg.rounds} rounds in {len(groups)} compiled programs")
+    return 0
+
+
 def _dispatch(args) -> int:
+    if args.command == "list":
+        from byzjax.app.config import describe_components
+
+        print("\n".join(describe_components()))
+        return 0
+    if args.command == "run" and args.dry_run:
+        from byzjax.app.config import load_config
+
+        return _dry_run(load_config(args.config).override(seeds=args.seeds, rounds=args.rounds, source=args.data))
+    if args.command == "run" and args.out is None:
+        from byzjax._validation import ConfigError
+
+        raise ConfigError("command line: run needs --out DIR (or --dry-run to list the runs without running them)")
     if args.command == "run":
         from byzjax.app.config import check_int, load_config
         from byzjax.app.plotting import plot_dir

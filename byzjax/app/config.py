@@ -197,25 +197,35 @@ def method_label(name: str, params: dict) -> str:
 class AggregatorSpec:
     """``[aggregator]``: the robust rule and the pre-aggregators applied before it, in order.
 
-    (A list of these, from ``[[aggregator]]`` tables, is the planned way to sweep pipelines.)
+    ``[[aggregator]]`` tables (``parse_all``) give several pipelines, each with its own
+    ``pre_aggs`` list; a list-valued parameter of a rule or pre-aggregator is swept inside its table.
     """
 
     rule: ComponentSpec
     pre: tuple[ComponentSpec, ...] = ()
 
     @classmethod
-    def parse(cls, table) -> AggregatorSpec:
-        if isinstance(table, list):
-            raise ConfigError("config: [[aggregator]] tables (a sweep over pipelines) are not supported yet; "
-                              "give one [aggregator] table")
+    def parse(cls, table, where: str = "aggregator") -> AggregatorSpec:
         if not isinstance(table, dict):
-            raise ConfigError(f"config: [aggregator] must be a table, got {table!r}")
+            raise ConfigError(f"config: [{where}] must be a table, got {table!r}")
         table = dict(table)
         pre_raw = table.pop("pre_aggs", [])
         if not isinstance(pre_raw, list):
             pre_raw = [pre_raw]
-        pre = tuple(ComponentSpec.parse("preaggregator", p, "aggregator.pre_aggs") for p in pre_raw)
-        return cls(ComponentSpec.parse("aggregator", table, "aggregator"), pre)
+        if "name" not in table:
+            raise ConfigError(f"config: [{where}] needs name = a registered aggregator (e.g. \"TrMean\"), "
+                              f"got keys {sorted(table)}")
+        pre = tuple(ComponentSpec.parse("preaggregator", p, f"{where}.pre_aggs") for p in pre_raw)
+        return cls(ComponentSpec.parse("aggregator", table, where), pre)
+
+    @classmethod
+    def parse_all(cls, raw) -> tuple[AggregatorSpec, ...]:
+        """One ``[aggregator]`` table or a non-empty list of ``[[aggregator]]`` tables."""
+        if isinstance(raw, list):
+            if not raw:
+                raise ConfigError("config: [[aggregator]] is an empty list (give at least one table)")
+            return tuple(cls.parse(t, f"aggregator {i + 1}") for i, t in enumerate(raw))
+        return (cls.parse(raw),)
 
     def expand(self) -> list[AggregatorSpec]:
         return [AggregatorSpec(rule, tuple(pre)) for rule in self.rule.expand()
@@ -256,10 +266,26 @@ class DataSpec:
 
     @classmethod
     def parse(cls, table: dict, base: Path | None = None) -> DataSpec:
+        """One data instance (a list in ``split``, ``alpha`` or ``n_honest`` is refused: see ``parse_all``)."""
+        instances = cls.parse_all(table, base)
+        if len(instances) > 1:
+            raise ConfigError("config [data]: lists of split / alpha / n_honest give several data instances; "
+                              "read them with DataSpec.parse_all")
+        return instances[0]
+
+    @classmethod
+    def parse_all(cls, table: dict, base: Path | None = None) -> tuple[DataSpec, ...]:
+        """The data instances of ``[data]``: lists of ``split``, ``alpha`` and ``n_honest`` sweep.
+
+        The instances are ``n_honest x (split, alpha)`` in the order given, where ``alpha`` applies
+        to the Dirichlet split only (``split = ["iid", "dirichlet"], alpha = [0.1, 1]`` gives iid,
+        Dirichlet(0.1), Dirichlet(1)).
+        """
         w = "config [data]"
         _known(w, table, [f.name for f in dataclasses.fields(cls)])
         source = check_str(w, "source", table.get("source", cls.source))
-        n_honest = check_int(w, "n_honest", table.get("n_honest", cls.n_honest), 1)
+        n_honests = _listed(w, "n_honest", table.get("n_honest", cls.n_honest), lambda v: check_int(w, "n_honest", v, 1),
+                            "a positive integer")
         val_fraction = check_number(w, "val_fraction", table.get("val_fraction", cls.val_fraction), low=0, high=1,
                                     low_open=True, high_open=True)
         norm = table.get("normalization", cls.normalization)
@@ -285,16 +311,22 @@ class DataSpec:
             partition = check_str(w, "partition", partition)
             if base is not None and not Path(partition).is_absolute():
                 partition = str(base / partition)
-            return cls(source, "partition", None, n_honest, norm, val_fraction, partition)
-        split = check_str(w, "split", table.get("split", cls.split), SPLITS)
-        alpha = table.get("alpha")
-        if split == "dirichlet":
-            if alpha is None:
-                raise ConfigError(f"{w}: split 'dirichlet' needs alpha = a positive number")
-            alpha = check_number(w, "alpha", alpha, low=0, low_open=True)
-        elif alpha is not None:
-            raise ConfigError(f"{w}: alpha is only used with split = 'dirichlet' (split is {split!r})")
-        return cls(source, split, alpha, n_honest, norm, val_fraction, None)
+            return tuple(cls(source, "partition", None, n, norm, val_fraction, partition) for n in n_honests)
+        splits = _listed(w, "split", table.get("split", cls.split), lambda v: check_str(w, "split", v, SPLITS),
+                         "one of " + ", ".join(repr(c) for c in SPLITS))
+        if len(set(splits)) != len(splits):
+            raise ConfigError(f"{w}: split lists a value twice, got {list(splits)!r}")
+        alphas = None
+        if "alpha" in table:
+            alphas = _listed(w, "alpha", table["alpha"], lambda v: check_number(w, "alpha", v, low=0, low_open=True),
+                             "a positive number")
+        if "dirichlet" in splits and alphas is None:
+            raise ConfigError(f"{w}: split 'dirichlet' needs alpha = a positive number (or a list of them)")
+        if "dirichlet" not in splits and alphas is not None:
+            raise ConfigError(f"{w}: alpha is only used with split = 'dirichlet' (split is "
+                              f"{splits[0] if len(splits) == 1 else list(splits)!r})")
+        pairs = [(s, a) for s in splits for a in ((None,) if s != "dirichlet" else alphas)]
+        return tuple(cls(source, s, a, n, norm, val_fraction, None) for n in n_honests for s, a in pairs)
 
     def resolved(self) -> dict:
         out = dataclasses.asdict(self)
@@ -467,12 +499,13 @@ class RunSpec:
     exact_metrics: bool | None = None  # [metrics] exact (None: the problem's default)
     local_steps: int = 1  # [workers] local_steps
     local_lr: float | None = None  # [workers] local_lr
+    data: DataSpec | None = None  # the run's data instance (split, alpha, n_honest)
 
 
 # Columns a run always or optionally has; an algorithm parameter with one of these names is
 # written as ``method_<name>``.
 RESERVED_COLUMNS = {"run", "seed", "iteration", "comm_round", "stage", "f", "attack", "aggregator", "method",
-                    "split", "alpha", "lam", "tolerated_f", "participation", "batch_size", "worker_momentum",
+                    "split", "alpha", "lam", "n_honest", "tolerated_f", "participation", "batch_size", "worker_momentum",
                     "local_steps", "local_lr"}
 
 TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
@@ -498,7 +531,7 @@ class GridSpec:
     eval_every: int
     x64: bool
     max_batch: int | None
-    data: DataSpec
+    data_instances: tuple[DataSpec, ...]  # [data] with its lists of split / alpha / n_honest expanded
     problem: ProblemSpec
     byzantine: ByzantineSpec
     workers: WorkersSpec
@@ -510,6 +543,16 @@ class GridSpec:
     @cached_property
     def runs(self) -> list[RunSpec]:
         return expand(self)
+
+    @property
+    def data(self) -> DataSpec:
+        """The one data instance of this grid (the runner loads one data set per grid)."""
+        if len(self.data_instances) > 1:
+            labels = ", ".join(_data_label(d) for d in self.data_instances)
+            raise ConfigError(f"config [data]: lists of split / alpha / n_honest ({len(self.data_instances)} data "
+                              f"instances: {labels}) are not supported by the runner yet; use --dry-run to list "
+                              f"the runs, or one config per data instance")
+        return self.data_instances[0]
 
     def override(self, *, seeds=None, rounds=None, x64=None, source=None, max_batch=None) -> GridSpec:
         """This grid with command-line overrides, validated like the config values."""
@@ -523,7 +566,8 @@ class GridSpec:
         if max_batch is not None:
             changes["max_batch"] = check_int("command line", "--max-batch", max_batch, 1)
         if source is not None:
-            changes["data"] = dataclasses.replace(self.data, source=check_str("command line", "--data", source))
+            source = check_str("command line", "--data", source)
+            changes["data_instances"] = tuple(dataclasses.replace(d, source=source) for d in self.data_instances)
         return dataclasses.replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict:
@@ -532,11 +576,12 @@ class GridSpec:
                "x64": self.x64}
         if self.max_batch is not None:
             out["max_batch"] = self.max_batch
-        out |= {"data": self.data.resolved(), "problem": self.problem.resolved(),
+        out |= {"data": _data_resolved(self.data_instances), "problem": self.problem.resolved(),
                 "byzantine": self.byzantine.resolved()}
         if self.workers.resolved():
             out["workers"] = self.workers.resolved()
-        out["aggregator"] = self.aggregators[0].resolved()
+        aggs = [a.resolved() for a in self.aggregators]
+        out["aggregator"] = aggs[0] if len(aggs) == 1 else aggs
         out["algorithm"] = [a.resolved() for a in self.algorithms]
         if self.exact_metrics is not None:
             out["metrics"] = {"exact": self.exact_metrics}
@@ -544,6 +589,28 @@ class GridSpec:
 
 
 GridConfig = GridSpec  # the former name
+
+
+def _data_label(d: DataSpec) -> str:
+    split = f"dirichlet(alpha={d.alpha:g})" if d.split == "dirichlet" else d.split
+    return f"{split} n_honest={d.n_honest}"
+
+
+def _data_resolved(instances: tuple[DataSpec, ...]) -> dict:
+    """``[data]`` of the resolved config: one instance's table, or lists that expand back to the instances."""
+    out = instances[0].resolved()
+    if len(instances) == 1:
+        return out
+    n_honest = list(dict.fromkeys(d.n_honest for d in instances))
+    out["n_honest"] = n_honest if len(n_honest) > 1 else n_honest[0]
+    if instances[0].partition is None:
+        splits = list(dict.fromkeys(d.split for d in instances))
+        alphas = list(dict.fromkeys(d.alpha for d in instances if d.alpha is not None))
+        out["split"] = splits if len(splits) > 1 else splits[0]
+        out.pop("alpha", None)
+        if alphas:
+            out["alpha"] = alphas if len(alphas) > 1 else alphas[0]
+    return out
 
 
 def parse_config(raw: dict, base: str | os.PathLike | None = None) -> GridSpec:
@@ -565,11 +632,11 @@ def parse_config(raw: dict, base: str | os.PathLike | None = None) -> GridSpec:
     for section in ("data", "problem", "byzantine", "workers", "metrics"):
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"config: [{section}] must be a table, got {raw[section]!r}")
-    data = DataSpec.parse(raw.get("data", {}), base)
+    data = DataSpec.parse_all(raw.get("data", {}), base)
     problem = ProblemSpec.parse(raw.get("problem", {}), base)
     byzantine = ByzantineSpec.parse(raw.get("byzantine", {}))
     workers = WorkersSpec.parse(raw.get("workers", {}))
-    aggregator = AggregatorSpec.parse(raw.get("aggregator", {"name": "Average"}))
+    aggregators = AggregatorSpec.parse_all(raw.get("aggregator", {"name": "Average"}))
     algs = raw.get("algorithm")
     if not algs:
         raise ConfigError("config: at least one [[algorithm]] table is required (e.g. name = \"DGD\", lr = 0.1)")
@@ -579,38 +646,53 @@ def parse_config(raw: dict, base: str | os.PathLike | None = None) -> GridSpec:
     _known("config [metrics]", metrics, ["exact"])
     exact = None if "exact" not in metrics else check_bool("config [metrics]", "exact", metrics["exact"])
     return GridSpec(name, seeds, rounds, eval_every, x64, max_batch, data, problem, byzantine, workers,
-                    (aggregator,), algorithms, raw, exact)
+                    aggregators, algorithms, raw, exact)
+
+
+def _numbers(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k != "name" and _is_number(v)}
 
 
 def _algorithm_columns(params: dict) -> dict:
-    return {(f"method_{k}" if k in RESERVED_COLUMNS else k): v for k, v in params.items() if _is_number(v)}
+    return {(f"method_{k}" if k in RESERVED_COLUMNS else k): v for k, v in _numbers(params).items()}
 
 
 def expand(grid: GridSpec) -> list[RunSpec]:
-    """The runs of ``grid``: the Cartesian product of every swept value, in a fixed order."""
+    """The runs of ``grid``: the Cartesian product of every swept value, in a fixed order.
+
+    Data instances (outermost), f, tolerated_f, participation, batch size, worker momentum,
+    local lr, attack, pipeline, algorithm. At f = 0 the attack plays no part, so one run (attack
+    column ``"none"``, built with the first attack so that it shares its structure under
+    ``max_f``) stands for all attacks. The columns hold every number the run is built from,
+    including each component's defaults (``ComponentSpec.resolved``), e.g. CenteredClipping's tau.
+    """
     b, wk = grid.byzantine, grid.workers
     pipelines = [p for agg in grid.aggregators for p in agg.expand()]
     attacks = [a for att in b.attacks for a in att.expand()]
     algorithms = [a for alg in grid.algorithms for a in alg.expand()]
     runs = []
-    for f, tolerated_f, participation, batch_size, beta, local_lr, attack, pipeline, alg in itertools.product(
-            b.f, b.tolerated_f, b.participation, wk.batch_size, wk.momentum, wk.local_lr, attacks, pipelines,
-            algorithms):
+    for data, f, tolerated_f, participation, batch_size, beta, local_lr, (k, attack), pipeline, alg in \
+            itertools.product(grid.data_instances, b.f, b.tolerated_f, b.participation, wk.batch_size, wk.momentum,
+                              wk.local_lr, enumerate(attacks), pipelines, algorithms):
+        if f == 0 and k > 0:
+            continue  # the f = 0 run does not depend on the attack
         cols = {"f": f, "attack": attack.label_name if f else "none", "aggregator": pipeline.label,
-                "method": method_label(alg.label_name, alg.params), "split": grid.data.split,
-                "alpha": "" if grid.data.alpha is None else grid.data.alpha, "lam": grid.problem.params.get("lam", "")}
+                "method": method_label(alg.label_name, alg.params), "split": data.split,
+                "alpha": "" if data.alpha is None else data.alpha, "lam": grid.problem.params.get("lam", ""),
+                "n_honest": data.n_honest}
         for key, value in (("tolerated_f", tolerated_f), ("participation", participation),
                            ("batch_size", batch_size), ("worker_momentum", beta), ("local_lr", local_lr)):
             if value is not None:
                 cols[key] = value
         if wk.local_steps > 1:
             cols["local_steps"] = wk.local_steps
-        cols |= {f"attack_{k}": v for k, v in attack.params.items()}
-        cols |= {f"aggregator_{k}": v for k, v in pipeline.rule.params.items()}
-        cols |= {f"{p.name}_{k}": v for p in pipeline.pre for k, v in p.params.items()}
-        cols |= _algorithm_columns(alg.params)
+        if f:
+            cols |= {f"attack_{k}": v for k, v in _numbers(attack.resolved()).items()}
+        cols |= {f"aggregator_{k}": v for k, v in _numbers(pipeline.rule.resolved()).items()}
+        cols |= {f"{p.name}_{k}": v for p in pipeline.pre for k, v in _numbers(p.resolved()).items()}
+        cols |= _algorithm_columns(alg.resolved())
         runs.append(RunSpec(cols, f, attack, pipeline, alg, tolerated_f, b.max_f, participation, batch_size, beta,
-                            grid.exact_metrics, wk.local_steps, local_lr))
+                            grid.exact_metrics, wk.local_steps, local_lr, data))
     return runs
 
 
@@ -730,3 +812,50 @@ def build_experiment(spec: RunSpec, problem, n_honest: int, rounds: int, eval_ev
     exp = Experiment(oracle, alg, rounds=rounds, eval_every=eval_every, x0=x0)
     exp.check()
     return exp
+
+
+# ----------------------------------------------------------------------------------------------
+# The plan of a grid without running it (``byzjax run CONFIG --dry-run``).
+
+
+def _stand_in_dataset(problem_name: str, n_honest: int):
+    """A tiny synthetic data set of the problem's input layout: the programs' structure does not
+    depend on the number of samples, so it stands in for the real data when counting programs."""
+    from byzjax.data import synthetic_dataset
+    from byzjax.images import synthetic_images
+
+    cls = registry.lookup("problem", problem_name)
+    n = max(8 * n_honest, 40)
+    if cls.input_layout == "image":
+        return synthetic_images(cls.sample_shape or (28, 28, 1), n_train=n, n_test=10)
+    return synthetic_dataset(n_train=n, n_test=10, num_features=8)
+
+
+def plan(grid: GridSpec) -> tuple[list[dict], list[list[int]]]:
+    """``(columns of each run, groups of run indices)``: one group per compiled program, i.e. per
+    data instance and static structure (``byzjax.sweep.group_by_structure`` on experiments built on
+    a stand-in data set); nothing is run."""
+    from byzjax.sweep import group_by_structure
+
+    runs = grid.runs
+    groups = []
+    for data in grid.data_instances:
+        members = [i for i, r in enumerate(runs) if r.data == data]
+        problem = registry.build_problem(grid.problem.name, _stand_in_dataset(grid.problem.name, data.n_honest),
+                                         grid.problem.params)
+        exps = [build_experiment(runs[i], problem, data.n_honest, grid.rounds, grid.eval_every) for i in members]
+        groups += [[members[j] for j in g] for g in group_by_structure(exps)]
+    return [r.columns for r in runs], groups
+
+
+def describe_components() -> list[str]:
+    """One line per registered component, by kind: its name and its parameters with their defaults."""
+    lines = []
+    for kind in registry.KINDS:
+        lines.append(f"{kind}s:")
+        for name, cls in sorted(registry.registry(kind).items()):
+            params = (registry.problem_params(name) if kind == "problem" else registry.config_params(cls))
+            inner = ", ".join(f"{k}={p.default!r}" if p.default is None or _is_plain(p.default) else f"{k} (required)"
+                              for k, p in params.items())
+            lines.append(f"  {name}({inner})")
+    return lines
