@@ -40,7 +40,7 @@ class MultiKrum(AbstractFRule):
     """Multi-Krum (Blanchard et al., 2017): mean of the ``n - f`` inputs with the best Krum scores.
 
     Scores as ``Krum``; equal scores go to the lower index (ByzFL's argpartition
-    breaks ties arbitrarily). Needs ``2f < n``. Cost O(n^2 d + n^3).
+    breaks ties arbitrarily). Needs ``2f < n``. Cost O(n^2 d + n^2 log n).
     """
 
     def aggregate(self, vectors, state, key, valid=None):
