@@ -9,8 +9,10 @@ process and printed as Markdown tables (date, device, compile time apart):
    floor: the same program with the honest gradients and a plain mean only (no attack, Average).
 2. scaling over 1, 2, 4 forced CPU devices (subprocesses with
    ``--xla_force_host_platform_device_count``; ``run_grid`` shards the runs over them).
-3. ms/round and XLA's peak-memory estimate at n = 20 ... 1000 workers (small shards, ALIE with
-   f = n/20) for NNM -> TrMean, Krum and Median.
+3. ms/round, its growth exponent between successive n, and XLA's peak-memory estimate at
+   n = 20 ... 1000 workers (small shards, ALIE with f = n/20) for NNM -> TrMean, Krum and Median:
+   the distance rules cost O(n^2 d) (NNM: the Gram distances and the mixing matmul, plus
+   O(n^2 log n) ranks), Median O(n log^2 n d) (the bitonic sort).
 
     python benchmarks/bench_scale.py [--data fashion-mnist|synthetic] [--runs 1 8 64 256] [--rounds 20]
         [--devices 1 2 4] [--workers 20 100 500 1000] [--skip ...] [--json FILE]
@@ -188,10 +190,18 @@ def markdown(report) -> str:
                          f"{r['compile_s']:.1f} |")
         lines.append("")
     if report["workers"]:
-        lines += ["| n honest | f | rule | ms/round | peak MiB (XLA) | compile s |", "|---:|---:|---|---:|---:|---:|"]
+        lines += ["| n honest | f | rule | ms/round | growth | peak MiB (XLA) | compile s |",
+                  "|---:|---:|---|---:|---:|---:|---:|"]
+        previous = {}
         for r in report["workers"]:
             peak = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
-            lines.append(f"| {r['n_honest']} | {r['f']} | {r['rule']} | {r['ms_round']:.1f} | {peak} | {r['compile_s']:.1f} |")
+            growth = "-"
+            if r["rule"] in previous:  # the exponent a in ms ~ n^a since the previous n for this rule
+                n0, t0 = previous[r["rule"]]
+                growth = f"n^{np.log(r['ms_round'] / t0) / np.log(r['n_honest'] / n0):.1f}"
+            previous[r["rule"]] = (r["n_honest"], r["ms_round"])
+            lines.append(f"| {r['n_honest']} | {r['f']} | {r['rule']} | {r['ms_round']:.1f} | {growth} | {peak} "
+                         f"| {r['compile_s']:.1f} |")
     return "\n".join(lines)
 
 

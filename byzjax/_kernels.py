@@ -73,16 +73,14 @@ def absent_last(vectors: jax.Array, valid: jax.Array) -> jax.Array:
 
 
 def k_smallest_mask(dists: jax.Array, k: jax.Array) -> jax.Array:
-    """Row-wise mask of the ``k`` smallest entries of ``dists`` ``[m, n]``.
+    """Row-wise mask of the ``k`` smallest entries of ``dists`` ``[..., m, n]``: ``rank[i, j] < k``.
 
-    Ranks are computed by counting (``rank[i, j] = #{l : d[i,l] < d[i,j]}`` plus
-    earlier equal entries), an ``m n^2`` comparison instead of two argsorts;
-    ties go to the lower index, as a stable sort would. ``k`` may be traced.
+    ``rank[i, j]`` is the position of ``d[i, j]`` in a stable ascending sort of row ``i``
+    (``#{l : d[i,l] < d[i,j]} + #{l < j : d[i,l] = d[i,j]}``: ties go to the lower index).
+    One stable argsort per row and a scatter of the ranks, O(m n log n) work and O(m n)
+    memory; ``k`` may be traced. NaN entries sort last (after +inf).
     """
-    n = dists.shape[-1]
-    a = dists[..., :, None]  # d[i, j]
-    b = dists[..., None, :]  # d[i, l]
-    idx = jnp.arange(n)
-    earlier = idx[None, :] < idx[:, None]  # [j, l]: l < j
-    rank = jnp.sum((b < a) | ((b == a) & earlier), axis=-1)
-    return rank < k
+    order = jnp.argsort(dists, axis=-1, stable=True)
+    first = jnp.arange(dists.shape[-1]) < k  # [n]: the sorted positions kept
+    keep = jnp.broadcast_to(first, order.shape)
+    return jnp.put_along_axis(jnp.zeros(order.shape, bool), order, keep, axis=-1, inplace=False)

@@ -82,9 +82,10 @@ class NNM(AbstractFPreAggregator):
 
     Each ``x_i`` is replaced by the mean of its ``n - f`` nearest vectors (itself
     included; ties to the lower index). Computed as one ``[n, n]`` mixing matrix
-    times the ``[n, d]`` block: cost O(n^2 d) for the Gram distances plus O(n^3)
-    for ranks, never an ``n x (n-f) x d`` gather. Needs ``f < n``. A non-finite row is
-    infinitely far (never among the neighbours of another row) and is passed on as it is.
+    times the ``[n, d]`` block: cost O(n^2 d) for the Gram distances plus O(n^2 log n)
+    for the ranks (one stable argsort per row), never an ``n x (n-f) x d`` gather. Needs
+    ``f < n``. A non-finite row is infinitely far (never among the neighbours of another
+    row) and is passed on as it is.
     """
 
     needs: ClassVar[str] = "f < n"

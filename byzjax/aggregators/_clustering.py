@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import equinox as eqx
@@ -15,9 +16,15 @@ from byzjax.aggregators._common import _masked_mean, _median, _row, clip_scale, 
 
 def _two_means(points: jax.Array, iters: int, present: jax.Array) -> jax.Array:
     """Lloyd's 2-means of the present points from their farthest pair (lowest indices on
-    ties); True = second cluster."""
+    ties); True = second cluster.
+
+    The pair distances ``sum_c (p_ic - p_jc)^2`` are summed column by column (``d`` is the 3
+    sign statistics): ``[n, n]`` memory, never an ``[n, n, d]`` tensor, and the exact
+    difference form (not the Gram form, whose rounding could move the farthest pair on ties).
+    """
     n = points.shape[0]
-    d2 = jnp.sum((points[:, None, :] - points[None, :, :]) ** 2, axis=-1)
+    cols = [points[:, c] for c in range(points.shape[1])]
+    d2 = functools.reduce(jnp.add, [(c[:, None] - c[None, :]) ** 2 for c in cols])
     d2 = jnp.where(present[:, None] & present[None, :], d2, -1.0)
     i, j = jnp.divmod(jnp.argmax(d2), n)
     centres = points[jnp.stack([i, j])]
