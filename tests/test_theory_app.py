@@ -45,17 +45,21 @@ lr = [0.1, 0.3]
 """
 
 
+def small_prepare(cfg):
+    """``runner.prepare`` on a small Gaussian mixture (400 samples, 12 features, 3 classes)."""
+    ds = synthetic_dataset(seed=0, n_train=400, n_test=50, num_features=12, num_classes=3, separation=1.0)
+    data = stack_seeds([federated_classification(ds, cfg.data.n_honest, cfg.data.split, cfg.data.alpha, seed)
+                        for seed in cfg.seeds])
+    return ds, cfg.problem.build(ds), data
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     import tomllib
 
     out = tmp_path_factory.mktemp("theory") / "out"
     cfg = parse_config(tomllib.loads(CONFIG))
-    ds = synthetic_dataset(seed=0, n_train=400, n_test=50, num_features=12, num_classes=3, separation=1.0)
-    problem = cfg.problem.build(ds)
-    data = stack_seeds([federated_classification(ds, cfg.data.n_honest, cfg.data.split, cfg.data.alpha, seed)
-                        for seed in cfg.seeds])
-    prepared = (ds, problem, data)
+    prepared = small_prepare(cfg)
     runs, _, _ = execute(cfg, out, show_progress=False, prepared=prepared)
     summary = list(csv.DictReader(open(out / "summary.csv")))
     return cfg, prepared, runs, summary
@@ -112,3 +116,21 @@ def test_theory_columns_are_trace_theory_with_the_proven_kappa(grid):
         assert row["kappa_b2_lt_1"] == str(ref["kappa_b2_lt_1"])
         mu = float(row["kappa"]) * float(row["G2"]) / (2 * float(row["floor_dgd"]) * (1 - float(row["kappa_b2"])))
         assert mu >= 1e-2 * (1 - 1e-6)  # mu of L_H at x0 is at least lam
+
+
+def test_theory_command_prints_the_probe(tmp_path, capsys, monkeypatch):
+    from byzjax.app import runner
+
+    monkeypatch.setattr(runner, "prepare", small_prepare)
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(CONFIG.replace("seeds = 2", "seeds = 1"))
+    assert main(["theory", str(cfg)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[f = 1, attack = SignFlipping, aggregator = ") and out[0].endswith("seed 0")
+    assert out[1] == "workers n = 6, Byzantine f = 1"
+    assert any(line.startswith("L* = ") for line in out)
+    kappa = next(line for line in out if line.startswith("proven kappa = "))
+    assert "unknown" not in kappa  # TrMean after NNM has a proven kappa
+    assert out[-1].startswith("predicted ranking: ") and "DGD" in out[-1]
+    floor = next(line for line in out if line.startswith("predicted D-GD floor"))
+    assert float(floor.rsplit("= ", 1)[1]) >= 0

@@ -265,3 +265,34 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
 
 def describe(meta: dict) -> str:
     return json.dumps({k: meta[k] for k in ("device", "programs", "compile_s", "run_s")}, default=str)
+
+
+THEORY_KEYS = ("f", "attack", "aggregator", "tolerated_f", "participation", "batch_size", "worker_momentum")
+"""Run columns that fix the oracle a theory probe measures (the algorithm does not enter it)."""
+
+
+def theory_lines(config_path, *, data_source: str | None = None, every: bool = False) -> list[str]:
+    """What ``byzjax theory CONFIG`` prints: per distinct oracle of the config (``THEORY_KEYS``;
+    only the first unless ``every``), a header line and ``theory_probe(experiment, data, key)
+    .to_lines()`` on the first seed's data and key (arXiv 2602.03329, the reduction to an inexact
+    gradient oracle)."""
+    from byzjax.app.config import load_config
+    from byzjax.theory import theory_probe
+
+    cfg = load_config(config_path).override(source=data_source)
+    with jax.enable_x64(cfg.x64):
+        _, problem, data = prepare(cfg)
+        first = jax.tree.map(lambda a: a[0], data)
+        key = jax.random.key(cfg.seeds[0])
+        seen, lines = set(), []
+        for spec in cfg.runs:
+            oracle_key = tuple(str(spec.columns.get(k, "")) for k in THEORY_KEYS)
+            if oracle_key in seen:
+                continue
+            seen.add(oracle_key)
+            exp = build_experiment(spec, problem, cfg.data.n_honest, cfg.rounds, cfg.eval_every, x0=cfg.problem.x0)
+            label = ", ".join(f"{k} = {spec.columns[k]}" for k in THEORY_KEYS if spec.columns.get(k, "") != "")
+            lines += [f"[{label}]  seed {cfg.seeds[0]}", *theory_probe(exp, first, key).to_lines()]
+            if not every:
+                break
+    return lines
