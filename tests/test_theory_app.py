@@ -134,3 +134,40 @@ def test_theory_command_prints_the_probe(tmp_path, capsys, monkeypatch):
     assert out[-1].startswith("predicted ranking: ") and "DGD" in out[-1]
     floor = next(line for line in out if line.startswith("predicted D-GD floor"))
     assert float(floor.rsplit("= ", 1)[1]) >= 0
+
+
+def fake_rows(rounds, seeds):
+    """metrics.csv-like rows of two methods under one attack (decreasing losses)."""
+    return [{"run": str(i), "seed": str(s), "attack": "SignFlipping", "method": m, "split": "iid", "alpha": "",
+             "lam": "0.01", "iteration": str(t), "comm_round": str(t), "loss": str(1.0 + (1 + i + s) / (1 + t))}
+            for i, m in enumerate(("D-GD(lr=0.1)", "D-NAG(lr=0.1)")) for s in range(seeds) for t in range(rounds + 1)]
+
+
+@pytest.mark.parametrize("rounds, seeds", [(40, 1), (300, 2)])
+def test_convergence_figure_zoom_beside_the_panel_and_the_band_it_draws(tmp_path, monkeypatch, rounds, seeds):
+    from byzjax.app import plotting
+
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    plotting.plot_convergence(fake_rows(rounds, seeds), tmp_path / "loss", title="t")
+    axes = figs[0].axes
+    text = figs[0]._suptitle.get_text()
+    if rounds <= 100:  # nothing to zoom on: one panel, no inset
+        assert len(axes) == 1
+    else:  # a zoom beside the panel (not over it), titled with its real range
+        main, zoom = axes
+        assert zoom.get_position().x0 > main.get_position().x1
+        assert zoom.get_title() == f"zoom: rounds 0-100 of 0-{rounds}"
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in axes)
+    assert ("one seed (no band)" in text) == (seeds == 1) and ("min-max" in text) == (seeds > 1)
+    assert sum(len(ax.collections) for ax in axes) == (0 if seeds == 1 else 2 * len(axes))
+
+
+def test_accuracy_panels_have_y_labels(tmp_path, monkeypatch):
+    from byzjax.app import plotting
+
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    rows = [r | {"val_acc": "0.5", "test_acc": "0.6"} for r in fake_rows(10, 1)]
+    plotting.plot_accuracy(rows, tmp_path / "acc", title="t", ylim=None)
+    assert [ax.get_ylabel() for ax in figs[0].axes] == ["val accuracy", "test accuracy"]
