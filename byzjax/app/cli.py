@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--max-batch", type=int, help="cap on runs per compiled call (memory)")
     rp.add_argument("--x64", action="store_true", help="run in float64")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    th = sub.add_parser("theory", help="print what theory predicts for a config before running it",
+                        description="Build CONFIG's distinct experiments (the first seed's data) and print, per "
+                                    "experiment, the probe of byzjax.theory.theory_probe: L, mu and delta at x0 and "
+                                    "x*, L*, the (G, B) fit, kappa, the predicted D-GD floor, recommended steps "
+                                    "and the predicted ranking.")
+    th.add_argument("config", help="TOML experiment file (see README.md)")
+    th.add_argument("--data", help="override [data].source (as for 'byzjax run')")
+    th.add_argument("--all", action="store_true", help="probe every distinct experiment (default: the first only)")
     return p
 
 
@@ -165,6 +173,12 @@ def _dispatch(args) -> int:
         print(f"steps: {log.get('chosen_steps')}  estimated L at the start: {log.get('smoothness')}  "
               f"device: {log['environment']['device']}  "
               f"wall {total:.1f}s of which compile {comp:.1f}s")
+        return 0
+    if args.command == "theory":
+        from byzjax.app.runner import theory_lines
+
+        for line in theory_lines(args.config, data_source=args.data, every=args.all):
+            print(line)
         return 0
     raise AssertionError(args.command)
 

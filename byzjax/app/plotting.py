@@ -1,8 +1,9 @@
 """Figures from ``metrics.csv``: the paper's convergence and accuracy panels.
 
 Per figure (one per f, split, lambda, aggregator), one panel per attack: log-scale
-``L_H(x_t) - L_ref`` against communication rounds with an inset on rounds 0-100,
-the seed median as a line and the seed range as a band (arXiv 2602.03329, its experiments).
+``L_H(x_t) - L_ref`` against communication rounds with a zoom on rounds 0-100 beside the
+panel (when the runs are longer), the seed median as a line and the seed range as a band
+(one seed: its curve, no band) (arXiv 2602.03329, its experiments).
 Non-finite values (a diverged run) are left out of the curves; figures are written atomically.
 """
 
@@ -135,9 +136,14 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
     attacks = sorted({a for a, _ in data})
     methods = _method_order({m for _, m in data} | {m for _, m in ref})
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
-    fig, axes = plt.subplots(1, len(attacks), figsize=(max(5.2 * len(attacks), 7.5), 4.2), squeeze=False)
-    for ax, attack in zip(axes[0], attacks):
-        sub = ax.inset_axes([0.5, 0.5, 0.47, 0.45]) if inset else None
+    last = max((int(x[-1]) for x, _ in list(data.values()) + list(ref.values()) if x.size), default=0)
+    zoom = bool(inset) and last > inset  # a zoom on rounds 0..inset, beside its panel (hides no curve)
+    cols = 2 * len(attacks) if zoom else len(attacks)
+    fig, axes = plt.subplots(1, cols, figsize=(max((7.0 if zoom else 5.2) * len(attacks), 7.5), 4.2), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1.3] * len(attacks)} if zoom else None)
+    for j, attack in enumerate(attacks):
+        ax = axes[0][2 * j if zoom else j]
+        sub = axes[0][2 * j + 1] if zoom else None
         for m in methods:
             for src, style in ((data, "-"), (ref, "--")):
                 key = (attack, m) if src is data else next((k for k in src if k[1] == m), None)
@@ -159,11 +165,21 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
         if sub is not None:
             sub.set_xlim(0, inset)
             sub.tick_params(labelsize=7)
-            sub.set_title(f"rounds 0-{inset}", fontsize=7)
+            sub.set_title(f"zoom: rounds 0-{inset} of 0-{last}", fontsize=8)
+            sub.set_xlabel("communication rounds", fontsize=8)
+            sub.set_ylabel(r"$L_H(x_t) - L_{ref}$", fontsize=8)
+            sub.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{title}\nL_ref = {l_ref}; median over seeds, band = min-max", fontsize=9)
+    fig.suptitle(f"{title}\nL_ref = {l_ref}; {band_text(rows)}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
+
+
+def band_text(rows) -> str:
+    """What the curves of ``rows`` show: the seed median and min-max band, or one seed's curve
+    (no band) when the rows hold a single seed."""
+    seeds = {r.get("seed") for r in rows}
+    return f"median over {len(seeds)} seeds, band = min-max over seeds" if len(seeds) > 1 else "one seed (no band)"
 
 
 def plot_accuracy(rows, path: Path, title: str = "", ylim=(0.80, 0.94)) -> None:
@@ -189,10 +205,11 @@ def plot_accuracy(rows, path: Path, title: str = "", ylim=(0.80, 0.94)) -> None:
                     _draw(ax, x, vals, m, plt.cm.tab10(i % 10), False)
             ax.set_title(f"{metric.replace('_acc', '')} accuracy, attack: {attack}", fontsize=9)
             ax.set_xlabel("communication rounds")
+            ax.set_ylabel(f"{metric.replace('_acc', '')} accuracy")
             ax.set_ylim(*ylim)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(f"{title}\n{band_text(rows)}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 

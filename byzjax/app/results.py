@@ -17,11 +17,13 @@ import math
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from byzjax.app.files import OutputError, atomic_open, write_json
 from byzjax.metrics import COUNTER, EVAL_METRICS, ROUND_METRICS
+from byzjax.theory import trace_theory
 
 GAPS = (1e-2, 1e-3)
 DIVERGENCE_FACTOR = 1e6
@@ -201,24 +203,60 @@ def read_table(path: Path, required=()) -> list[dict]:
     return [dict(zip(header, cells)) for cells in body]
 
 
-def summarise(runs: list[tuple[int, int, dict, object]], timing: dict) -> list[dict]:
-    """One row per (run, seed): final/min loss, accuracies, rounds to loss gaps, divergence, timings.
+class InstanceTheory(NamedTuple):
+    """What theory needs of one problem instance (``instance_key``): ``mu`` of ``L_H`` at ``x0``
+    (``theory.strong_convexity``) and the exact ``L* = min L_H`` (``theory.reference_optimum``;
+    None when the problem is not strongly convex), both measured once per instance."""
+
+    mu: float
+    l_star: float | None
+
+
+THEORY_METRICS = ("error", "spread", "grad_norm", "kappa_hat")
+"""The per-round metrics ``theory.trace_theory`` needs; a trace without them gets no theory columns."""
+THEORY_COLUMNS = ("kappa_source", "kappa_hat_max", "G2_b0", "G2", "B2", "kappa_b2", "kappa_b2_lt_1", "floor_dgd")
+
+
+def theory_columns(metrics: dict, kappa: float | None, mu: float) -> dict:
+    """summary.csv's theory columns of one trace: ``THEORY_COLUMNS`` of ``theory.trace_theory``
+    (the (G, B) fit covering every round, ``kappa B^2`` with the rule's proven kappa, or the largest
+    measured ``kappa_hat`` when none is known, and the D-GD floor ``kappa G^2 / (2 mu (1 - kappa B^2))``,
+    arXiv 2602.03329, the reduction to an inexact gradient oracle); empty if a metric is missing."""
+    if any(k not in metrics for k in THEORY_METRICS):
+        return {}
+    out = trace_theory({k: metrics[k] for k in THEORY_METRICS}, kappa, mu)
+    return {"kappa": out["kappa"]} | {k: out[k] for k in THEORY_COLUMNS}
+
+
+def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, *, kappas: dict | None = None,
+              instances: dict | None = None) -> list[dict]:
+    """One row per (run, seed): final/min loss, accuracies, rounds to loss gaps, divergence, timings,
+    theory.
 
     Gaps are to ``L_ref`` of the run's problem instance (``reference_levels``), taken over
-    the runs not marked ``stage = tuning``. ``min_loss`` is the lowest finite loss;
+    the runs not marked ``stage = tuning`` (the paper's lowest loss seen). ``instances``
+    (``instance_key`` -> ``InstanceTheory``) adds ``l_star`` (the exact ``min L_H``) and
+    ``gap_star = final_loss - l_star``, and gives the ``mu`` of the theory columns
+    (``theory_columns``; ``nan`` without it); ``kappas`` (run id -> the rule's proven kappa or
+    None) gives their kappa (missing: the measured one). ``min_loss`` is the lowest finite loss;
     ``diverged``/``diverged_round`` follow ``diverged_at``; ``inner_capped_rounds`` counts the
     steps whose inner solve stopped at its iteration cap (the per-round metric ``inner_capped``).
     """
+    kappas, instances = kappas or {}, instances or {}
     levels = reference_levels((instance_key(cols, seed), t.metrics["loss"]) for _, seed, cols, t in runs
                               if cols.get("stage") != "tuning")
     out = []
     for run_id, seed, cols, trace in runs:
         loss = np.asarray(trace.metrics["loss"], dtype=np.float64)
         l_ref = levels.get(instance_key(cols, seed), finite_min(loss))
+        inst = instances.get(instance_key(cols, seed))
         comm = np.asarray(trace.metrics[COUNTER]) - 1
         div = diverged_at(loss, comm)
         row = {"run": run_id, "seed": seed, **cols, "l_ref": l_ref, "final_loss": loss[-1], "min_loss": finite_min(loss),
                "final_gap": loss[-1] - l_ref, "diverged": div is not None, "diverged_round": div}
+        if inst is not None:
+            row["l_star"] = inst.l_star
+            row["gap_star"] = None if inst.l_star is None else loss[-1] - inst.l_star
         for k, v in trace.eval_metrics.items():
             v = np.asarray(v, dtype=np.float64)
             row[f"best_{k}"] = float(np.max(v[np.isfinite(v)])) if np.isfinite(v).any() else math.nan
@@ -230,6 +268,7 @@ def summarise(runs: list[tuple[int, int, dict, object]], timing: dict) -> list[d
             row["mean_inner_iters"] = float(np.mean(inner))
         if "inner_capped" in trace.metrics:
             row["inner_capped_rounds"] = int(np.sum(np.asarray(trace.metrics["inner_capped"]) > 0))
+        row |= theory_columns(trace.metrics, kappas.get(run_id), math.nan if inst is None else inst.mu)
         row |= timing.get(run_id, {})
         out.append(row)
     return out
@@ -252,8 +291,10 @@ def run_warnings(summary: list[dict]) -> list[str]:
     return lines
 
 
-def write_results(out_dir: Path, config: dict, runs: list[tuple[int, int, dict, object]], timing: dict) -> list[str]:
-    """Write the three result files of a grid into ``out_dir`` (created if needed).
+def write_results(out_dir: Path, config: dict, runs: list[tuple[int, int, dict, object]], timing: dict, *,
+                  kappas: dict | None = None, instances: dict | None = None) -> list[str]:
+    """Write the three result files of a grid into ``out_dir`` (created if needed); ``kappas`` and
+    ``instances``: as ``summarise`` (the theory columns).
 
     Each file is replaced atomically; ``config.json`` (the completion record, with
     ``meta.metrics_rows`` and the warnings) last. Returns the warning lines (``run_warnings``).
@@ -264,7 +305,7 @@ def write_results(out_dir: Path, config: dict, runs: list[tuple[int, int, dict, 
     except OSError as err:
         raise OutputError(f"cannot create {out_dir}: {err.strerror or err}") from None
     rows = [r for run_id, seed, cols, trace in runs for r in trace_rows(run_id, seed, cols, trace)]
-    summary = summarise(runs, timing)
+    summary = summarise(runs, timing, kappas=kappas, instances=instances)
     warnings = run_warnings(summary)
     write_csv(out_dir / "metrics.csv", rows)
     write_csv(out_dir / "summary.csv", summary)
@@ -335,5 +376,5 @@ def finished_runs(out_dir: Path, columns: list[dict], seeds: list[int]):
         for seed in seeds:
             runs.append((rid, seed, columns[rid], trace_from_rows(found[seed])))
         srow = next((s for s in summary if s["run"] == str(rid)), {})
-        timing[rid] = {k: parse_cell(srow[k]) for k in ("compile_s", "run_s", "batch") if srow.get(k, "") != ""}
+        timing[rid] = {k: parse_cell(srow[k]) for k in ("compile_s", "run_s", "batch", "devices") if srow.get(k, "") != ""}
     return runs, timing

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from byzjax import __version__, progress
 from byzjax._validation import ConfigError
 from byzjax.app.config import GridSpec, build_experiment, resolve_source
 from byzjax.app.files import Interrupted, OutputError, check_out_dir, warn
-from byzjax.app.results import clear_results, finished_runs, read_record, write_results
+from byzjax.app.results import InstanceTheory, clear_results, finished_runs, instance_key, read_record, write_results
 from byzjax.data import federated_classification, partitioned_dataset, stack_seeds
 from byzjax.sweep import group_by_structure, run_grid
 
@@ -62,6 +63,60 @@ def prepare(cfg: GridSpec, data_source: str | None = None):
         datas = [federated_classification(ds, spec.n_honest, spec.split, spec.alpha, seed, shards=shards)
                  for seed in cfg.seeds]
     return ds, problem, stack_seeds(datas)
+
+
+def strongly_convex(problem) -> bool:
+    """Whether ``L_H`` is strongly convex, so that ``L* = min L_H`` is attained and the Newton
+    solve of ``theory.reference_optimum`` converges: ``Quadratic`` (positive definite mean
+    Hessian by construction) and ``LogisticRegression`` with ``lam > 0``."""
+    from byzjax.problems import LogisticRegression, Quadratic
+
+    if isinstance(problem, Quadratic):
+        return True
+    return isinstance(problem, LogisticRegression) and float(np.asarray(problem.lam)) > 0
+
+
+def run_kappas(cfg: GridSpec, experiments) -> dict[int, float | None]:
+    """Run id -> the proven kappa of its rule (``theory.proven_kappa``) on the ``n_honest + f``
+    workers that exist, with ``f`` the run's Byzantine count (None: unknown, or the rule's declared
+    ``f`` is another)."""
+    from byzjax.theory import proven_kappa
+
+    return {i: proven_kappa(e.oracle.aggregator, e.oracle.n_honest + spec.f, spec.f)
+            for i, (spec, e) in enumerate(zip(cfg.runs, experiments))}
+
+
+_INSTANCE_CACHE: dict[tuple, InstanceTheory] = {}
+
+
+def instance_theory(cfg: GridSpec, problem, data, keys, x0=None) -> dict[tuple, InstanceTheory]:
+    """``instance_key`` -> ``InstanceTheory`` for every seed of ``cfg`` (``data``: stacked per seed).
+
+    Per problem instance (split, alpha, lam, seed): ``mu = theory.strong_convexity(L_H, x0)`` at the
+    runs' initial point (``x0``, else ``problem.init(fold_in(key, 0))`` as ``simulate.run``) in the
+    run precision, and the exact ``L*`` of ``theory.reference_optimum`` (float64 Newton-CG, to
+    ``||grad L_H|| <= 1e-10``) for strongly convex problems (``strongly_convex``); neither otherwise
+    (``mu = nan``, ``L* = None``). Kept in memory per instance (data source, its digest and the
+    instance), so a grid resumed or rerun in one process solves each instance once.
+    """
+    from byzjax.theory import honest_loss, reference_optimum, strong_convexity
+
+    if not strongly_convex(problem):
+        return {}
+    cols = cfg.runs[0].columns if cfg.runs else {}
+    out = {}
+    for s, seed in enumerate(cfg.seeds):
+        shards = jax.tree.map(lambda a: a[s], data.shards)
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(np.asarray(a)).tobytes()
+                                         for a in jax.tree.leaves((problem, shards, x0)))).hexdigest()
+        key = instance_key(cols, seed)
+        cache_key = (key, digest, bool(cfg.x64))
+        if cache_key not in _INSTANCE_CACHE:
+            start = problem.init(jax.random.fold_in(keys[s], 0)) if x0 is None else jnp.asarray(x0)
+            mu = float(strong_convexity(honest_loss(problem, shards), start, jax.random.fold_in(keys[s], 7)))
+            _INSTANCE_CACHE[cache_key] = InstanceTheory(mu, reference_optimum(problem, shards, start).loss_star)
+        out[key] = _INSTANCE_CACHE[cache_key]
+    return out
 
 
 def program_names(columns: list[dict], experiments, max_batch: int | None, n_seeds: int) -> list[tuple[str, int]]:
@@ -152,6 +207,7 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
                    for s in cfg.runs]
     todo = [i for i in range(len(cfg.runs)) if i not in done_timing]
     keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
+    kappas, instances = run_kappas(cfg, experiments), instance_theory(cfg, problem, data, keys, x0)
     base = environment() | {"dataset": ds.name, "normalization": [ds.mean, ds.std], "total_runs": len(cfg.runs),
                             "resumed_runs": len(done_timing)}
     record = {"config": cfg.to_dict(), "as_written": cfg.raw, "command_line": command_line,
@@ -171,7 +227,8 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     def write(runs, timing, meta):
         if out_dir is None:
             return []
-        return write_results(Path(out_dir), record | {"meta": meta}, runs, timing)
+        return write_results(Path(out_dir), record | {"meta": meta}, runs, timing, kappas=kappas,
+                             instances=instances)
 
     latest = [[None] * len(todo), [{}] * len(todo)]
 
@@ -208,3 +265,34 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
 
 def describe(meta: dict) -> str:
     return json.dumps({k: meta[k] for k in ("device", "programs", "compile_s", "run_s")}, default=str)
+
+
+THEORY_KEYS = ("f", "attack", "aggregator", "tolerated_f", "participation", "batch_size", "worker_momentum")
+"""Run columns that fix the oracle a theory probe measures (the algorithm does not enter it)."""
+
+
+def theory_lines(config_path, *, data_source: str | None = None, every: bool = False) -> list[str]:
+    """What ``byzjax theory CONFIG`` prints: per distinct oracle of the config (``THEORY_KEYS``;
+    only the first unless ``every``), a header line and ``theory_probe(experiment, data, key)
+    .to_lines()`` on the first seed's data and key (arXiv 2602.03329, the reduction to an inexact
+    gradient oracle)."""
+    from byzjax.app.config import load_config
+    from byzjax.theory import theory_probe
+
+    cfg = load_config(config_path).override(source=data_source)
+    with jax.enable_x64(cfg.x64):
+        _, problem, data = prepare(cfg)
+        first = jax.tree.map(lambda a: a[0], data)
+        key = jax.random.key(cfg.seeds[0])
+        seen, lines = set(), []
+        for spec in cfg.runs:
+            oracle_key = tuple(str(spec.columns.get(k, "")) for k in THEORY_KEYS)
+            if oracle_key in seen:
+                continue
+            seen.add(oracle_key)
+            exp = build_experiment(spec, problem, cfg.data.n_honest, cfg.rounds, cfg.eval_every, x0=cfg.problem.x0)
+            label = ", ".join(f"{k} = {spec.columns[k]}" for k in THEORY_KEYS if spec.columns.get(k, "") != "")
+            lines += [f"[{label}]  seed {cfg.seeds[0]}", *theory_probe(exp, first, key).to_lines()]
+            if not every:
+                break
+    return lines
