@@ -96,7 +96,7 @@ def trace_from_rows(rows: list[dict]) -> StoredTrace:
     return StoredTrace(metrics, evals, np.array([int(r["iteration"]) for r in taken], dtype=int))
 
 
-INSTANCE_COLUMNS = ("split", "alpha", "lam")
+INSTANCE_COLUMNS = ("split", "alpha", "n_honest", "lam")
 """With the seed, the columns that fix the honest objective ``L_H`` (its data split and
 regulariser): runs of one instance share ``L_H`` and so share ``L_ref``."""
 
