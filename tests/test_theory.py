@@ -195,7 +195,7 @@ def test_proven_kappa_table_and_unknown_cases():
     assert proven_kappa(Average(), 10, 0) == 0.0
     for rule, n, f in ((Average(), 10, 1), (TrMean(1), 10, 2), (CenteredClipping(), 10, 2), (TrMean(2), 4, 2),
                        (Pipeline([Clipping()], TrMean(2)), 10, 2), (Pipeline([NNM(1)], TrMean(2)), 10, 2),
-                       (Pipeline([NNM(2)], CenteredClipping()), 10, 2), (TrMean([1, 2]), 10, 2)):
+                       (Pipeline([NNM(2)], CenteredClipping()), 10, 2), (TrMean(jnp.array([1, 2])), 10, 2)):
         assert proven_kappa(rule, n, f) is None, (rule, n, f)
     for n in range(3, 30):
         for f in range(0, (n - 1) // 2 + 1):
