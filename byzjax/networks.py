@@ -22,7 +22,7 @@ from byzjax._validation import ConfigError, check_param, concrete_values, float_
 from byzjax.data import Shards
 from byzjax import models as _models
 from byzjax.models import MODELS, AbstractModel, torch_init
-from byzjax.problems import AbstractProblem
+from byzjax.problems import AbstractProblem, masked_cross_entropy
 
 
 class NetworkClassification(AbstractProblem):
@@ -107,10 +107,7 @@ class NetworkClassification(AbstractProblem):
         return jax.vmap(self.model(x))(self._images(feats, x.dtype))
 
     def loss(self, x, shard: Shards):
-        logp = jax.nn.log_softmax(self.logits(x, shard.x))
-        nll = -jnp.take_along_axis(logp, shard.y[:, None], axis=1)[:, 0]
-        data_term = jnp.sum(nll * shard.mask) / jnp.maximum(jnp.sum(shard.mask), 1.0)
-        return data_term + 0.5 * self.lam * jnp.sum(x * x)
+        return masked_cross_entropy(self.logits(x, shard.x), shard, x, self.lam)
 
     def evaluate(self, x, evaluation):
         """``{name}_acc`` = fraction of samples whose largest output is the label, ``eval_chunk`` at a time."""

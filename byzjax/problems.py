@@ -74,6 +74,15 @@ class AbstractProblem(eqx.Module):
         (called by ``RobustOracle.check`` before compiling); default: any positive size is fine."""
 
 
+def masked_cross_entropy(logits: jax.Array, shard: Shards, x: jax.Array, lam) -> jax.Array:
+    """``(1/m) sum_j -log softmax(logits_j)_{y_j} + (lam/2)||x||^2`` over the shard's ``m`` real
+    samples (padded samples carry mask 0 and do not count): the local loss of every classifier."""
+    logp = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(logp, shard.y[:, None], axis=1)[:, 0]
+    data_term = jnp.sum(nll * shard.mask) / jnp.maximum(jnp.sum(shard.mask), 1.0)
+    return data_term + 0.5 * lam * jnp.sum(x * x)
+
+
 class LogisticRegression(AbstractProblem):
     """Multinomial logistic regression with bias, arXiv 2602.03329, its experiments.
 
@@ -114,10 +123,7 @@ class LogisticRegression(AbstractProblem):
         return features @ w + b
 
     def loss(self, x, shard: Shards):
-        logp = jax.nn.log_softmax(self.logits(x, shard.x))
-        nll = -jnp.take_along_axis(logp, shard.y[:, None], axis=1)[:, 0]
-        data_term = jnp.sum(nll * shard.mask) / jnp.maximum(jnp.sum(shard.mask), 1.0)
-        return data_term + 0.5 * self.lam * jnp.sum(x * x)
+        return masked_cross_entropy(self.logits(x, shard.x), shard, x, self.lam)
 
     def evaluate(self, x, evaluation):
         return {
