@@ -2,7 +2,8 @@
 
 arXiv 2602.03329, its experiments: the 60k training images are split 80/20 into train/validation,
 normalised, flattened to 784 features, then the training part is divided among the
-honest workers iid or by per-class Dirichlet proportions. Unequal shards are padded
+honest workers iid or by per-class Dirichlet proportions (or as ByzFL's ``gamma_similarity_niid``
+and ``extreme_niid``). Unequal shards are padded
 to the largest one with a sample mask, so every worker's loss stays its true mean
 over its own samples and all workers still vectorise as one batch axis.
 """
@@ -224,22 +225,71 @@ def split_dirichlet(labels: np.ndarray, n_workers: int, alpha: float, rng: np.ra
     return [np.sort(np.concatenate(s)) for s in shards]
 
 
+def split_extreme(labels: np.ndarray, n_workers: int) -> list[np.ndarray]:
+    """Sort the indices by label (ties by index) and cut them into ``n_workers`` (almost) equal
+    consecutive parts: ``extreme_niid`` of ByzFL's ``DataDistributor`` (github.com/LPD-EPFL/byzfl).
+
+    Deterministic: worker ``i`` holds positions ``[i N / n, (i + 1) N / n)`` of the label-sorted
+    order (``np.array_split``), so most workers see one or two classes.
+    """
+    return np.array_split(np.argsort(labels, kind="stable"), n_workers)
+
+
+def split_gamma_similarity(labels: np.ndarray, n_workers: int, gamma: float,
+                           rng: np.random.Generator) -> list[np.ndarray]:
+    """ByzFL's ``gamma_similarity_niid``: a random ``floor(gamma N)`` of the samples split iid, the
+    rest as ``split_extreme``; worker ``i`` gets the ``i``-th part of both (ByzFL's ``DataDistributor``).
+
+    ``gamma = 1`` is ``split_iid`` (the same index sets for the same ``rng``), ``gamma = 0`` is
+    ``split_extreme``; shard sizes differ by at most 2.
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ConfigError(f"split 'gamma_similarity': gamma must be in [0, 1], got {gamma}")
+    perm = rng.permutation(len(labels))
+    k = int(len(labels) * gamma)
+    iid = np.array_split(perm[:k], n_workers)
+    rest = perm[k:]
+    sorted_rest = rest[np.lexsort((rest, labels[rest]))]  # by label, ties by index (as ByzFL)
+    extreme = np.array_split(sorted_rest, n_workers)
+    return [np.sort(np.concatenate([a, b])).astype(np.int64) for a, b in zip(iid, extreme)]
+
+
+SPLITS = ("iid", "dirichlet", "gamma_similarity", "extreme")
+"""The split names; ``dirichlet`` takes ``alpha > 0``, ``gamma_similarity`` takes ``gamma`` in [0, 1]."""
+
+
 def split_indices(labels, n_workers: int, split: str, alpha: float | None, seed: int) -> list[np.ndarray]:
-    """Worker shards (index arrays into the training set) for ``split`` in {iid, dirichlet}."""
+    """Worker shards (index arrays into the training set) for ``split`` in ``SPLITS``.
+
+    ``alpha`` is the split's parameter: Dirichlet's concentration for ``dirichlet``, ByzFL's
+    ``gamma`` (the iid fraction) for ``gamma_similarity`` (one number per split, as ByzFL's
+    ``distribution_parameter``); ``iid`` and ``extreme`` take none.
+    """
     rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
     if n_workers < 1:
         raise ConfigError(f"n_honest must be >= 1, got {n_workers}")
+    if split in ("iid", "extreme") and alpha is not None:
+        raise ConfigError(f"split {split!r} takes no parameter, got {alpha!r}")
     if split == "iid":
         shards = split_iid(labels, n_workers, rng)
+    elif split == "extreme":
+        shards = split_extreme(labels, n_workers)
     elif split == "dirichlet":
         if alpha is None:
             raise ConfigError("split 'dirichlet' needs alpha")
         shards = split_dirichlet(labels, n_workers, alpha, rng)
+    elif split == "gamma_similarity":
+        if alpha is None:
+            raise ConfigError("split 'gamma_similarity' needs gamma (a number in [0, 1])")
+        shards = split_gamma_similarity(labels, n_workers, alpha, rng)
     else:
-        raise ConfigError(f"unknown split {split!r} (allowed: 'iid', 'dirichlet')")
+        raise ConfigError(f"unknown split {split!r} (allowed: {', '.join(repr(s) for s in SPLITS)})")
     empty = [i for i, s in enumerate(shards) if len(s) == 0]
     if empty:
-        raise ConfigError(f"{split} split left workers {empty} without data (alpha too small for n_honest={n_workers}?)")
+        hint = (f"alpha too small for n_honest={n_workers}?" if split == "dirichlet"
+                else f"{len(labels)} samples for n_honest={n_workers}")
+        raise ConfigError(f"{split} split left workers {empty} without data ({hint})")
     return shards
 
 

@@ -33,7 +33,7 @@ except ModuleNotFoundError:  # Python < 3.11
 
 from byzjax import registry
 from byzjax._validation import ConfigError
-from byzjax.data import DEFAULT_DATA_DIR
+from byzjax.data import DEFAULT_DATA_DIR, SPLITS
 
 # ----------------------------------------------------------------------------------------------
 # Strict value checks: one-line errors naming the section, the key, the value and what is allowed.
@@ -240,7 +240,7 @@ class AggregatorSpec:
 
 
 NORMALIZATIONS = ("dataset", "mnist")
-SPLITS = ("iid", "dirichlet")
+SPLIT_PARAMETER = {"dirichlet": "alpha", "gamma_similarity": "gamma"}  # the config key of each split's parameter
 
 
 @dataclass(frozen=True)
@@ -257,8 +257,8 @@ class DataSpec:
     """
 
     source: str = "fashion-mnist"
-    split: str = "iid"  # "iid", "dirichlet", or "partition" (given by the ``partition`` file)
-    alpha: float | None = None
+    split: str = "iid"  # one of byzjax.data.SPLITS, or "partition" (given by the ``partition`` file)
+    alpha: float | None = None  # the split's parameter: Dirichlet alpha, or gamma (config key ``gamma``)
     n_honest: int = 20
     normalization: str | tuple = "dataset"
     val_fraction: float = 0.2
@@ -277,12 +277,14 @@ class DataSpec:
     def parse_all(cls, table: dict, base: Path | None = None) -> tuple[DataSpec, ...]:
         """The data instances of ``[data]``: lists of ``split``, ``alpha`` and ``n_honest`` sweep.
 
-        The instances are ``n_honest x (split, alpha)`` in the order given, where ``alpha`` applies
-        to the Dirichlet split only (``split = ["iid", "dirichlet"], alpha = [0.1, 1]`` gives iid,
-        Dirichlet(0.1), Dirichlet(1)).
+        The instances are ``n_honest x (split, parameter)`` in the order given, where ``alpha``
+        applies to the Dirichlet split only and ``gamma`` (in [0, 1]) to ``gamma_similarity`` only
+        (``split = ["iid", "dirichlet", "gamma_similarity"], alpha = [0.1, 1], gamma = 0.5`` gives iid,
+        Dirichlet(0.1), Dirichlet(1), gamma-similarity(0.5)); ``extreme`` takes none. Both are stored
+        in ``DataSpec.alpha`` (the split's one parameter, as ByzFL's ``distribution_parameter``).
         """
         w = "config [data]"
-        _known(w, table, [f.name for f in dataclasses.fields(cls)])
+        _known(w, table, [f.name for f in dataclasses.fields(cls)] + ["gamma"])
         source = check_str(w, "source", table.get("source", cls.source))
         n_honests = _listed(w, "n_honest", table.get("n_honest", cls.n_honest), lambda v: check_int(w, "n_honest", v, 1),
                             "a positive integer")
@@ -306,8 +308,8 @@ class DataSpec:
             check_str(w, "normalization", norm, NORMALIZATIONS)
         partition = table.get("partition")
         if partition is not None:
-            if "split" in table or "alpha" in table:
-                raise ConfigError(f"{w}: give either partition (a file of worker indices) or split/alpha, not both")
+            if "split" in table or "alpha" in table or "gamma" in table:
+                raise ConfigError(f"{w}: give either partition (a file of worker indices) or split/alpha/gamma, not both")
             partition = check_str(w, "partition", partition)
             if base is not None and not Path(partition).is_absolute():
                 partition = str(base / partition)
@@ -316,16 +318,19 @@ class DataSpec:
                          "one of " + ", ".join(repr(c) for c in SPLITS))
         if len(set(splits)) != len(splits):
             raise ConfigError(f"{w}: split lists a value twice, got {list(splits)!r}")
-        alphas = None
-        if "alpha" in table:
-            alphas = _listed(w, "alpha", table["alpha"], lambda v: check_number(w, "alpha", v, low=0, low_open=True),
-                             "a positive number")
-        if "dirichlet" in splits and alphas is None:
-            raise ConfigError(f"{w}: split 'dirichlet' needs alpha = a positive number (or a list of them)")
-        if "dirichlet" not in splits and alphas is not None:
-            raise ConfigError(f"{w}: alpha is only used with split = 'dirichlet' (split is "
-                              f"{splits[0] if len(splits) == 1 else list(splits)!r})")
-        pairs = [(s, a) for s in splits for a in ((None,) if s != "dirichlet" else alphas)]
+        checks = {"alpha": (dict(low=0, low_open=True), "a positive number"),
+                  "gamma": (dict(low=0, high=1, allowed="a number in [0, 1]"), "a number in [0, 1]")}
+        values = {}
+        for split, key in SPLIT_PARAMETER.items():
+            bounds, what = checks[key]
+            if key in table:
+                values[split] = _listed(w, key, table[key], lambda v, k=key, b=bounds: check_number(w, k, v, **b), what)
+            if split in splits and key not in table:
+                raise ConfigError(f"{w}: split {split!r} needs {key} = {what} (or a list of them)")
+            if split not in splits and key in table:
+                raise ConfigError(f"{w}: {key} is only used with split = {split!r} (split is "
+                                  f"{splits[0] if len(splits) == 1 else list(splits)!r})")
+        pairs = [(s, a) for s in splits for a in values.get(s, (None,))]
         return tuple(cls(source, s, a, n, norm, val_fraction, None) for n in n_honests for s, a in pairs)
 
     def resolved(self) -> dict:
@@ -334,6 +339,8 @@ class DataSpec:
             out["normalization"] = [list(v) if isinstance(v, tuple) else v for v in self.normalization]
         if self.partition is not None:
             del out["split"]
+        if self.split == "gamma_similarity":
+            out["gamma"] = out.pop("alpha")
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -592,7 +599,8 @@ GridConfig = GridSpec  # the former name
 
 
 def _data_label(d: DataSpec) -> str:
-    split = f"dirichlet(alpha={d.alpha:g})" if d.split == "dirichlet" else d.split
+    key = SPLIT_PARAMETER.get(d.split)
+    split = f"{d.split}({key}={d.alpha:g})" if key else d.split
     return f"{split} n_honest={d.n_honest}"
 
 
@@ -605,11 +613,12 @@ def _data_resolved(instances: tuple[DataSpec, ...]) -> dict:
     out["n_honest"] = n_honest if len(n_honest) > 1 else n_honest[0]
     if instances[0].partition is None:
         splits = list(dict.fromkeys(d.split for d in instances))
-        alphas = list(dict.fromkeys(d.alpha for d in instances if d.alpha is not None))
         out["split"] = splits if len(splits) > 1 else splits[0]
-        out.pop("alpha", None)
-        if alphas:
-            out["alpha"] = alphas if len(alphas) > 1 else alphas[0]
+        for split, key in SPLIT_PARAMETER.items():
+            out.pop(key, None)
+            values = list(dict.fromkeys(d.alpha for d in instances if d.split == split))
+            if values:
+                out[key] = values if len(values) > 1 else values[0]
     return out
 
 
