@@ -16,10 +16,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"byzjax {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run the experiment grid described by a TOML config file",
+    r = sub.add_parser("run", help="run the experiment grid described by a TOML config file (or a ByzFL config.json)",
                        description="Run every configuration x seed of CONFIG (one compiled program per static "
                                    "structure) and write config.json, metrics.csv, summary.csv and figures to --out.")
-    r.add_argument("config", help="TOML experiment file (see README.md)")
+    r.add_argument("config", nargs="?", help="TOML experiment file (see README.md)")
+    r.add_argument("--byzfl", metavar="CONFIG.json",
+                   help="run a ByzFL benchmark config.json as it is (instead of CONFIG): its grid, with one "
+                        "'byzfl: ...' line per field mapped differently; --out defaults to its results_directory")
     r.add_argument("--dry-run", action="store_true",
                    help="print the runs the grid expands to (one line each) and the number of compiled programs; "
                         "nothing is run or written")
@@ -97,14 +100,50 @@ def main(argv=None) -> int:
         return 130
 
 
-def _dry_run(cfg) -> int:
-    """``byzjax run CONFIG --dry-run``: the runs (their columns, one line each) and the programs."""
-    from byzjax.app.config import plan
+def _run_config(args, *, overrides: dict):
+    """The grid of ``byzjax run``: ``CONFIG`` (TOML) or ``--byzfl CONFIG.json`` (its notes printed,
+    ``--out`` defaulting to its ``results_directory``), with the command line's overrides."""
+    from byzjax._validation import ConfigError
+    from byzjax.app.config import load_config
+
+    if (args.config is None) == (args.byzfl is None):
+        raise ConfigError("command line: run needs a TOML CONFIG or --byzfl CONFIG.json (one of them), got "
+                          + ("both" if args.config else "neither"))
+    if args.config is not None:
+        return load_config(args.config).override(**overrides)
+    from byzjax.app.byzfl import NOTE, load_byzfl
+
+    cfg, translation = load_byzfl(args.byzfl)
+    for note in translation.notes:
+        print(note)
+    if args.out is None and not args.dry_run and translation.results_directory:
+        args.out = translation.results_directory
+        print(f"{NOTE}results_directory {args.out} -> --out {args.out}")
+    return cfg.override(**overrides)
+
+
+def _dry_run(cfg, devices=None, max_memory=None) -> int:
+    """``byzjax run CONFIG --dry-run``: the runs (their columns, one line each) and the programs on
+    stdout; each program's estimated memory per device on stderr, with the runner's plan lines."""
+    from byzjax._validation import ConfigError
+    from byzjax.app.config import format_bytes, plan, program_memory
 
     columns, groups = plan(cfg)
     program = {i: g for g, members in enumerate(groups) for i in members}
     for i, cols in enumerate(columns):
         print(f"run {i}  program {program[i]}  " + "  ".join(f"{k}={v}" for k, v in cols.items()))
+    try:
+        memory = program_memory(cfg, groups, devices=devices, max_memory=max_memory)
+    except ConfigError as err:  # e.g. the data is not there: the run list stands without it
+        print(f"program memory: not estimated ({err})", file=sys.stderr)
+        memory = []
+    seeds = len(cfg.seeds)
+    for g, m in enumerate(memory):
+        calls = f"in {m['calls']} calls of {m['configs_per_call']}" if m["calls"] > 1 else "in one call"
+        print(f"program {g}: {len(groups[g])} runs x {seeds} seeds {calls}, estimated memory per device "
+              f"{format_bytes(m['estimate_bytes'])} (data {format_bytes(m['shared_bytes'])} + "
+              f"{m['configs_per_call']} x {seeds} x {format_bytes(m['per_run_bytes'])} per run; budget "
+              f"{format_bytes(m['budget_bytes'])})", file=sys.stderr)
     print(f"{len(columns)} runs x {len(cfg.seeds)} seeds = {len(columns) * len(cfg.seeds)} trajectories of "
           f"{cfg.rounds} rounds in {len(groups)} compiled programs")
     return 0
@@ -117,15 +156,15 @@ def _dispatch(args) -> int:
         print("\n".join(describe_components()))
         return 0
     if args.command == "run" and args.dry_run:
-        from byzjax.app.config import load_config
-
-        return _dry_run(load_config(args.config).override(seeds=args.seeds, rounds=args.rounds, source=args.data))
-    if args.command == "run" and args.out is None:
+        return _dry_run(_run_config(args, overrides=dict(seeds=args.seeds, rounds=args.rounds,
+                                                         x64=True if args.x64 else None, source=args.data)),
+                        devices=args.devices, max_memory=args.max_memory)
+    if args.command == "run" and args.out is None and args.byzfl is None:
         from byzjax._validation import ConfigError
 
         raise ConfigError("command line: run needs --out DIR (or --dry-run to list the runs without running them)")
     if args.command == "run":
-        from byzjax.app.config import check_int, load_config
+        from byzjax.app.config import check_int
         from byzjax.app.plotting import plot_dir
         from byzjax.app.runner import check_output, describe, execute, grid_signature
 
@@ -136,8 +175,12 @@ def _dispatch(args) -> int:
                 check_int("command line", flag, value, 1)
         # before any JAX computation (building the config's components makes arrays)
         writer = initialize_distributed(args.coordinator, args.num_processes, args.process_id).is_writer
-        cfg = load_config(args.config).override(seeds=args.seeds, rounds=args.rounds, x64=True if args.x64 else None,
-                                                source=args.data)
+        cfg = _run_config(args, overrides=dict(seeds=args.seeds, rounds=args.rounds, x64=True if args.x64 else None,
+                                               source=args.data))
+        if args.out is None:
+            from byzjax._validation import ConfigError
+
+            raise ConfigError("command line: run needs --out DIR (the ByzFL config has no results_directory)")
         if writer:
             check_output(args.out, grid_signature(cfg), args.force)  # before anything is computed
         _, _, meta = execute(cfg, args.out, show_progress=not args.quiet, command_line=args.command_line,

@@ -857,6 +857,70 @@ def plan(grid: GridSpec) -> tuple[list[dict], list[list[int]]]:
     return [r.columns for r in runs], groups
 
 
+def _seed_layout(dataset, data: DataSpec, seeds) -> object:
+    """One seed's ``FederatedData`` as the runner stacks it (shards padded to the widest seed's
+    largest shard), its shards as zero-stride arrays: the shapes and dtypes, no copy of the data."""
+    from byzjax.data import FederatedData, Shards, split_indices
+
+    width = max(max(len(s) for s in split_indices(dataset.train_y, data.n_honest, data.split, data.alpha, seed))
+                for seed in seeds)
+    shape = (data.n_honest, width)
+    x = np.broadcast_to(np.zeros((), dataset.train_x.dtype), shape + dataset.sample_shape)
+    shards = Shards(x, np.broadcast_to(np.zeros((), np.int32), shape), np.broadcast_to(np.zeros((), x.dtype), shape))
+    return FederatedData(shards, {"val": (dataset.val_x, dataset.val_y), "test": (dataset.test_x, dataset.test_y)})
+
+
+def program_memory(grid: GridSpec, groups: list[list[int]], devices=None, max_memory: int | None = None) -> list[dict]:
+    """The memory plan of every program of ``plan(grid)`` before anything is compiled, as
+    ``byzjax.sweep.run_grid`` makes it: per device, ``shared + seeds x configurations per call x
+    per_run`` bytes (``byzjax.devices.estimate_run_bytes`` for one run on the real data's shapes,
+    the per-seed data counted once per seed), the configurations per call being the most that fit
+    the budget (``devices.configs_that_fit``; ``max_memory`` or what the device reports).
+
+    One dict per program: ``estimate_bytes``, ``shared_bytes``, ``per_run_bytes``,
+    ``configs_per_call``, ``calls``, ``budget_bytes``. The data is loaded (not split into copies);
+    a partition file's programs are estimated on the iid widths of its worker count.
+    """
+    import jax
+
+    from byzjax import devices as dev
+    from byzjax.images import load_source
+    from byzjax.sweep import _per_run_estimate
+
+    devs = dev.resolve_devices(devices)
+    budget = dev.device_memory_budget(devs[0])[0] if max_memory is None else int(max_memory)
+    runs, out, loaded = grid.runs, [], {}
+    cls = registry.lookup("problem", grid.problem.name)
+    with jax.enable_x64(grid.x64):
+        for members in groups:
+            data = runs[members[0]].data
+            key = (resolve_source(data.source), str(data.normalization), data.val_fraction)
+            if key not in loaded:
+                loaded[key] = load_source(key[0], layout=cls.input_layout, image_shape=cls.sample_shape,
+                                          normalization=data.normalization, val_fraction=data.val_fraction)
+            dataset = loaded[key]
+            layout = data if data.partition is None else dataclasses.replace(data, split="iid", alpha=None)
+            one_seed = _seed_layout(dataset, layout, grid.seeds)
+            problem = grid.problem.build(dataset)
+            exp = build_experiment(runs[members[0]], problem, data.n_honest, grid.rounds, grid.eval_every)
+            n_seeds, n_configs = len(grid.seeds), len(members)
+            cap = n_configs if grid.max_batch is None else max(1, min(n_configs, grid.max_batch // n_seeds))
+            d_s, d_c = dev.mesh_shape(n_seeds, cap, len(devs)) if len(devs) > 1 else (1, 1)
+            seeds_per_device = math.ceil(n_seeds / d_s)
+            shared = seeds_per_device * dev.tree_bytes(one_seed)
+            per_run = _per_run_estimate(exp, one_seed)
+            per_call = dev.configs_that_fit(budget, shared, per_run, seeds_per_device, d_c, cap)
+            out.append({"estimate_bytes": int(shared + seeds_per_device * (per_call // d_c) * per_run),
+                        "shared_bytes": int(shared), "per_run_bytes": int(per_run), "configs_per_call": per_call,
+                        "calls": math.ceil(n_configs / per_call), "budget_bytes": int(budget)})
+    return out
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes in MiB below 1 GiB, else GiB (3 significant digits)."""
+    return f"{n / 2 ** 20:.3g} MiB" if n < 2 ** 30 else f"{n / 2 ** 30:.3g} GiB"
+
+
 def describe_components() -> list[str]:
     """One line per registered component, by kind: its name and its parameters with their defaults."""
     lines = []
