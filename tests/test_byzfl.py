@@ -181,10 +181,10 @@ def mutated(path, value):
 
 REFUSED = [
     (("benchmark_config", "nb_steps"), [100, 200], r"benchmark_config\.nb_steps: is a list of 2 values"),
-    (("benchmark_config", "nb_workers_total"), 3, r"benchmark_config\.nb_workers_total: is not a ByzFL benchmark "
-                                                  r"field byzjax supports \(value 3"),
-    (("benchmark_config", "tolerated_f"), [1, 3], r"benchmark_config\.tolerated_f: \[1, 3\] with f \[1, 5\]: ByzFL "
-                                                  r"drops the pairs"),
+    (("benchmark_config", "nb_workers_total"), 3, (r"benchmark_config\.nb_workers_total: is not a ByzFL benchmark "
+                                                  r"field byzjax supports \(value 3")),
+    (("benchmark_config", "tolerated_f"), [1, 3], (r"benchmark_config\.tolerated_f: \[1, 3\] with f \[1, 5\]: ByzFL "
+                                                  r"drops the pairs")),
     (("benchmark_config", "nb_training_seeds"), 1.5, r"benchmark_config\.nb_training_seeds: must be an integer >= 1"),
     (("benchmark_config", "size_train_set"), 1.0, r"benchmark_config\.size_train_set: must be in \(0, 1\)"),
     (("benchmark_config", "data_distribution"), [{"name": "pathological_niid"}],
@@ -216,8 +216,8 @@ REFUSED = [
      r"pre_aggregators\[0\]\.parameters\.c: is a list \[1\.0, 2\.0\], which ByzFL does not sweep"),
     (("attack",), [{"name": "Foe", "parameters": {}}], r"attack\[0\]\.name: unknown attack 'Foe'"),
     (("evaluation_and_results", "store_models"), True, r"evaluation_and_results\.store_models: true is not supported"),
-    (("evaluation_and_results", "evaluation_delta"), 0, r"evaluation_and_results\.evaluation_delta: must be an "
-                                                        r"integer >= 1, got 0"),
+    (("evaluation_and_results", "evaluation_delta"), 0, (r"evaluation_and_results\.evaluation_delta: must be an "
+                                                        r"integer >= 1, got 0")),
     (("honest_clients", "batch_size"), [0, 32], r"honest_clients\.batch_size: mixes 0"),
     (("extra_section",), {}, r"config\.extra_section: is not a ByzFL benchmark field"),
 ]

@@ -10,6 +10,7 @@ import pytest
 from byzjax._validation import ConfigError
 from byzjax.app.config import parse_config
 from byzjax.data import split_indices
+import itertools
 
 CASES = [(n_samples, n_workers, classes) for n_samples in (37, 200, 1001) for n_workers in (1, 3, 7)
          for classes in (2, 10)]
@@ -45,7 +46,7 @@ def test_extreme_is_label_sorted_equal_consecutive_parts():
         sizes = [len(s) for s in shards]
         assert max(sizes) - min(sizes) <= 1
         # consecutive in label order: every label of worker w is <= every label of worker w + 1
-        for a, b in zip(shards, shards[1:]):
+        for a, b in itertools.pairwise(shards):
             assert labels[a].max() <= labels[b].min()
         # it does not depend on the seed
         assert as_sets(split_indices(labels, n_workers, "extreme", None, seed + 1)) == as_sets(shards)
@@ -154,11 +155,11 @@ def test_config_splits_sweep_each_with_its_own_parameter_and_read_back():
 
 def test_config_split_errors_name_the_key_and_value():
     cases = [({"split": "gamma_similarity"}, r"split 'gamma_similarity' needs gamma = a number in \[0, 1\]"),
-             ({"split": "gamma_similarity", "gamma": 1.5}, r"gamma must be a number in \[0, 1\] or a list of them, "
-                                                           r"got 1.5"),
+             ({"split": "gamma_similarity", "gamma": 1.5}, (r"gamma must be a number in \[0, 1\] or a list of them, "
+                                                           r"got 1.5")),
              ({"split": "gamma_similarity", "gamma": [0.5, -1.0]}, r"gamma must be a number in \[0, 1\], got -1.0"),
-             ({"split": "dirichlet", "alpha": 1.0, "gamma": 0.5}, r"gamma is only used with split = "
-                                                                  r"'gamma_similarity' \(split is 'dirichlet'\)"),
+             ({"split": "dirichlet", "alpha": 1.0, "gamma": 0.5}, (r"gamma is only used with split = "
+                                                                  r"'gamma_similarity' \(split is 'dirichlet'\)")),
              ({"split": "extreme", "alpha": 1.0}, "alpha is only used with split = 'dirichlet'"),
              ({"split": "gamma_similarity", "gamma": True}, "gamma must be a number in"),
              ({"split": "sorted"}, "split must be one of 'iid', 'dirichlet', 'gamma_similarity', 'extreme'")]
