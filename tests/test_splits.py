@@ -4,13 +4,14 @@
 References are independent NumPy re-statements of ByzFL's DataDistributor: a gamma fraction of a random
 order split iid, the rest sorted by (label, index) and cut into equal consecutive parts."""
 
+import itertools
+
 import numpy as np
 import pytest
 
 from byzjax._validation import ConfigError
 from byzjax.app.config import parse_config
 from byzjax.data import split_indices
-import itertools
 
 CASES = [(n_samples, n_workers, classes) for n_samples in (37, 200, 1001) for n_workers in (1, 3, 7)
          for classes in (2, 10)]
