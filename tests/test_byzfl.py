@@ -275,6 +275,9 @@ def test_dry_run_prints_the_notes_the_runs_and_the_programs(tmp_path, capsys):
     assert not (tmp_path / "results").exists()
     assert main(["run", str(PAPER), "--byzfl", str(PAPER), "--dry-run"]) == 2
     assert "run needs a TOML CONFIG or --byzfl CONFIG.json (one of them), got both" in capsys.readouterr().err
+    assert main(["run", str(PAPER), "--dry-run"]) == 2
+    assert "is a JSON file; CONFIG is a TOML file (for a ByzFL benchmark config.json use --byzfl)" in \
+        capsys.readouterr().err
 
 
 def test_a_tiny_byzfl_config_runs_on_synthetic_data(tmp_path, capsys, monkeypatch):

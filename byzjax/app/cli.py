@@ -110,6 +110,9 @@ def _run_config(args, *, overrides: dict):
         raise ConfigError("command line: run needs a TOML CONFIG or --byzfl CONFIG.json (one of them), got "
                           + ("both" if args.config else "neither"))
     if args.config is not None:
+        if str(args.config).endswith(".json"):
+            raise ConfigError(f"command line: {args.config} is a JSON file; CONFIG is a TOML file (for a ByzFL "
+                              "benchmark config.json use --byzfl)")
         return load_config(args.config).override(**overrides)
     from byzjax.app.byzfl import NOTE, load_byzfl
 
