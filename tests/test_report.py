@@ -1,12 +1,19 @@
 """Validation-selected test accuracy in summary.csv, and ``byzjax report`` (tables and figures that agree
 with summary.csv)."""
 
+import csv
+import itertools
 import math
+import os
 
 import numpy as np
 import pytest
 
-from byzjax.app.results import SUMMARY_MEASURES, StoredTrace, config_columns, summarise, trace_rows
+from byzjax.app.cli import main
+from byzjax.app.report import heatmap_grids, read_summary, tables, worst_cases
+from byzjax.app.results import (SUMMARY_MEASURES, StoredTrace, config_columns, parse_cell, summarise, trace_rows,
+                                write_csv)
+from byzjax.app.selection import setting_columns
 from byzjax.metrics import COUNTER
 
 
@@ -63,14 +70,6 @@ def test_every_summary_column_is_a_measurement_or_a_config_column():
 
 
 # ---- byzjax report ---------------------------------------------------------------------------
-
-import csv  # noqa: E402
-import itertools  # noqa: E402
-
-from byzjax.app.cli import main  # noqa: E402
-from byzjax.app.report import heatmap_grids, read_summary, tables, worst_cases  # noqa: E402
-from byzjax.app.results import parse_cell, write_csv  # noqa: E402
-from byzjax.app.selection import setting_columns  # noqa: E402
 
 INSTANCES = [("iid", ""), ("dirichlet", 0.5)]
 AGGS, LRS, ATTACKS, SEEDS = ["NNM+TrMean", "Median"], [0.1, 0.5], ["SignFlipping", "ALIE"], [0, 1, 2]
@@ -218,3 +217,55 @@ def test_bad_folders_are_one_line_errors(tmp_path, capsys):
         assert main(["report", str(p)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("byzjax: error: ") and wants[name] in err and err.count("\n") == 1, (name, err)
+
+
+GRID = """
+rounds = 3
+eval_every = 1
+seeds = 2
+[data]
+source = "synthetic"
+n_honest = 4
+[byzantine]
+f = [0, 1]
+max_f = 1
+attack = {name = "ALittleIsEnough", tau = [1.0, 3.0]}
+[aggregator]
+name = "TrMean"
+[[algorithm]]
+name = "DGD"
+lr = [0.1, 0.5]
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("BYZJAX_SLOW_TESTS"), reason="compiles a grid (~30 s on 2 CPU cores); "
+                    "BYZJAX_SLOW_TESTS=1 runs it")
+def test_report_of_a_real_grid_agrees_with_its_summary(tmp_path, capsys):
+    """One compiled program (f <= max_f, tau and lr are array leaves): the report of what
+    ``byzjax run`` wrote; two attack variants (tau) are two attacks of the worst case."""
+    (tmp_path / "c.toml").write_text(GRID)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "c.toml"), "--out", str(out), "--quiet", "--no-plot"]) == 0
+    assert main(["report", str(out)]) == 0
+    summary = list(csv.DictReader(open(out / "summary.csv")))
+    assert all(r["test_acc_at_best_val"] != "" and r["best_val_round"] != "" for r in summary)
+    results = list(csv.DictReader(open(out / "report" / "results.csv")))
+    labels = {r["attack"] for r in results if r["f"] == "1"}
+    assert labels == {"ALittleIsEnough(tau=1.0)", "ALittleIsEnough(tau=3.0)", "worst case"}
+    for f in ("0", "1"):  # the selected lr: best worst case over (attack, tau) of the seed-mean best_val_acc
+        worst = {}
+        for lr in ("0.1", "0.5"):
+            by = {}
+            for r in summary:
+                if r["f"] == f and r["lr"] == lr:
+                    by.setdefault((r["attack"], r["attack_tau"]), []).append(float(r["best_val_acc"]))
+            worst[lr] = min(np.mean(v) for v in by.values())
+        best = max(worst.values())
+        want = next(lr for lr in ("0.1", "0.5") if worst[lr] == best)
+        rows = [r for r in results if r["f"] == f]
+        assert {r["lr"] for r in rows} == {want}
+        at = [float(r["test_acc_at_best_val"]) for r in summary if r["f"] == f and r["lr"] == want]
+        got = next(r for r in rows if r["attack"] in ("none", "worst case"))
+        assert float(got["test_acc_at_best_val_mean"]) == pytest.approx(
+            min(np.mean(at[:2]), np.mean(at[2:])) if f == "1" else np.mean(at), abs=1e-12)  # runs tau=1, tau=3
+    assert (out / "report" / "figures" / "heatmap_final_loss_n_honest4_D-GD.pdf").is_file()

@@ -145,7 +145,7 @@ def tables(rows: list[dict]) -> dict[str, list[dict]]:
             "candidates": sel.n_candidates, "tied": sel.tied})
 
     def stats(attack_rows):
-        out = {"seeds": len(attack_rows), "diverged": sum(r.get("diverged") == "True" for r in attack_rows)}
+        out = {"seeds": len(attack_rows), "diverged": sum(str(r.get("diverged")) == "True" for r in attack_rows)}
         for m, _ in metrics:
             out[f"{m}_mean"], out[f"{m}_std"] = mean_std([number(r.get(m)) for r in attack_rows])
         return out
@@ -194,7 +194,7 @@ def markdown(rows: list[dict], title: str) -> str:
     constant = [c for c in cols if len({_fmt(r.get(c, "")) for r in rows}) == 1 and not c.endswith(("_mean", "_std"))
                 and c != "attack"]
     shown = [c for c in cols if c not in constant and not c.endswith("_std")]
-    head = [c[:-len("_mean")] if c.endswith("_mean") else c for c in shown]
+    head = [c.removesuffix("_mean") for c in shown]
     lines = [f"## {title}", ""]
     if constant:
         lines += ["Constant: " + ", ".join(f"{c} = {_fmt(rows[0].get(c, ''))}" for c in constant

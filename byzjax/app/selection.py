@@ -181,7 +181,7 @@ def best_worst_case(rows: list[dict], metric: str = "best_val_acc", higher_is_be
 def selected_rows(rows: list[dict], selections: list[Selection]) -> list[dict]:
     """The rows of ``rows`` run with the hyperparameters their setting selected (``best_worst_case``)."""
     header = _header(rows)
-    setting_cols, hyper_cols = setting_columns(header), hyperparameter_columns(header)
+    setting_cols = setting_columns(header)
     chosen = {tuple(s.setting.items()): s.hyper for s in selections if s.hyper is not None}
     out = []
     for r in rows:
