@@ -269,3 +269,15 @@ def test_report_of_a_real_grid_agrees_with_its_summary(tmp_path, capsys):
         assert float(got["test_acc_at_best_val_mean"]) == pytest.approx(
             min(np.mean(at[:2]), np.mean(at[2:])) if f == "1" else np.mean(at), abs=1e-12)  # runs tau=1, tau=3
     assert (out / "report" / "figures" / "heatmap_final_loss_n_honest4_D-GD.pdf").is_file()
+
+
+def test_heatmap_rows_go_from_homogeneous_to_heterogeneous():
+    splits = [("extreme", ""), ("gamma_similarity", "0.5"), ("dirichlet", "0.1"), ("iid", ""), ("dirichlet", "5.0")]
+    results = [{"f": f, "aggregator": "A", "split": s, "alpha": a, "algorithm": "D-GD", "attack": "none",
+                "final_loss_mean": float(i + 10 * int(f))} for i, (s, a) in enumerate(splits) for f in ("0", "1")]
+    ((_, (aggs, hets, fs, grids)),) = heatmap_grids(worst_cases(results, ["f", "aggregator", "split", "alpha"]),
+                                                    "final_loss").items()
+    assert hets == ["iid", "dirichlet(alpha=5.0)", "dirichlet(alpha=0.1)", "gamma_similarity(gamma=0.5)", "extreme"]
+    order = [3, 4, 2, 1, 0]
+    assert aggs == ["A"] and fs == ["0", "1"]
+    np.testing.assert_array_equal(grids["A"], np.array([[i, i + 10] for i in order], dtype=float))

@@ -215,16 +215,25 @@ def markdown(rows: list[dict], title: str) -> str:
 # ---- figures ---------------------------------------------------------------------------------
 
 
+PARAMETER_NAME = {"gamma_similarity": "gamma"}
+"""The name of a split's parameter where it is not its column's (gamma-similarity's gamma is stored in
+``alpha``, the split's one parameter)."""
+
+
 def _het_label(key: dict) -> str:
+    """``iid``, ``dirichlet(alpha=0.1)``, ``gamma_similarity(gamma=0.5)``, ... of a setting's data columns."""
     split = key.get("split", "")
-    params = ",".join(f"{c}={key[c]}" for c in HETEROGENEITY if c != "split" and key.get(c, "") != "")
+    params = ",".join(f"{PARAMETER_NAME.get(split, c) if c == 'alpha' else c}={key[c]}" for c in HETEROGENEITY
+                      if c != "split" and key.get(c, "") != "")
     return f"{split}({params})" if params else split
 
 
-def _het_order(label_key: dict):
-    split = label_key.get("split", "")
-    alpha = number(label_key.get("alpha"))
-    return (split != "iid", split, -alpha if math.isfinite(alpha) else 0.0)
+def _het_order(key: dict):
+    """iid first, then each split by decreasing parameter (Dirichlet alpha, gamma: from homogeneous
+    to heterogeneous), extreme last."""
+    split = key.get("split", "")
+    alpha = number(key.get("alpha"))
+    return (split != "iid", split == "extreme", split, -alpha if math.isfinite(alpha) else 0.0)
 
 
 def _safe(text: str) -> str:
