@@ -1,4 +1,4 @@
-"""The ``byzjax`` command line: ``run``, ``plot``, ``reproduce``."""
+"""The ``byzjax`` command line: ``run``, ``list``, ``plot``, ``report``, ``reproduce``, ``theory``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
                         description="Read DIR/metrics.csv and write convergence and accuracy figures (PNG and PDF).")
     pl.add_argument("dir", help="output folder of 'byzjax run'")
     pl.add_argument("--out", help="figure folder (default DIR/figures)")
+
+    rep = sub.add_parser("report", help="paper tables and heatmaps of a result folder",
+                         description="Read DIR/summary.csv and write, as CSV and Markdown, the hyperparameters "
+                                     "selected by the best worst case over attacks, the results at them (mean +- std "
+                                     "over seeds per aggregator x attack x f x heterogeneity, and the worst case over "
+                                     "attacks) and every value tried; and heatmaps over (f, heterogeneity) and "
+                                     "accuracy-vs-f curves (PNG and PDF). See README.md, section 'Reports'.")
+    rep.add_argument("dir", help="output folder of 'byzjax run' (or 'byzjax reproduce')")
+    rep.add_argument("--out", help="report folder (default DIR/report)")
 
     rp = sub.add_parser("reproduce", help="reproduce the paper's Experiment A (short) or B (long)",
                         description="Run the paper's experiments (arXiv 2602.03329, its experiments): results, figures and the "
@@ -199,6 +208,12 @@ def _dispatch(args) -> int:
         from byzjax.app.plotting import plot_dir
 
         for p in plot_dir(args.dir, args.out):
+            print(f"wrote {p}")
+        return 0
+    if args.command == "report":
+        from byzjax.app.report import report
+
+        for p in report(args.dir, args.out):
             print(f"wrote {p}")
         return 0
     if args.command == "reproduce":

@@ -228,10 +228,54 @@ def theory_columns(metrics: dict, kappa: float | None, mu: float) -> dict:
     return {"kappa": out["kappa"]} | {k: out[k] for k in THEORY_COLUMNS}
 
 
+def eval_rounds(trace) -> np.ndarray:
+    """The communication round of each evaluation of ``trace`` (its ``eval_iters``), as ``metrics.csv``
+    writes it: rounds used before the query of iteration ``t < T``, all rounds used at ``t = T``."""
+    counter = np.asarray(trace.metrics[COUNTER])
+    rounds = np.concatenate([counter - 1, counter[-1:]])
+    return rounds[np.asarray(trace.eval_iters, dtype=int)]
+
+
+def validation_selected(val, test, rounds) -> tuple[float, int | None]:
+    """Test accuracy at the validation-selected checkpoint: ``test[t*]`` with
+    ``t* = argmax_t val[t]`` over the finite validation accuracies (the earliest of tied maxima),
+    and ``rounds[t*]``; ``(nan, None)`` when there is no validation accuracy (``val`` None or
+    never finite). ByzFL's benchmark reports test accuracy at the step of best validation
+    accuracy, so that no choice is made on the test set (``best_test_acc`` is the maximum over
+    time of the test accuracy itself, an optimistic number)."""
+    if val is None:
+        return math.nan, None
+    val = np.asarray(val, dtype=np.float64)
+    finite = np.isfinite(val)
+    if not finite.any():
+        return math.nan, None
+    t = int(np.argmax(np.where(finite, val, -np.inf)))
+    return float(np.asarray(test, dtype=np.float64)[t]), int(np.asarray(rounds)[t])
+
+
+SUMMARY_MEASURES = frozenset(
+    {"l_ref", "final_loss", "min_loss", "final_gap", "diverged", "diverged_round", "l_star", "gap_star",
+     "test_acc_at_best_val", "best_val_round", "mean_inner_iters", "inner_capped_rounds", "kappa",
+     *THEORY_COLUMNS, "compile_s", "run_s", "batch", "devices",
+     *(f"{p}_{k}" for k in EVAL_METRICS for p in ("best", "final")), *(f"rounds_{g:g}" for g in GAPS)})
+"""The columns of ``summary.csv`` that ``summarise`` measures (or times); every other column but
+``run`` and ``seed`` is a configuration column of the run (``config_columns``)."""
+
+
+def config_columns(header) -> list[str]:
+    """The configuration columns of a ``summary.csv`` header (in its order): neither ``run``/``seed``
+    nor a measurement (``SUMMARY_MEASURES``). Column order cannot tell them apart: a column that the
+    first run lacks (an attack's ``attack_tau`` after an f = 0 run) comes after the measurements."""
+    return [c for c in header if c not in SUMMARY_MEASURES and c not in ("run", "seed")]
+
+
 def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, *, kappas: dict | None = None,
               instances: dict | None = None) -> list[dict]:
     """One row per (run, seed): final/min loss, accuracies, rounds to loss gaps, divergence, timings,
     theory.
+
+    Accuracy problems also get ``test_acc_at_best_val`` and ``best_val_round``
+    (``validation_selected``: test accuracy at the evaluation of best validation accuracy).
 
     Gaps are to ``L_ref`` of the run's problem instance (``reference_levels``), taken over
     the runs not marked ``stage = tuning`` (the paper's lowest loss seen). ``instances``
@@ -261,6 +305,10 @@ def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, *, kappas
             v = np.asarray(v, dtype=np.float64)
             row[f"best_{k}"] = float(np.max(v[np.isfinite(v)])) if np.isfinite(v).any() else math.nan
             row[f"final_{k}"] = v[-1]
+        if "test_acc" in trace.eval_metrics:
+            acc, at = validation_selected(trace.eval_metrics.get("val_acc"), trace.eval_metrics["test_acc"],
+                                          eval_rounds(trace))
+            row["test_acc_at_best_val"], row["best_val_round"] = acc, at
         for gap in GAPS:
             row[f"rounds_{gap:g}"] = rounds_to_gap(loss, comm, l_ref, gap)
         if "inner_iters" in trace.metrics:

@@ -1,0 +1,193 @@
+"""Hyperparameter selection on ``summary.csv`` rows.
+
+Rows are ``summary.csv`` rows as read back (text cells) or as ``byzjax.app.results.summarise``
+returns them (numbers). A row's columns fall into
+
+- the *setting* it is tuned for: the aggregator, the algorithm (its method label without the
+  parameters), f, the data instance (split, alpha, n_honest) and every other configuration
+  column (tolerated_f, the rule's and pre-aggregators' numbers, ``stage``, ...);
+- the *attack*: ``attack`` and the attack's own numbers (``attack_*``);
+- the *hyperparameters* tuned in that setting (``hyperparameter_columns``): the algorithm's numbers
+  (lr, momentum, eta, ...), ``lam`` (ByzFL's weight decay), ``worker_momentum`` (ByzFL's client
+  momentum) and ``local_lr``;
+- ``run``, ``seed`` and the measurements (``byzjax.app.results.SUMMARY_MEASURES``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import NamedTuple
+
+import numpy as np
+
+from byzjax import registry
+from byzjax.app.results import config_columns
+
+EXTRA_HYPERPARAMETERS = ("lam", "worker_momentum", "local_lr")
+"""Tuned numbers that are not the algorithm's own: ByzFL's weight decay (byzjax's L2 term ``lam``),
+ByzFL's client momentum and the local step of local-update methods."""
+
+
+def _algorithm_numbers() -> frozenset[str]:
+    names = {k for cls in registry.registry("algorithm").values() for k in registry.config_params(cls)}
+    return frozenset(names | {f"method_{k}" for k in names})  # a name clashing with a column gets method_
+
+
+ALGORITHM_NUMBERS = _algorithm_numbers()
+
+
+def hyperparameter_columns(header) -> list[str]:
+    """The columns of ``header`` (in its order) that hyperparameter selection chooses among:
+    every registered algorithm's parameter names and ``EXTRA_HYPERPARAMETERS``."""
+    return [c for c in header if c in ALGORITHM_NUMBERS or c in EXTRA_HYPERPARAMETERS]
+
+
+def attack_columns(header) -> list[str]:
+    """The columns naming the attack of a row: ``attack`` and the attack's numbers ``attack_*``."""
+    return [c for c in header if c == "attack" or c.startswith("attack_")]
+
+
+def algorithm_of(method: str) -> str:
+    """The algorithm of a method label (``byzjax.app.config.method_label``): ``"D-GD(lr=0.1)"`` -> ``"D-GD"``."""
+    return str(method).split("(", 1)[0]
+
+
+def setting_columns(header) -> list[str]:
+    """The configuration columns that fix the setting a choice is made for (everything but the
+    attack, the hyperparameters and ``method``, which ``algorithm_of`` replaces by the algorithm)."""
+    skip = set(attack_columns(header)) | set(hyperparameter_columns(header)) | {"method"}
+    return [c for c in config_columns(header) if c not in skip]
+
+
+def _header(rows) -> list[str]:
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys |= dict.fromkeys(r)
+    return list(keys)
+
+
+def _text(v) -> str:
+    return "" if v is None else str(v)
+
+
+def number(v) -> float:
+    """A cell as a float: ``""``/None (not measured) and text that is not a number are ``nan``."""
+    if v is None or v == "":
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class Candidate(NamedTuple):
+    """One hyperparameter choice in one setting: its value under each attack (mean over seeds)
+    and its worst case over the setting's attacks."""
+
+    setting: dict  # setting column -> cell, and "algorithm"
+    hyper: dict  # hyperparameter column -> cell (as in the rows)
+    per_attack: dict  # attack key (tuple of attack cells) -> mean over seeds of the metric (nan: none)
+    seeds: dict  # attack key -> number of seeds
+    worst: float  # worst over attacks (nan if any attack's value is nan or the attack is missing)
+    worst_attack: tuple | None  # the attack key of the worst case (None if worst is nan)
+    order: int  # position of the candidate's first row in the rows
+
+
+def _ranked(value: float, higher_is_better: bool) -> float:
+    """A (non-nan) value as a score to maximise."""
+    return value if higher_is_better else -value
+
+
+def candidates(rows: list[dict], metric: str, higher_is_better: bool = True) -> list[Candidate]:
+    """Every (setting, hyperparameters) of ``rows`` with its worst case over attacks of ``metric``.
+
+    Per attack, the value is the mean over seeds of ``metric`` (a nan or empty seed makes the
+    mean nan: a run that failed is not averaged away). The worst case is the minimum over the
+    setting's attacks (the maximum if ``higher_is_better`` is false, e.g. for a loss); an attack
+    that another candidate of the setting was run against but this one was not (an incomplete
+    grid) counts as nan, and any nan makes the worst case nan, so that a candidate is never
+    judged on a subset of the attacks. f = 0 runs have the one attack ``"none"``.
+    """
+    header = _header(rows)
+    setting_cols, hyper_cols, attack_cols = setting_columns(header), hyperparameter_columns(header), \
+        attack_columns(header)
+    values = defaultdict(lambda: defaultdict(list))  # (setting, hyper) -> attack -> [values]
+    first: dict[tuple, int] = {}
+    attacks_of = defaultdict(dict)  # setting -> attacks seen (ordered)
+    for i, r in enumerate(rows):
+        setting = tuple(_text(r.get(c)) for c in setting_cols) + (algorithm_of(r.get("method", "")),)
+        hyper = tuple(_text(r.get(c)) for c in hyper_cols)
+        attack = tuple(_text(r.get(c)) for c in attack_cols)
+        values[(setting, hyper)][attack].append(number(r.get(metric)))
+        first.setdefault((setting, hyper), i)
+        attacks_of[setting][attack] = None
+    out = []
+    for (setting, hyper), by_attack in values.items():
+        per_attack = {a: float(np.mean(by_attack[a])) if a in by_attack else math.nan for a in attacks_of[setting]}
+        seeds = {a: len(by_attack.get(a, ())) for a in attacks_of[setting]}
+        worst, worst_attack = math.nan, None
+        if not any(math.isnan(v) for v in per_attack.values()):
+            worst_attack = min(per_attack, key=lambda a: _ranked(per_attack[a], higher_is_better))
+            worst = per_attack[worst_attack]
+        out.append(Candidate(dict(zip(setting_cols + ["algorithm"], setting)), dict(zip(hyper_cols, hyper)),
+                             per_attack, seeds, worst, worst_attack, first[(setting, hyper)]))
+    return sorted(out, key=lambda c: c.order)
+
+
+class Selection(NamedTuple):
+    """The choice of ``best_worst_case`` for one setting."""
+
+    setting: dict
+    hyper: dict | None  # None when every candidate's worst case is nan
+    worst: float
+    worst_attack: tuple | None
+    n_candidates: int
+    tied: int  # candidates whose worst case equals the selected one's (the first in grid order wins)
+
+
+def best_worst_case(rows: list[dict], metric: str = "best_val_acc", higher_is_better: bool = True) -> list[Selection]:
+    """ByzFL's hyperparameter selection: per setting (aggregator, algorithm, f, data instance, ...),
+    the hyperparameters whose worst case over attacks (``candidates``) is best,
+    ``argmax_h min_a mean_seeds metric(h, a)`` (``argmin_h max_a`` when ``higher_is_better`` is false).
+
+    ByzFL (``find_best_hyperparameters`` of its benchmark) maximises over (lr, momentum, weight
+    decay) the minimum over attacks of the seed-mean validation accuracy, itself taken at its best
+    evaluation step. Here ``metric`` is a ``summary.csv`` column; the default ``best_val_acc`` is each
+    seed's best validation accuracy over time, averaged over seeds (ByzFL takes the best step of the
+    seed-averaged curve, which is lower or equal).
+
+    Ties: of the candidates with the same best worst case (exactly equal), the first in the rows'
+    order (the grid's run order) is chosen, as ByzFL keeps its first strict maximum; ``tied`` says
+    how many shared it. nan: a candidate with a nan worst case (a nan or missing measurement under
+    some attack) is never chosen while another has a number; when all are nan the setting gets
+    ``hyper = None`` and ``worst = nan``.
+    """
+    by_setting = defaultdict(list)
+    for c in candidates(rows, metric, higher_is_better):
+        by_setting[tuple(c.setting.items())].append(c)
+    out = []
+    for setting, cands in by_setting.items():
+        finite = [c for c in cands if not math.isnan(c.worst)]
+        if not finite:
+            out.append(Selection(dict(setting), None, math.nan, None, len(cands), 0))
+            continue
+        best = max(finite, key=lambda c: (_ranked(c.worst, higher_is_better), -c.order))
+        tied = sum(c.worst == best.worst for c in finite)
+        out.append(Selection(dict(setting), best.hyper, best.worst, best.worst_attack, len(cands), tied))
+    return out
+
+
+def selected_rows(rows: list[dict], selections: list[Selection]) -> list[dict]:
+    """The rows of ``rows`` run with the hyperparameters their setting selected (``best_worst_case``)."""
+    header = _header(rows)
+    setting_cols = setting_columns(header)
+    chosen = {tuple(s.setting.items()): s.hyper for s in selections if s.hyper is not None}
+    out = []
+    for r in rows:
+        setting = tuple(zip(setting_cols + ["algorithm"], [_text(r.get(c)) for c in setting_cols]
+                            + [algorithm_of(r.get("method", ""))]))
+        hyper = chosen.get(setting)
+        if hyper is not None and all(_text(r.get(c)) == v for c, v in hyper.items()):
+            out.append(r)
+    return out
