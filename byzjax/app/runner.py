@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import __version__, progress
-from byzjax.devices import describe_devices, resolve_devices
 from byzjax._validation import ConfigError
 from byzjax.app.config import GridSpec, build_experiment, resolve_source
 from byzjax.app.files import Interrupted, OutputError, check_out_dir, warn
@@ -281,12 +280,15 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
 
     # one run_grid call per data instance (its own data and shard width), in config order
     blocks = [(d, [i for i in runs_of if i not in done_timing]) for d, runs_of in zip(datas, members)]
-    blocks = [(d, todo) for d, todo in blocks if todo]
-    names = [n for d, todo in blocks for n in program_names([cfg.runs[i].columns for i in todo],
-                                                              [experiments[i] for i in todo], cfg.max_batch,
-                                                              len(cfg.seeds))]
-    totals = {"programs": 0, "compile_s": 0.0, "run_s": 0.0, "plans": [],
-              "devices_used": describe_devices(resolve_devices(devices))}
+    blocks = [(d, todo) for d, todo in blocks if todo] or [(datas[0], [])]  # all resumed: one empty call
+    names = []
+    for _, todo in blocks:
+        cols = cfg.runs[todo[0]].columns if todo else {}
+        tag = (", ".join(f"{k}={cols[k]}" for k in INSTANCE_LABEL if cols.get(k, "") != "") + " | "
+               if len(cfg.data_instances) > 1 else "")
+        names += [(tag + name, work) for name, work in program_names(
+            [cfg.runs[i].columns for i in todo], [experiments[i] for i in todo], cfg.max_batch, len(cfg.seeds))]
+    totals = {"programs": 0, "compile_s": 0.0, "run_s": 0.0, "plans": [], "devices_used": {}}
     t0 = time.perf_counter()
     try:
         with progress.grid(names, label=cfg.name):
