@@ -58,7 +58,7 @@ def test_f0_runs_are_not_duplicated_per_attack():
         assert len({tuple(sorted(r.columns.items())) for r in cfg.runs}) == len(cfg.runs)  # all distinct
 
 
-def test_data_lists_sweep_instances_and_the_runner_refuses_them_in_one_line():
+def test_data_lists_sweep_instances_and_grid_data_names_them_in_one_line():
     cfg = parse_config(config(data={"source": "synthetic", "n_honest": [4, 6], "split": ["iid", "dirichlet"],
                                     "alpha": [0.5, 1.0]}))
     inst = [(d.n_honest, d.split, d.alpha) for d in cfg.data_instances]
@@ -68,8 +68,9 @@ def test_data_lists_sweep_instances_and_the_runner_refuses_them_in_one_line():
     assert [r.data for r in cfg.runs] == list(cfg.data_instances)
     again = parse_config(cfg.to_dict())
     assert again.data_instances == cfg.data_instances
-    with pytest.raises(ConfigError, match=r"lists of split / alpha / n_honest \(6 data instances: iid n_honest=4, "
-                                          r"dirichlet\(alpha=0.5\).*not supported by the runner yet") as err:
+    # the runner runs every instance (tests/test_data_instances.py); GridSpec.data is one instance's
+    with pytest.raises(ConfigError, match=r"GridSpec.data: this grid has 6 data instances \(iid n_honest=4, "
+                                          r"dirichlet\(alpha=0.5\).*read GridSpec.data_instances") as err:
         cfg.data
     assert "\n" not in str(err.value)
     single = parse_config(config(data={"source": "synthetic", "split": "dirichlet", "alpha": [2.0]}))

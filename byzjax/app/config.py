@@ -553,12 +553,11 @@ class GridSpec:
 
     @property
     def data(self) -> DataSpec:
-        """The one data instance of this grid (the runner loads one data set per grid)."""
+        """The data instance of a grid that has one (``data_instances`` lists them all)."""
         if len(self.data_instances) > 1:
             labels = ", ".join(_data_label(d) for d in self.data_instances)
-            raise ConfigError(f"config [data]: lists of split / alpha / n_honest ({len(self.data_instances)} data "
-                              f"instances: {labels}) are not supported by the runner yet; use --dry-run to list "
-                              f"the runs, or one config per data instance")
+            raise ConfigError(f"GridSpec.data: this grid has {len(self.data_instances)} data instances ({labels}); "
+                              f"read GridSpec.data_instances (each run's is RunSpec.data)")
         return self.data_instances[0]
 
     def override(self, *, seeds=None, rounds=None, x64=None, source=None, max_batch=None) -> GridSpec:

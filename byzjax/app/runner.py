@@ -1,4 +1,5 @@
-"""Run a ``GridSpec`` end to end: data per seed, experiments, one sweep per structure, files."""
+"""Run a ``GridSpec`` end to end: data per instance and seed, experiments, one sweep per data
+instance and structure, files."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from byzjax._validation import ConfigError
 from byzjax.app.config import GridSpec, build_experiment, resolve_source
 from byzjax.app.files import Interrupted, OutputError, check_out_dir, warn
 from byzjax.app.results import InstanceTheory, clear_results, finished_runs, instance_key, read_record, write_results
-from byzjax.data import federated_classification, partitioned_dataset, stack_seeds
+from byzjax.data import FederatedData, federated_classification, partitioned_dataset, stack_seeds
 from byzjax.sweep import group_by_structure, run_grid
 
 
@@ -32,37 +33,70 @@ def environment() -> dict:
 
 
 def prepare(cfg: GridSpec, data_source: str | None = None):
-    """Load the data once and return ``(dataset, problem, per-seed stacked FederatedData)``.
+    """Load the data once and return ``(dataset, problem, data)``.
 
-    The problem is the registered ``[problem] name`` built from the data's shapes; the data is
-    loaded in the layout the problem class declares (``input_layout``: flat features, or images for
-    the networks; ``byzjax.images.load_source``). With ``[data] partition`` the workers' shards come
-    from the file (the same for every seed; MNIST-format or synthetic sources).
+    ``data`` is the per-seed stacked ``FederatedData`` of the grid's data instance or, for a grid
+    of several instances (lists of ``split`` / ``alpha`` / ``n_honest``), a tuple of them, one per
+    ``cfg.data_instances`` in order (``instance_datas`` reads either). The data set is read from
+    disk once for all instances; each instance divides its training part among its ``n_honest``
+    workers per seed (``byzjax.data.federated_classification``), its shards padded to the
+    largest of its seeds. The problem is the registered ``[problem] name`` built from the data's
+    shapes; the data is loaded in the layout the problem class declares (``input_layout``: flat
+    features, or images for the networks; ``byzjax.images.load_source``). With ``[data]
+    partition`` the workers' shards come from the file (the same for every seed; MNIST-format or
+    synthetic sources).
     """
     from byzjax import registry
+    from byzjax.data import load_partition
     from byzjax.images import CIFAR10_PREFIX, as_images, load_source
 
     cfg = cfg.override(source=data_source)
-    spec = cfg.data
+    first = cfg.data_instances[0]
     cls = registry.lookup("problem", cfg.problem.name)
     with jax.enable_x64(cfg.x64):
-        source = resolve_source(spec.source)
-        if spec.partition is not None:
+        source = resolve_source(first.source)
+        if first.partition is not None:
             if source.startswith(CIFAR10_PREFIX):
                 raise ConfigError("config [data]: partition files work with MNIST-format or synthetic sources, "
                                   f"not {source!r}")
-            ds, shards = partitioned_dataset(source, spec.partition, spec.n_honest, normalization=spec.normalization)
+            ds, shards = partitioned_dataset(source, first.partition, first.n_honest,
+                                             normalization=first.normalization)
+            partitions = {first.n_honest: shards}
             shape = cls.sample_shape
             if cls.input_layout == "image" and shape is not None and ds.num_features == math.prod(shape):
                 ds = as_images(ds, shape)
         else:
             ds = load_source(source, layout=cls.input_layout, image_shape=cls.sample_shape,
-                             normalization=spec.normalization, val_fraction=spec.val_fraction)
-            shards = None
+                             normalization=first.normalization, val_fraction=first.val_fraction)
+            partitions = None
         problem = cfg.problem.build(ds)
-        datas = [federated_classification(ds, spec.n_honest, spec.split, spec.alpha, seed, shards=shards)
-                 for seed in cfg.seeds]
-    return ds, problem, stack_seeds(datas)
+        datas = []
+        for spec in cfg.data_instances:
+            shards = None
+            if partitions is not None:
+                if spec.n_honest not in partitions:  # the file fixes the workers: this raises a one-line error
+                    partitions[spec.n_honest] = load_partition(spec.partition, spec.n_honest, len(ds.train_y)).workers
+                shards = partitions[spec.n_honest]
+            datas.append(stack_seeds([federated_classification(ds, spec.n_honest, spec.split, spec.alpha, seed,
+                                                               shards=shards) for seed in cfg.seeds]))
+    return ds, problem, datas[0] if len(datas) == 1 else tuple(datas)
+
+
+def instance_datas(cfg: GridSpec, data) -> tuple:
+    """The per-instance stacked data of ``prepare``'s ``data``: ``(data,)`` for a grid of one data
+    instance, else ``data`` itself (one per ``cfg.data_instances``, checked)."""
+    if len(cfg.data_instances) == 1:
+        return (data,)
+    if not (isinstance(data, tuple) and len(data) == len(cfg.data_instances)
+            and all(isinstance(d, FederatedData) for d in data)):
+        raise ConfigError(f"runner: a grid of {len(cfg.data_instances)} data instances needs one stacked data per "
+                          f"instance (prepare(cfg)'s tuple), got {type(data).__name__}")
+    return data
+
+
+def instance_runs(cfg: GridSpec) -> list[list[int]]:
+    """Run ids per data instance (``cfg.data_instances`` order; ``RunSpec.data``)."""
+    return [[i for i, r in enumerate(cfg.runs) if r.data == inst] for inst in cfg.data_instances]
 
 
 def strongly_convex(problem) -> bool:
@@ -89,8 +123,11 @@ def run_kappas(cfg: GridSpec, experiments) -> dict[int, float | None]:
 _INSTANCE_CACHE: dict[tuple, InstanceTheory] = {}
 
 
-def instance_theory(cfg: GridSpec, problem, data, keys, x0=None) -> dict[tuple, InstanceTheory]:
-    """``instance_key`` -> ``InstanceTheory`` for every seed of ``cfg`` (``data``: stacked per seed).
+def instance_theory(cfg: GridSpec, problem, data, keys, x0=None, columns: dict | None = None
+                    ) -> dict[tuple, InstanceTheory]:
+    """``instance_key`` -> ``InstanceTheory`` for every seed of one data instance of ``cfg``
+    (``data``: its data, stacked per seed; ``columns``: the columns of one of its runs, default the
+    first run's).
 
     Per problem instance (split, alpha, lam, seed): ``mu = theory.strong_convexity(L_H, x0)`` at the
     runs' initial point (``x0``, else ``problem.init(fold_in(key, 0))`` as ``simulate.run``) in the
@@ -103,7 +140,7 @@ def instance_theory(cfg: GridSpec, problem, data, keys, x0=None) -> dict[tuple, 
 
     if not strongly_convex(problem):
         return {}
-    cols = cfg.runs[0].columns if cfg.runs else {}
+    cols = columns if columns is not None else (cfg.runs[0].columns if cfg.runs else {})
     out = {}
     for s, seed in enumerate(cfg.seeds):
         shards = jax.tree.map(lambda a: a[s], data.shards)
@@ -144,7 +181,7 @@ def grid_signature(cfg: GridSpec) -> str:
     parameters) and every run's columns; not ``max_batch``, which only changes how runs are batched,
     nor how the config was written or which command ran it."""
     resolved = {k: v for k, v in cfg.to_dict().items() if k != "max_batch"}
-    resolved["data"] = resolved["data"] | {"source": resolve_source(cfg.data.source)}
+    resolved["data"] = resolved["data"] | {"source": resolve_source(cfg.data_instances[0].source)}
     blob = {"config": resolved, "runs": [s.columns for s in cfg.runs]}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -176,11 +213,15 @@ def execute(cfg: GridSpec, out_dir: str | Path | None, *, data_source: str | Non
             devices=None, max_memory: int | None = None):
     """Run every configuration x seed of ``cfg``; write result files to ``out_dir`` if given.
 
-    Runs in float64 when ``cfg.x64`` (float32 otherwise), whoever calls it. config.json records
+    Every data instance of ``cfg`` (lists of ``split`` / ``alpha`` / ``n_honest``: ``cfg.data_instances``)
+    runs into the same files: its runs on its own data (``prepare``: the data set read once), with
+    ``L*`` and ``mu`` per instance and seed (``instance_theory``), one ``run_grid`` call per
+    instance (its programs are compiled apart: shard shapes differ). ``prepared``: ``prepare(cfg)``'s
+    ``(dataset, problem, data)``, to reuse loaded data. Runs in float64 when ``cfg.x64`` (float32 otherwise), whoever calls it. config.json records
     the resolved config (``cfg.to_dict()``: what ran, every default filled in, ``--data`` /
     ``--seeds`` / ``--rounds`` / ``--x64`` applied), the config as written and ``command_line``.
-    The files are rewritten (atomically) after every compiled program call with the runs finished
-    so far (``meta.finished_runs`` of ``meta.total_runs`` in config.json), so a grid that fails or
+    The files are rewritten (atomically) after every compiled program call, of every instance, with
+    the runs finished so far (``meta.finished_runs`` of ``meta.total_runs`` in config.json), so a grid that fails or
     is interrupted midway keeps what it computed. An ``out_dir`` holding this grid's results is
     resumed (its finished runs are read back, the others computed); one holding another grid's is
     refused unless ``force``. ``devices`` / ``max_memory``: as ``byzjax.sweep.run_grid`` (default:
@@ -202,25 +243,27 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
         elif force:
             clear_results(Path(out_dir))
     ds, problem, data = prepared or prepare(cfg)
+    datas = instance_datas(cfg, data)
     x0 = cfg.problem.x0  # checked against the problem when it was built
-    experiments = [build_experiment(s, problem, cfg.data.n_honest, cfg.rounds, cfg.eval_every, x0=x0)
+    experiments = [build_experiment(s, problem, s.data.n_honest, cfg.rounds, cfg.eval_every, x0=x0)
                    for s in cfg.runs]
-    todo = [i for i in range(len(cfg.runs)) if i not in done_timing]
     keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
-    kappas, instances = run_kappas(cfg, experiments), instance_theory(cfg, problem, data, keys, x0)
+    members = instance_runs(cfg)
+    kappas, instances = run_kappas(cfg, experiments), {}
+    for runs_of, inst_data in zip(members, datas):
+        if runs_of:
+            instances |= instance_theory(cfg, problem, inst_data, keys, x0, cfg.runs[runs_of[0]].columns)
     base = environment() | {"dataset": ds.name, "normalization": [ds.mean, ds.std], "total_runs": len(cfg.runs),
-                            "resumed_runs": len(done_timing)}
+                            "resumed_runs": len(done_timing), "data_instances": len(cfg.data_instances)}
     record = {"config": cfg.to_dict(), "as_written": cfg.raw, "command_line": command_line,
               "seeds": list(cfg.seeds), "rounds": cfg.rounds, "signature": signature}
+    traces, timings = {}, {}  # run id -> trace [seeds, ...] / its timing, computed in this call
 
-    def collect(traces, timings):
-        runs, timing = list(done_runs), dict(done_timing)
-        for j, i in enumerate(todo):
-            if traces[j] is None:
-                continue
-            timing[i] = timings[j]
+    def collect():
+        runs, timing = list(done_runs), dict(done_timing) | timings
+        for i, trace in traces.items():
             for s, seed in enumerate(cfg.seeds):
-                runs.append((i, seed, cfg.runs[i].columns, jax.tree.map(lambda a: a[s], traces[j])))
+                runs.append((i, seed, cfg.runs[i].columns, jax.tree.map(lambda a: a[s], trace)))
         order = {seed: k for k, seed in enumerate(cfg.seeds)}
         return sorted(runs, key=lambda r: (r[0], order[r[1]])), timing
 
@@ -230,33 +273,51 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
         return write_results(Path(out_dir), record | {"meta": meta}, runs, timing, kappas=kappas,
                              instances=instances)
 
-    latest = [[None] * len(todo), [{}] * len(todo)]
+    def keep(ids, chunk_traces, chunk_timing):
+        for i, trace, tim in zip(ids, chunk_traces, chunk_timing):
+            if trace is not None:
+                traces[i], timings[i] = trace, tim
 
-    def partial(traces, timings):
-        latest[:] = [list(traces), list(timings)]
-        runs, timing = collect(traces, timings)
-        write(runs, timing, base | {"finished_runs": len(timing), "complete": False})
-
-    pending = [experiments[i] for i in todo]
-    names = program_names([cfg.runs[i].columns for i in todo], pending, cfg.max_batch, len(cfg.seeds))
+    # one run_grid call per data instance (its own data and shard width), in config order
+    blocks = [(d, [i for i in runs_of if i not in done_timing]) for d, runs_of in zip(datas, members)]
+    blocks = [(d, todo) for d, todo in blocks if todo] or [(datas[0], [])]  # all resumed: one empty call
+    names = []
+    for _, todo in blocks:
+        cols = cfg.runs[todo[0]].columns if todo else {}
+        tag = (", ".join(f"{k}={cols[k]}" for k in INSTANCE_LABEL if cols.get(k, "") != "") + " | "
+               if len(cfg.data_instances) > 1 else "")
+        names += [(tag + name, work) for name, work in program_names(
+            [cfg.runs[i].columns for i in todo], [experiments[i] for i in todo], cfg.max_batch, len(cfg.seeds))]
+    totals = {"programs": 0, "compile_s": 0.0, "run_s": 0.0, "plans": [], "devices_used": {}}
     t0 = time.perf_counter()
     try:
         with progress.grid(names, label=cfg.name):
-            result = run_grid(pending, keys, data, max_batch=cfg.max_batch, show_progress=show_progress,
-                              label=cfg.name, on_chunk=partial if out_dir is not None else None, devices=devices,
-                              max_memory=max_memory)
+            for inst_data, todo in blocks:
+                def partial(chunk_traces, chunk_timing, todo=todo):
+                    keep(todo, chunk_traces, chunk_timing)
+                    runs, timing = collect()
+                    write(runs, timing, base | {"finished_runs": len(timing), "complete": False})
+
+                result = run_grid([experiments[i] for i in todo], keys, inst_data, max_batch=cfg.max_batch,
+                                  show_progress=show_progress, label=cfg.name,
+                                  on_chunk=partial if out_dir is not None else None, devices=devices,
+                                  max_memory=max_memory)
+                keep(todo, result.traces, result.timing)
+                totals["programs"] += result.programs
+                totals["compile_s"] += result.compile_s
+                totals["run_s"] += result.run_s
+                totals["devices_used"] = result.devices
+                totals["plans"] += result.plans
     except KeyboardInterrupt:
         if out_dir is None:
             raise
-        runs, timing = collect(*latest)
+        runs, timing = collect()
         write(runs, timing, base | {"finished_runs": len(timing), "complete": False, "interrupted": True})
         raise Interrupted(f"{out_dir} holds {len(timing)} of {len(cfg.runs)} runs, marked incomplete; "
                           f"rerun the same command to resume") from None
     wall = time.perf_counter() - t0
-    runs, timing = collect(result.traces, result.timing)
-    meta = base | {"finished_runs": len(timing), "complete": True, "programs": result.programs,
-                   "compile_s": result.compile_s, "run_s": result.run_s, "wall_s": wall,
-                   "devices_used": result.devices, "plans": result.plans}
+    runs, timing = collect()
+    meta = base | {"finished_runs": len(timing), "complete": True} | totals | {"wall_s": wall}
     meta["warnings"] = write(runs, timing, meta)
     for line in meta["warnings"]:
         warn(line)
@@ -269,30 +330,36 @@ def describe(meta: dict) -> str:
 
 THEORY_KEYS = ("f", "attack", "aggregator", "tolerated_f", "participation", "batch_size", "worker_momentum")
 """Run columns that fix the oracle a theory probe measures (the algorithm does not enter it)."""
+INSTANCE_LABEL = ("split", "alpha", "n_honest")
+"""Run columns that name a run's data instance (``byzjax theory`` headers)."""
 
 
 def theory_lines(config_path, *, data_source: str | None = None, every: bool = False) -> list[str]:
-    """What ``byzjax theory CONFIG`` prints: per distinct oracle of the config (``THEORY_KEYS``;
-    only the first unless ``every``), a header line and ``theory_probe(experiment, data, key)
-    .to_lines()`` on the first seed's data and key (arXiv 2602.03329, the reduction to an inexact
-    gradient oracle)."""
+    """What ``byzjax theory CONFIG`` prints: per data instance of the config and per distinct oracle
+    (``THEORY_KEYS``; only the first of each instance unless ``every``), a header line and
+    ``theory_probe(experiment, data, key).to_lines()`` on the instance's first seed's data and key
+    (arXiv 2602.03329, the reduction to an inexact gradient oracle)."""
     from byzjax.app.config import load_config
     from byzjax.theory import theory_probe
 
     cfg = load_config(config_path).override(source=data_source)
     with jax.enable_x64(cfg.x64):
         _, problem, data = prepare(cfg)
-        first = jax.tree.map(lambda a: a[0], data)
         key = jax.random.key(cfg.seeds[0])
-        seen, lines = set(), []
-        for spec in cfg.runs:
-            oracle_key = tuple(str(spec.columns.get(k, "")) for k in THEORY_KEYS)
-            if oracle_key in seen:
-                continue
-            seen.add(oracle_key)
-            exp = build_experiment(spec, problem, cfg.data.n_honest, cfg.rounds, cfg.eval_every, x0=cfg.problem.x0)
-            label = ", ".join(f"{k} = {spec.columns[k]}" for k in THEORY_KEYS if spec.columns.get(k, "") != "")
-            lines += [f"[{label}]  seed {cfg.seeds[0]}", *theory_probe(exp, first, key).to_lines()]
-            if not every:
-                break
+        lines = []
+        for runs_of, inst_data in zip(instance_runs(cfg), instance_datas(cfg, data)):
+            first = jax.tree.map(lambda a: a[0], inst_data)
+            seen = set()
+            for spec in (cfg.runs[i] for i in runs_of):
+                oracle_key = tuple(str(spec.columns.get(k, "")) for k in THEORY_KEYS)
+                if oracle_key in seen:
+                    continue
+                seen.add(oracle_key)
+                exp = build_experiment(spec, problem, spec.data.n_honest, cfg.rounds, cfg.eval_every,
+                                       x0=cfg.problem.x0)
+                label = ", ".join(f"{k} = {spec.columns[k]}" for k in THEORY_KEYS + INSTANCE_LABEL
+                                  if spec.columns.get(k, "") != "")
+                lines += [f"[{label}]  seed {cfg.seeds[0]}", *theory_probe(exp, first, key).to_lines()]
+                if not every:
+                    break
     return lines
