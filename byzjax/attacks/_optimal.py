@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from byzjax import _kernels
 from byzjax._validation import ConfigError, float_array
 from byzjax.aggregators import AbstractAggregator, Median, TrMean
+from byzjax.aggregators._columns import coordinatewise
 from byzjax.attacks._base import AbstractAttack, AttackerView, _honest_std, _require, _require_count
 from byzjax.preaggregators import NNM, Pipeline, nnm_mixing_matrix
 
@@ -90,6 +91,16 @@ def _rank_weights(agg: AbstractAggregator, n: int, dtype, count=None) -> jax.Arr
     return None
 
 
+def _weighted_order_statistic(vectors: jax.Array, weights: jax.Array, valid=None) -> jax.Array:
+    """``sum_r weights[r] * sorted(vectors)[r]`` coordinate-wise, the rows where ``valid`` is False
+    (if given) sorted last: a TrMean or Median (``_rank_weights``) of rows known to be finite,
+    without the rule's per-call check for non-finite rows. O(n log^2 n d)."""
+    if valid is None:
+        return coordinatewise(lambda cols, w: w @ _kernels.sort_rows(cols), vectors, weights)
+    ordered = lambda cols, valid, w: w @ _kernels.sort_rows(_kernels.absent_last(cols, valid))
+    return coordinatewise(ordered, vectors, valid, weights)
+
+
 def _inserted_order_statistic(honest, copies, weights):
     """``b -> sum_r weights[r] * sorted(honest, copies of b)[r]`` coordinate-wise.
 
@@ -125,9 +136,13 @@ class _OptimalAttack(AbstractAttack):
     the server will receive them; given, ``f`` copies all present (the attacker's own model of the
     server, like a rule's declared f), and the eager call ``attack(honest)`` uses it (default 1).
     What does not depend on tau is computed once per round: for a pipeline starting with NNM, the
-    honest-honest distances (``_nnm_mixed``); for a bare TrMean or Median, the sorted honest
-    coordinates (``_inserted_order_statistic``). With ``present`` (absent Byzantine workers), the
-    damage is that of the rows the server receives, on the same fast paths.
+    honest-honest distances (``_nnm_mixed``), and when a bare TrMean or Median follows, the rule is
+    a weighted sum of the sorted mixed rows (``_weighted_order_statistic``, without the rule's
+    per-evaluation check for non-finite rows: the mixed rows are finite when the honest rows are,
+    and with a non-finite honest row the damage, a distance to their mean, is not finite on any
+    path); for a bare TrMean or Median, the sorted honest coordinates
+    (``_inserted_order_statistic``). With ``present`` (absent Byzantine workers), the damage is that
+    of the rows the server receives, on the same fast paths.
     """
 
     agg: AbstractAggregator | None = None
@@ -187,7 +202,11 @@ class _OptimalAttack(AbstractAttack):
         count = None if present is None else n_h + copies
         if reuse and pre and isinstance(pre[0], NNM) and n_byz > 0:
             mixed, rest = _nnm_mixed(honest, base, direction, n_byz, pre[0].f, valid), Pipeline(pre[1:], agg)
-            aggregate = lambda tau: rest.aggregate(mixed(tau), state0, key, valid)[0]  # NNM keeps the rows present
+            weights = None if pre[1:] else _rank_weights(agg, n_h + n_byz, honest.dtype, count)
+            if weights is not None:  # NNM -> TrMean / Median
+                aggregate = lambda tau: _weighted_order_statistic(mixed(tau), weights, valid)
+            else:
+                aggregate = lambda tau: rest.aggregate(mixed(tau), state0, key, valid)[0]  # NNM keeps the rows present
         elif reuse and not pre and (weights := _rank_weights(agg, n_h + n_byz, honest.dtype, count)) is not None:
             inserted = _inserted_order_statistic(honest, copies, weights)
             aggregate = lambda tau: inserted(base + tau * direction)
