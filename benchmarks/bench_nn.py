@@ -4,18 +4,28 @@ Clipping -> NNM -> TrMean (issue 11's setting), ``byzjax.run`` under ``jit(vmap)
 Every honest worker holds ``--shard`` synthetic images (default 32: its full batch IS the batch of
 32, so a round is one forward/backward pass of 25 x 32 samples). With ``--shard`` > 32 the workers
 send gathered mini-batches of 32 (``batch_capacity``) and the oracle's exact full-batch metrics
-(``L_H``, ``grad L_H`` on the whole shards) come on top. Prints ms per round for 1 and 8 (``--runs``)
+(``L_H``, ``grad L_H`` on the whole shards) come on top. Prints ms per round for 1, 8 and 64 (``--runs``)
 vmapped runs sharing the data, compile time apart, and the device. A ByzFL-style PyTorch loop
-(per-client forward/backward, flatten, the same pipeline in torch) is timed in the same run when
-``torch`` is importable (a benchmark-only extra, never a byzjax dependency); else it is skipped.
+(per-client forward/backward, flatten, the same pipeline in torch: ``bench_nn_torch.py``) is timed
+in the same run by ``--torch-python`` (a Python with torch, e.g. a separate venv: torch is a
+benchmark-only extra, never a byzjax dependency), or by this Python if it has torch; else skipped.
+The date, the device and the machine's load average are printed with the table.
 
-    python benchmarks/bench_nn.py [--model cnn_mnist] [--runs 1 8] [--rounds 5] [--shard 32]
+    python benchmarks/bench_nn.py [--model cnn_mnist] [--runs 1 8 64] [--rounds 5] [--shard 32]
+                                  [--torch-python /path/to/torchvenv/bin/python] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -49,65 +59,34 @@ def timed(fn, *args, repeats=2):
     return compile_s, best
 
 
-def torch_baseline(model_name, shards, rounds):
-    """Seconds per round of a ByzFL-style loop: one torch model, each client's forward/backward in
-    turn, gradients flattened and stacked, ALIE, then clipping, NNM and trimmed mean in torch."""
-    import torch
-    import torch.nn.functional as tf
+def torch_baseline(python: str, shards, rounds: int) -> dict:
+    """The ByzFL-style PyTorch loop (``bench_nn_torch.py``) run by ``python`` (a Python with torch) on
+    the first ``BATCH`` samples of every honest worker's shard; its JSON result."""
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = Path(tmp) / "shards.npz", Path(tmp) / "torch.json"
+        np.savez(data, x=np.asarray(shards.x)[:, :BATCH], y=np.asarray(shards.y)[:, :BATCH])
+        cmd = [python, str(here / "bench_nn_torch.py"), "--data", str(data), "--f", str(F), "--tau", str(TAU),
+               "--clip", str(CLIP), "--lr", "0.01", "--rounds", str(rounds), "--out", str(out)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
 
-    torch.manual_seed(0)
-    if model_name != "cnn_mnist":
-        raise SystemExit("the torch baseline is written for cnn_mnist")
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1, self.c2 = torch.nn.Conv2d(1, 20, 5), torch.nn.Conv2d(20, 50, 5)
-            self.f1, self.f2 = torch.nn.Linear(800, 500), torch.nn.Linear(500, 10)
-
-        def forward(self, x):
-            x = tf.max_pool2d(tf.relu(self.c1(x)), 2, 2)
-            x = tf.max_pool2d(tf.relu(self.c2(x)), 2, 2)
-            return tf.log_softmax(self.f2(tf.relu(self.f1(x.reshape(-1, 800)))), dim=1)
-
-    net = Net()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01)
-    xs = torch.tensor(np.asarray(shards.x)).permute(0, 1, 4, 2, 3).float()[:, :BATCH]
-    ys = torch.tensor(np.asarray(shards.y)).long()[:, :BATCH]
-    n, f = N_HONEST + F, F
-
-    def one_round():
-        grads = []
-        for i in range(N_HONEST):
-            net.zero_grad()
-            tf.nll_loss(net(xs[i]), ys[i]).backward()
-            grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters()]))
-        g = torch.stack(grads)
-        byz = (g.mean(0) + TAU * g.std(0)).expand(F, -1)
-        v = torch.cat([g, byz])
-        v = v * torch.clamp(CLIP / v.norm(dim=1, keepdim=True), max=1.0)
-        idx = torch.cdist(v, v).argsort(dim=1)[:, : n - f]
-        v = v[idx].mean(dim=1)
-        agg = v.sort(dim=0).values[f : n - f].mean(dim=0)
-        offset = 0
-        for p in net.parameters():
-            p.grad = agg[offset : offset + p.numel()].reshape(p.shape)
-            offset += p.numel()
-        opt.step()
-
-    one_round()
-    t0 = time.perf_counter()
-    for _ in range(rounds):
-        one_round()
-    return (time.perf_counter() - t0) / rounds
+def default_torch_python() -> str | None:
+    """This Python if it has torch, else None."""
+    return sys.executable if importlib.util.find_spec("torch") is not None else None
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn_mnist", choices=sorted(MODELS))
-    p.add_argument("--runs", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--runs", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--shard", type=int, default=BATCH, help="samples per honest worker (>= 32)")
+    p.add_argument("--torch-python", default=None,
+                   help="a Python with torch for the ByzFL-style baseline (cnn_mnist only; default: this one if "
+                        "it has torch, else the baseline is skipped)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     if args.shard < BATCH:
         raise SystemExit(f"--shard must be >= {BATCH}")
@@ -122,11 +101,17 @@ def main(argv=None):
     exp = Experiment(oracle, DGD(lr=0.01), rounds=args.rounds, eval_every=args.rounds)
     exp.check()
     dev = jax.devices()[0]
-    print(f"device: {dev.platform} ({dev.device_kind}), {jax.local_device_count()} device(s), jax {jax.__version__}; "
+    load = os.getloadavg()
+    header = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": f"{dev.platform} ({dev.device_kind})",
+              "cpus": os.cpu_count(), "load_1_5_15": [round(v, 2) for v in load], "jax": jax.__version__,
+              "model": args.model, "d": problem.dim}
+    print(f"{header['date']}; device: {header['device']}, {jax.local_device_count()} device(s), {os.cpu_count()} CPUs, "
+          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; jax {jax.__version__}; "
           f"{args.model} d = {problem.dim:,}; n = {N_HONEST}+{F}; {args.shard} samples per worker, batch {BATCH}; "
           f"ALIE tau {TAU}, Clipping({CLIP}) -> NNM -> TrMean; {args.rounds} rounds per timing (+1 evaluation "
-          f"pass on 256 test images at each end)")
-    print(f"{'':10s} {'runs':>5s} {'compile s':>10s} {'ms/round':>10s} {'run-rounds/s':>13s}")
+          f"pass on 256 test images at each end)", flush=True)
+    print(f"{'':10s} {'runs':>5s} {'compile s':>10s} {'ms/round':>10s} {'run-rounds/s':>13s}", flush=True)
+    rows = []
     for runs in args.runs:
         lrs = jnp.full((runs,), 0.01)
 
@@ -137,14 +122,26 @@ def main(argv=None):
             return jax.vmap(one)(lrs)
 
         c, t = timed(ours, lrs)
-        print(f"{'byzjax':10s} {runs:5d} {c:10.2f} {1e3 * t / args.rounds:10.1f} {runs * args.rounds / t:13.1f}")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("baseline skipped: torch is not installed (pip install torch to time the ByzFL-style loop)")
-        return
-    t = torch_baseline(args.model, data.shards, args.rounds)
-    print(f"{'torch':10s} {1:5d} {'':>10s} {1e3 * t:10.1f} {1 / t:13.1f}")
+        rows.append({"impl": "byzjax", "runs": runs, "compile_s": c, "ms_per_round": 1e3 * t / args.rounds,
+                     "run_rounds_per_s": runs * args.rounds / t})
+        print(f"{'byzjax':10s} {runs:5d} {c:10.2f} {1e3 * t / args.rounds:10.1f} {runs * args.rounds / t:13.1f}",
+              flush=True)
+    python = args.torch_python or default_torch_python()
+    if args.model != "cnn_mnist":
+        print("torch baseline: written for cnn_mnist only")
+    elif python is None:
+        print("baseline skipped: no torch (give --torch-python PYTHON, a Python with torch, to time the ByzFL-style loop)")
+    else:
+        res = torch_baseline(python, data.shards, args.rounds)
+        rows.append({"impl": "torch", "runs": 1, "compile_s": None, "ms_per_round": res["ms_per_round"],
+                     "run_rounds_per_s": 1e3 / res["ms_per_round"], "torch": res["torch"], "threads": res["threads"]})
+        print(f"{'torch':10s} {1:5d} {'':>10s} {res['ms_per_round']:10.1f} {1e3 / res['ms_per_round']:13.1f}"
+              f"   (torch {res['torch']}, {res['threads']} threads)")
+        for row in rows[:-1]:
+            print(f"byzjax {row['runs']} run(s): {res['ms_per_round'] * row['runs'] / row['ms_per_round']:.1f}x the "
+                  f"torch loop's run-rounds per second")
+    if args.json:
+        Path(args.json).write_text(json.dumps({**header, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from byzjax._validation import ConfigError, check_count, concrete_values, float_array
+from byzjax._validation import ConfigError, check_count, check_param, concrete_values, float_array, int_array
 from byzjax.metrics import round_metrics
 from byzjax.oracle import OracleOutput, OracleState, RobustOracle
 from byzjax.solvers import lbfgs_minimize
@@ -46,6 +46,12 @@ def _positive(name, value):
 
 class AbstractAlgorithm(eqx.Module):
     rounds_per_step: ClassVar[int] = 1
+    # Constructor parameters whose one value is a sequence of integers (in a config file a list of
+    # integers is one value and a list of lists a sweep), e.g. FedAvg's milestones.
+    sequence_params: ClassVar[tuple[str, ...]] = ()
+    # Defaults that depend on the value of another parameter, ``{selector: {value: {key: default}}}``
+    # (the resolved config fills them in, e.g. the keys of FedAvg's schedule).
+    dependent_defaults: ClassVar[dict[str, dict[str, dict]]] = {}
 
     @abc.abstractmethod
     def init(self, x0: jax.Array):
@@ -119,55 +125,173 @@ class DNAG(AbstractOptaxAlgorithm):
 OPTIMIZERS = ("sgd", "adam")
 
 
+class AbstractLRSchedule(eqx.Module):
+    """A server step-size schedule: ``lr_t = lr * factor(t)``, ``t`` the number of server updates
+    already applied (optax's ``count``: 0 in the first round)."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def factor(self, count: jax.Array) -> jax.Array:
+        """``lr_t / lr`` at update ``count``."""
+
+
+class MultiStepLR(AbstractLRSchedule):
+    """ByzFL's server schedule (PyTorch's ``MultiStepLR``, stepped once per round after the update):
+    ``factor(t) = learning_rate_decay ** |{m in milestones : m <= t}|``, i.e. the step is multiplied
+    by ``learning_rate_decay`` from round ``m`` on, for each milestone ``m`` (rounds counted from 0).
+    ``optax.piecewise_constant_schedule(lr, {m: learning_rate_decay for m in milestones})`` with a
+    traced (sweepable) decay. No milestones: the constant step."""
+
+    name: ClassVar[str] = "multistep"
+    learning_rate_decay: jax.Array = eqx.field(converter=float_array, default=1.0)
+    milestones: tuple[int, ...] = eqx.field(static=True, default=())
+
+    def __check_init__(self):
+        _positive("FedAvg learning_rate_decay", self.learning_rate_decay)
+        ms = self.milestones
+        if not (isinstance(ms, tuple) and all(isinstance(m, int) and not isinstance(m, bool) for m in ms)) \
+                or any(m < 0 for m in ms) or list(ms) != sorted(set(ms)):
+            raise ConfigError(f"FedAvg: milestones must be increasing non-negative rounds, got {list(ms)}")
+
+    def factor(self, count):
+        decay = self.learning_rate_decay
+        if not self.milestones:
+            return jnp.ones_like(decay)
+        passed = jnp.sum(count >= jnp.asarray(self.milestones, jnp.int32))
+        return decay ** passed.astype(decay.dtype)
+
+
+class CosineLR(AbstractLRSchedule):
+    """``optax.cosine_decay_schedule`` (Loshchilov and Hutter, 2017, without restarts):
+    ``factor(t) = (1 - alpha) (1 + cos(pi min(t, decay_steps) / decay_steps)) / 2 + alpha``,
+    from 1 down to ``alpha`` at ``t = decay_steps``, then constant. Both numbers may be swept."""
+
+    name: ClassVar[str] = "cosine"
+    decay_steps: jax.Array = eqx.field(converter=int_array, default=100)
+    alpha: jax.Array = eqx.field(converter=float_array, default=0.0)
+
+    def __check_init__(self):
+        check_param("FedAvg", "decay_steps", self.decay_steps, lambda v: v >= 1, "a positive integer")
+        check_param("FedAvg", "alpha", self.alpha, lambda v: (v >= 0) & (v <= 1), "in [0, 1]")
+
+    def factor(self, count):
+        steps = self.decay_steps.astype(self.alpha.dtype)
+        t = jnp.minimum(jnp.asarray(count, self.alpha.dtype), steps)
+        return (1.0 - self.alpha) * 0.5 * (1.0 + jnp.cos(jnp.pi * t / steps)) + self.alpha
+
+
+class ExponentialLR(AbstractLRSchedule):
+    """``optax.exponential_decay`` (without ``end_value``): ``p = (t - transition_begin) /
+    transition_steps`` (``floor(p)`` when ``staircase``), ``factor(t) = decay_rate ** p`` for
+    ``t > transition_begin``, else 1. The numbers may be swept; ``staircase`` is static."""
+
+    name: ClassVar[str] = "exponential"
+    decay_rate: jax.Array = eqx.field(converter=float_array, default=0.99)
+    transition_steps: jax.Array = eqx.field(converter=int_array, default=1)
+    transition_begin: jax.Array = eqx.field(converter=int_array, default=0)
+    staircase: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        _positive("FedAvg decay_rate", self.decay_rate)
+        check_param("FedAvg", "transition_steps", self.transition_steps, lambda v: v >= 1, "a positive integer")
+        check_param("FedAvg", "transition_begin", self.transition_begin, lambda v: v >= 0, "a non-negative integer")
+        if not isinstance(self.staircase, bool):
+            raise ConfigError(f"FedAvg: staircase must be true or false, got {self.staircase!r}")
+
+    def factor(self, count):
+        rate = self.decay_rate
+        since = jnp.asarray(count, rate.dtype) - self.transition_begin.astype(rate.dtype)
+        p = since / self.transition_steps.astype(rate.dtype)
+        if self.staircase:
+            p = jnp.floor(p)
+        return jnp.where(since <= 0, jnp.ones_like(rate), rate ** p)
+
+
+SCHEDULES: dict[str, type[AbstractLRSchedule]] = {s.name: s for s in (MultiStepLR, CosineLR, ExponentialLR)}
+# The FedAvg keys of each schedule and their defaults (None: required).
+SCHEDULE_KEYS: dict[str, dict[str, object]] = {
+    "multistep": {"learning_rate_decay": 1.0, "milestones": ()},
+    "cosine": {"decay_steps": None, "alpha": 0.0},
+    "exponential": {"decay_rate": None, "transition_steps": 1, "transition_begin": 0, "staircase": False},
+}
+
+_REQUIRED = {"decay_steps": "the rounds over which lr decays to alpha * lr",
+             "decay_rate": "lr is multiplied by decay_rate every transition_steps rounds"}
+
+
 class FedAvg(AbstractOptaxAlgorithm):
     """The FedAvg server (McMahan et al., 2017; ByzFL's and Blades' server) with a robust aggregate:
     ``x <- x + optimizer(g_hat, lr_t)``, ``g_hat`` the robust aggregate of what the workers send
     (with ``[workers] local_steps = K``: their model differences ``(x - x_K) / local_lr``).
 
     ``optimizer = "sgd"``: ``optax.sgd(lr_t, momentum)`` (heavy ball, PyTorch's SGD); ``"adam"``:
-    ``optax.adam(lr_t)`` (momentum unused). ``lr_t`` is ByzFL's step schedule,
-    ``optax.piecewise_constant_schedule(lr, {m: learning_rate_decay for m in milestones})``: the
-    step is multiplied by ``learning_rate_decay`` at each milestone (server iteration). With
+    ``optax.adam(lr_t)`` (momentum unused). ``lr_t = lr * factor(t)``, ``t`` the rounds done, from
+    ``schedule``:
+
+    - ``"multistep"`` (default; ByzFL's ``learning_rate_decay`` and ``milestones``, PyTorch's
+      ``MultiStepLR``): the step is multiplied by ``learning_rate_decay`` from each milestone round
+      on (``MultiStepLR``); no milestones: constant;
+    - ``"cosine"`` (``optax.cosine_decay_schedule``): ``decay_steps`` (required) and ``alpha``
+      (``CosineLR``);
+    - ``"exponential"`` (``optax.exponential_decay``): ``decay_rate`` (required),
+      ``transition_steps``, ``transition_begin``, ``staircase`` (``ExponentialLR``).
+
+    A key of another schedule is refused. ``milestones`` is static (a tuple of rounds; in a config
+    file a list of integers, a list of lists sweeps); every other number may be swept. With
     ``local_steps = 1``, ``momentum = 0`` and no milestones it is ``DGD(lr)`` exactly.
-    ``milestones`` is static (a tuple of iterations; set it in Python).
     """
 
-    lr: jax.Array = eqx.field(converter=float_array, default=0.1)
-    momentum: jax.Array = eqx.field(converter=float_array, default=0.0)
-    learning_rate_decay: jax.Array = eqx.field(converter=float_array, default=1.0)
-    optimizer_name: str = eqx.field(static=True, default="sgd")
-    milestones: tuple[int, ...] = eqx.field(static=True, default=())
+    sequence_params: ClassVar[tuple[str, ...]] = ("milestones",)
+    dependent_defaults: ClassVar[dict[str, dict[str, dict]]] = {
+        "schedule": {s: {k: d for k, d in keys.items() if d is not None} for s, keys in SCHEDULE_KEYS.items()}}
+    lr: jax.Array
+    momentum: jax.Array
+    lr_schedule: AbstractLRSchedule
+    optimizer_name: str = eqx.field(static=True)
 
-    def __init__(self, lr=0.1, momentum=0.0, optimizer: str = "sgd", learning_rate_decay=1.0,
-                 milestones: tuple[int, ...] = ()):
+    def __init__(self, lr=0.1, momentum=0.0, optimizer: str = "sgd", schedule: str = "multistep",
+                 learning_rate_decay: float | None = None, milestones: tuple[int, ...] | None = None,
+                 decay_steps: int | None = None, alpha: float | None = None, decay_rate: float | None = None,
+                 transition_steps: int | None = None, transition_begin: int | None = None,
+                 staircase: bool | None = None):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"FedAvg: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        try:
-            milestones = tuple(int(m) for m in milestones)
-        except (TypeError, ValueError):
-            raise ConfigError(f"FedAvg: milestones must be a tuple of iterations, got {milestones!r}") from None
-        if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
-            raise ConfigError(f"FedAvg: milestones must be increasing positive iterations, got {list(milestones)}")
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"FedAvg: schedule must be one of {tuple(SCHEDULES)}, got {schedule!r}")
+        given = {k: v for k, v in dict(learning_rate_decay=learning_rate_decay, milestones=milestones,
+                                       decay_steps=decay_steps, alpha=alpha, decay_rate=decay_rate,
+                                       transition_steps=transition_steps, transition_begin=transition_begin,
+                                       staircase=staircase).items() if v is not None}
+        keys = SCHEDULE_KEYS[schedule]
+        foreign = [k for k in given if k not in keys]
+        if foreign:
+            owners = {k: s for s, ks in SCHEDULE_KEYS.items() for k in ks}
+            raise ConfigError(f"FedAvg: {foreign[0]} belongs to schedule {owners[foreign[0]]!r}, "
+                              f"not to schedule {schedule!r} (its keys: {sorted(keys)})")
+        missing = [k for k, d in keys.items() if d is None and k not in given]
+        if missing:
+            raise ConfigError(f"FedAvg: schedule {schedule!r} needs {missing[0]} ({_REQUIRED[missing[0]]})")
+        if "milestones" in given:
+            try:
+                given["milestones"] = tuple(given["milestones"])
+            except TypeError:
+                raise ConfigError(f"FedAvg: milestones must be increasing non-negative rounds, "
+                                  f"got {given['milestones']!r}") from None
         self.lr = float_array(lr)
         self.momentum = float_array(momentum)
-        self.learning_rate_decay = float_array(learning_rate_decay)
+        self.lr_schedule = SCHEDULES[schedule](**({k: d for k, d in keys.items() if d is not None} | given))
         self.optimizer_name = optimizer
-        self.milestones = milestones
 
     def __check_init__(self):
         _positive("FedAvg lr", self.lr)
-        _positive("FedAvg learning_rate_decay", self.learning_rate_decay)
         values = concrete_values(self.momentum)
         if values is not None and np.any((values < 0) | (values >= 1)):
             raise ConfigError(f"FedAvg momentum must be in [0, 1), got {values.tolist()}")
 
     def schedule(self) -> optax.Schedule:
-        """``lr_t = lr * learning_rate_decay^(number of milestones <= t)``."""
-        lr, decay, milestones = self.lr, self.learning_rate_decay, jnp.asarray(self.milestones, jnp.int32)
-        if not self.milestones:
-            return lambda count: lr
-        # optax.piecewise_constant_schedule(lr, {m: decay for m in milestones}), with traced lr and decay
-        return lambda count: lr * decay ** jnp.sum(count >= milestones).astype(lr.dtype)
+        """``t -> lr_t = lr * factor(t)`` (the schedule's ``factor``)."""
+        return lambda count: self.lr * self.lr_schedule.factor(count).astype(self.lr.dtype)
 
     def optimizer(self):
         if self.optimizer_name == "adam":

@@ -166,5 +166,5 @@ def test_local_steps_config_and_errors():
         RobustOracle(problem, Average(), n_honest=3, n_byz=0, local_steps=2, local_lr=-1.0)
     with pytest.raises(ConfigError, match=r"FedAvg: optimizer must be one of \('sgd', 'adam'\), got 'lion'"):
         FedAvg(optimizer="lion")
-    with pytest.raises(ConfigError, match=r"milestones must be increasing positive iterations, got \[5, 3\]"):
+    with pytest.raises(ConfigError, match=r"milestones must be increasing non-negative rounds, got \[5, 3\]"):
         FedAvg(milestones=(5, 3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import equinox as eqx
 import jax
@@ -253,3 +254,53 @@ def test_robust_run_on_synthetic_images_learns():
     again = fn(jax.random.split(jax.random.key(0), 3))
     np.testing.assert_array_equal(np.asarray(again.final_params), np.asarray(trace.final_params))
     assert trace.metrics["loss"].shape == (3, 8)
+
+
+def _cifar_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "cifar10_cnn.py"
+    spec = importlib.util.spec_from_file_location("cifar10_cnn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_cifar_results(out, methods):
+    import csv
+    import json
+
+    with open(out / "summary.csv") as fh:
+        summary = list(csv.DictReader(fh))
+    assert [row["method"].split("(")[0] for row in summary] == methods
+    assert all(0.0 <= float(row["final_test_acc"]) <= 1.0 for row in summary), summary
+    resolved = json.loads((out / "config.json").read_text())["config"]
+    assert resolved["problem"]["name"] == "cnn_cifar" and resolved["problem"]["lam"] == 0.01
+    assert {"split": "dirichlet", "alpha": 5.0, "n_honest": 20}.items() <= resolved["data"].items()
+    assert resolved["byzantine"]["f"] == [1] and resolved["byzantine"]["attack"][0]["name"] == "ALittleIsEnough"
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {int(r["iteration"]) for r in rows} == {0, 1, 2} and all(math.isfinite(float(r["loss"])) for r in rows
+                                                                   if r["loss"])
+
+
+SLOW_CIFAR = pytest.mark.skipif(not os.environ.get("BYZJAX_SLOW_TESTS"),
+                                reason="~1.5 CPU-minutes (cnn_cifar compiles); BYZJAX_SLOW_TESTS=1 runs it")
+
+
+@SLOW_CIFAR
+def test_cifar10_script_runs_end_to_end_on_synthetic_images(tmp_path):
+    """experiments/cifar10_cnn.py --synthetic: cnn_cifar on CIFAR-shaped synthetic images, 20 + 1 workers,
+    two rounds of D-GD, result files written (every method: the test below). By default CI builds the
+    script's experiments (test_images) and test_smoke runs cnn_cifar's two rounds; these run the script."""
+    script = _cifar_script()
+    assert script.main(["--synthetic", "--quick", "--n-train", "300", "--methods", "DGD", "--out", str(tmp_path)]) == 0
+    _check_cifar_results(tmp_path, ["D-GD"])
+
+
+@SLOW_CIFAR
+def test_cifar10_script_runs_every_method_on_synthetic_images(tmp_path):
+    script = _cifar_script()
+    assert script.main(["--synthetic", "--quick", "--n-train", "300", "--out", str(tmp_path)]) == 0
+    _check_cifar_results(tmp_path, ["D-GD", "PIGS", "AEG"])

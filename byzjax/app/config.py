@@ -130,6 +130,41 @@ def _fmt(v) -> str:
 
 
 @dataclass(frozen=True)
+class SequenceValue:
+    """One parameter value that is a sequence of integers (FedAvg's ``milestones``), not a sweep:
+    in a config file a list of integers is one such value and a list of lists sweeps them."""
+
+    values: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(str(v) for v in self.values) + "]"
+
+
+def _sequence_params(kind: str, cls: type) -> tuple[str, ...]:
+    """The parameters of ``cls`` whose one value is a sequence (``AbstractAlgorithm.sequence_params``)."""
+    return cls.sequence_params if kind == "algorithm" else ()
+
+
+def _sequence(where: str, key: str, value):
+    """A list of integers (one ``SequenceValue``) or a non-empty list of such lists (a sweep)."""
+    allowed = "a list of integers (or a list of such lists, a sweep)"
+    if not isinstance(value, list):
+        raise _fail(where, key, allowed, value)
+    if value and all(isinstance(v, list) for v in value):
+        return tuple(_sequence(where, key, v) for v in value)
+    if not all(_is_int(v) for v in value):
+        raise _fail(where, key, allowed, value)
+    return SequenceValue(tuple(value))
+
+
+def _plain(v):
+    """A parameter value as written in the resolved config (a sweep or a sequence as a list)."""
+    if isinstance(v, SequenceValue):
+        return list(v.values)
+    return [_plain(e) for e in v] if isinstance(v, tuple) else v
+
+
+@dataclass(frozen=True)
 class ComponentSpec:
     """A registered component and its parameters; a tuple value is a sweep (see ``expand``)."""
 
@@ -147,13 +182,19 @@ class ComponentSpec:
         else:
             raise ConfigError(f"{where} must be a name or a table with a 'name' key, got {entry!r}")
         canonical = registry.canonical(kind, name)
-        allowed = {k: p for k, p in registry.config_params(registry.lookup(kind, name)).items() if k not in exclude}
-        unknown = [k for k in raw if k not in allowed]
+        component = registry.lookup(kind, name)
+        allowed = {k: p for k, p in registry.config_params(component).items() if k not in exclude}
+        sequences = _sequence_params(kind, component)
+        unknown = [k for k in raw if k not in allowed and k not in sequences]
         if unknown:
-            raise ConfigError(f"{kind} {canonical}: unknown parameter(s) {unknown}; allowed: {sorted(allowed)}")
+            raise ConfigError(f"{kind} {canonical}: unknown parameter(s) {unknown}; "
+                              f"allowed: {sorted([*allowed, *sequences])}")
         what = {"int": "an integer", "bool": "true or false", "str": "a string", "number": "a finite number"}
         params = {}
         for k, v in raw.items():
+            if k in sequences:
+                params[k] = _sequence(f"{kind} {canonical}", k, v)
+                continue
             values = _listed(f"{kind} {canonical}", k, v, lambda x, k=k: _param_value(
                 f"{kind} {canonical}", k, allowed[k], x), what[allowed[k].kind])
             params[k] = values if isinstance(v, list) else values[0]
@@ -171,14 +212,22 @@ class ComponentSpec:
 
     def resolved(self) -> dict:
         """``{"name": ..., **params}`` with every default the config could have set filled in
-        (``f`` of the rules, filled from ``[byzantine]`` at build time, is left out)."""
-        defaults = {k: p.default for k, p in registry.config_params(registry.lookup(self.kind, self.name)).items()
+        (``f`` of the rules, filled from ``[byzantine]`` at build time, is left out), including the
+        defaults that depend on another parameter's (unswept) value (``dependent_defaults``)."""
+        cls = registry.lookup(self.kind, self.name)
+        params = registry.config_params(cls)
+        defaults = {k: p.default for k, p in params.items()
                     if k != "f" and p.default is not None and _is_plain(p.default)}
-        params = defaults | {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}
-        return {"name": self.name, **params}
+        if self.kind == "algorithm":
+            for selector, tables in cls.dependent_defaults.items():
+                value = self.params.get(selector, defaults.get(selector))
+                defaults |= tables.get(value, {}) if not isinstance(value, tuple) else {}
+        params = defaults | self.params
+        return {"name": self.name, **{k: _plain(v) for k, v in params.items()}}
 
     def build(self, **extra):
-        return registry.build(self.kind, self.name, self.params | extra)
+        params = {k: v.values if isinstance(v, SequenceValue) else v for k, v in self.params.items()}
+        return registry.build(self.kind, self.name, params | extra)
 
 
 def _is_plain(v) -> bool:
@@ -662,7 +711,16 @@ def _numbers(params: dict) -> dict:
 
 
 def _algorithm_columns(params: dict) -> dict:
-    return {(f"method_{k}" if k in RESERVED_COLUMNS else k): v for k, v in _numbers(params).items()}
+    """Every number, string and integer sequence (written ``[30, 60]``) of the algorithm's resolved
+    parameters (``method_<name>`` for a reserved column name)."""
+    cols = {}
+    for k, v in params.items():
+        if isinstance(v, list):
+            v = str(SequenceValue(tuple(v)))
+        elif k == "name" or not (_is_number(v) or isinstance(v, str)):
+            continue
+        cols[f"method_{k}" if k in RESERVED_COLUMNS else k] = v
+    return cols
 
 
 def expand(grid: GridSpec) -> list[RunSpec]:
@@ -927,7 +985,7 @@ def describe_components() -> list[str]:
         lines.append(f"{kind}s:")
         for name, cls in sorted(registry.registry(kind).items()):
             params = (registry.problem_params(name) if kind == "problem" else registry.config_params(cls))
-            inner = ", ".join(f"{k}={p.default!r}" if p.default is None or _is_plain(p.default) else f"{k} (required)"
-                              for k, p in params.items())
+            inner = ", ".join([f"{k}={p.default!r}" if p.default is None or _is_plain(p.default) else f"{k} (required)"
+                               for k, p in params.items()] + [f"{k}=[...]" for k in _sequence_params(kind, cls)])
             lines.append(f"  {name}({inner})")
     return lines
