@@ -99,3 +99,8 @@ def test_rerun_resumes_from_the_stages(quick, capsys):
     assert f"resuming: {n} of {n} stages done (nothing to compute)" in capsys.readouterr().out
     assert (quick / "revision_final.csv").read_text() == before
     assert json.loads((quick / "reproduce.json").read_text())["stages_computed"] == 0
+
+
+def test_short_long_options_are_refused_for_revision(tmp_path, capsys):
+    assert main(["reproduce", "revision", "--steps", "paper", "--out", str(tmp_path / "r")]) == 2
+    assert "byzjax: error: command line: reproduce revision tunes its steps" in capsys.readouterr().err

@@ -169,7 +169,12 @@ def _dispatch(args) -> int:
                 check_int("command line", flag, value, 1)
         out = check_out_dir(f"results/paper_{args.which}{'_quick' if args.quick else ''}" if args.out is None else args.out)
         if args.which == "revision":
+            from byzjax._validation import ConfigError
             from byzjax.app.revision import reproduce_revision
+
+            if args.steps != "tuned" or args.tune_rounds is not None:
+                raise ConfigError("command line: reproduce revision tunes its steps by its own protocol; "
+                                  "--steps and --tune-rounds apply to short|long only")
 
             log = reproduce_revision(out, quick=args.quick, data_source=args.data, seeds=args.seeds, x64=args.x64,
                                      max_batch=args.max_batch, show_progress=not args.quiet)
