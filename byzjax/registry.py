@@ -18,6 +18,7 @@ ALIASES = {
     "IPM": "InnerProductManipulation", "ALIE": "ALittleIsEnough",
     "Optimal_IPM": "Optimal_InnerProductManipulation", "Optimal_ALIE": "Optimal_ALittleIsEnough",
     "logistic": "LogisticRegression", "None": "NoAttack", "none": "NoAttack",
+    "Huber": "AdaptiveClipping",  # the authors' later code's name for it (HuberMean is another rule)
 }
 
 

@@ -29,7 +29,7 @@ from byzjax import preaggregators as P
 from byzjax._validation import _NEEDS, ConfigError
 from byzjax.registry import registry
 from byzjax.robustness import empirical_kappa, kappa_ratios
-from references import np_nnm, np_trmean
+from references import np_adaptive_clipping, np_nnm, np_trmean
 
 N, D, F = 11, 20, 2  # F: Byzantine count of the kappa tests
 FMAX, FBULYAN = (N - 1) // 2, (N - 3) // 4  # largest f allowed (2f < n; n >= 4f + 3)
@@ -337,6 +337,10 @@ CASES = {
         (1e5, 3.0), datasets=("gauss",), translation=False,
     ),
     "HuberMean": Case(lambda dl: A.HuberMean(dl), lambda x, dl, k: ref_huber(x, dl), (0.5, 2.0)),
+    "AdaptiveClipping": Case(A.AdaptiveClipping, lambda x, f, k: np_adaptive_clipping(x, f), (0, 1, F, FMAX),
+                             translation=False),
+    "AdaptiveClipping_fixed": Case(lambda f: A.AdaptiveClipping(f, variant="fixed"),
+                                   lambda x, f, k: np_adaptive_clipping(x, f, "fixed"), (0, F, FMAX), translation=False),
     "FLTrust": Case(lambda v: A.FLTrust(), lambda x, v, k: ref_fltrust(x), (0,), permutation=False, translation=False),
     "NNM+TrMean": Case(
         lambda f: P.Pipeline((P.NNM(f),), A.TrMean(f)), lambda x, f, k: np_trmean(np_nnm(x, f), f), (0, F, FMAX)
@@ -495,6 +499,18 @@ def with_absent_rows(x):
     return jnp.asarray(padded), jnp.asarray(valid)
 
 
+def test_adaptive_clipping_at_f0_authors_index_vs_fixed():
+    """f = 0: the authors' index clips every row to the smallest norm (one pass from v = 0 is
+    the mean of x_i min(1, r / ||x_i||), r = min_i ||x_i||); the fixed variant is the mean."""
+    norms = np.linalg.norm(GAUSS, axis=1)
+    one_pass = (GAUSS * np.minimum(1.0, norms.min() / norms)[:, None]).mean(axis=0)
+    np.testing.assert_allclose(A.AdaptiveClipping(0, passes=1)(GAUSS), one_pass, atol=1e-12)
+    np.testing.assert_allclose(A.AdaptiveClipping(0, variant="fixed")(GAUSS), GAUSS.mean(axis=0), atol=1e-12)
+    assert np.linalg.norm(A.AdaptiveClipping(0)(GAUSS) - GAUSS.mean(axis=0)) > 0.1
+    with pytest.raises(ConfigError, match=r"AdaptiveClipping: variant must be one of \['authors', 'fixed'\]"):
+        A.AdaptiveClipping(0, variant="mean")
+
+
 def test_clipped_clustering_with_row_0_absent():
     """The masked path labels clusters from the first present row, not row 0: == the present rows alone."""
     rule = A.ClippedClustering(max_tau=3.0, history=25)
@@ -649,7 +665,7 @@ def test_empirical_kappa_under_literature_bound(name):
 # Rules without a published kappa on these terms: a regression check that they stay
 # within the median's bound on the same data (not a theorem).
 SANITY = ["GeometricMedian", "CenteredClipping", "MoNNA", "Meamed", "CAF", "SMEA", "Bulyan", "DnC", "SignGuard",
-          "ClippedClustering", "HuberMean", "FLTrust", "ARC+Krum", "Bucketing+Clipping+Median"]
+          "ClippedClustering", "HuberMean", "AdaptiveClipping", "FLTrust", "ARC+Krum", "Bucketing+Clipping+Median"]
 
 
 @pytest.mark.parametrize("name", SANITY)

@@ -49,6 +49,7 @@ AGGREGATORS = {
     "SmoothedWeiszfeld": A.SmoothedWeiszfeld,
     "CenteredClipping": A.CenteredClipping,
     "HuberMean": A.HuberMean,
+    "AdaptiveClipping": lambda: A.AdaptiveClipping(F),
     "FLTrust": A.FLTrust,
     "Krum": lambda: A.Krum(F),
     "MultiKrum": lambda: A.MultiKrum(F),

@@ -65,6 +65,7 @@ Eager calls ``rule(vectors)`` take a real 2-D array with at least one row; anyth
 """
 
 from byzjax._validation import check_count, check_f, check_param
+from byzjax.aggregators._adaptive_clipping import AdaptiveClipping
 from byzjax.aggregators._base import AbstractAggregator, AbstractFRequirement, AbstractFRule, apply, eager_call
 from byzjax.aggregators._clustering import ClippedClustering, NormHistory, SignGuard
 from byzjax.aggregators._columns import COLUMN_BLOCK, coordinatewise
