@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from byzjax._validation import ConfigError
 from byzjax.aggregators import (
-    CAF, MDA, SMEA, AbstractAggregator, Average, Bulyan, CenteredClipping, ClippedClustering, DnC, FLTrust,
+    CAF, MDA, SMEA, AbstractAggregator, AdaptiveClipping, Average, Bulyan, CenteredClipping, ClippedClustering, DnC, FLTrust,
     GeometricMedian, HuberMean, Krum, Meamed, Median, MoNNA, MultiKrum, SignGuard, SmoothedWeiszfeld, TrMean,
 )
 from byzjax.algorithms import AEG, DGD, DNAG, PIGS, AbstractAlgorithm, Environment, FedAvg
@@ -30,7 +30,7 @@ from byzjax.sweep import run_grid
 __all__ = [
     "__version__", "ConfigError",
     "AbstractAggregator", "Average", "Median", "TrMean", "Meamed", "GeometricMedian", "SmoothedWeiszfeld",
-    "CenteredClipping", "HuberMean", "FLTrust", "Krum", "MultiKrum", "MoNNA", "Bulyan", "MDA", "SMEA", "CAF", "DnC",
+    "CenteredClipping", "HuberMean", "AdaptiveClipping", "FLTrust", "Krum", "MultiKrum", "MoNNA", "Bulyan", "MDA", "SMEA", "CAF", "DnC",
     "SignGuard", "ClippedClustering",
     "AbstractPreAggregator", "NNM", "Bucketing", "Clipping", "ARC", "Pipeline",
     "AbstractAttack", "AbstractCopyAttack", "AbstractPerWorkerAttack", "AttackerView", "NoAttack", "SignFlipping", "InnerProductManipulation", "ALittleIsEnough", "Mimic",

@@ -19,7 +19,8 @@ SMEA, whose ``f`` is static, derive from ``AbstractSubsetRule`` (same ``needs`` 
 
 ByzFL rules: Average, Median, TrMean, GeometricMedian, Krum, MultiKrum,
 CenteredClipping, MDA, MoNNA, Meamed, CAF, SMEA. Beyond ByzFL: SmoothedWeiszfeld,
-Bulyan, DnC, SignGuard, ClippedClustering, HuberMean, FLTrust. Costs below are for
+Bulyan, DnC, SignGuard, ClippedClustering, HuberMean, FLTrust, and AdaptiveClipping (the
+authors' "Huber", iterated adaptive centred clipping of their later code). Costs below are for
 ``n`` vectors of dimension ``d``; each docstring says where the rule departs from
 ByzFL (ByzFL commit 69bd1ac).
 
@@ -41,7 +42,7 @@ from every other row. It counts as one of the ``n`` rows (so it uses up one of t
 - distance-based rules (Krum, MultiKrum, MoNNA, Bulyan, MDA, SMEA, DnC, NNM) put it at
   distance +inf from all rows: it is in no neighbourhood and never chosen;
 - reweighting and filtering rules (GeometricMedian, SmoothedWeiszfeld, CenteredClipping,
-  HuberMean, FLTrust, CAF) give it weight 0 (CAF: as if its first passes had removed it);
+  HuberMean, FLTrust, AdaptiveClipping, CAF) give it weight 0 (CAF: as if its first passes had removed it);
 - SignGuard and ClippedClustering leave it out as they leave out absent rows;
 - pre-aggregators pass it on as it is (NNM, Clipping, ARC: a non-finite row in, the same
   row out; Bucketing: a bucket holding one is non-finite), never letting it into a
@@ -79,7 +80,7 @@ from byzjax.aggregators._subsets import MAX_SUBSETS, MDA, SMEA, AbstractSubsetRu
 __all__ = [
     "AbstractAggregator", "AbstractFRule", "AbstractFRequirement", "AbstractSubsetRule", "apply", "eager_call",
     "Average", "Median", "TrMean", "Meamed", "GeometricMedian", "SmoothedWeiszfeld",
-    "CenteredClipping", "HuberMean", "FLTrust", "Krum", "MultiKrum", "MoNNA", "Bulyan", "MDA", "SMEA", "CAF", "DnC",
+    "CenteredClipping", "HuberMean", "AdaptiveClipping", "FLTrust", "Krum", "MultiKrum", "MoNNA", "Bulyan", "MDA", "SMEA", "CAF", "DnC",
     "SignGuard", "ClippedClustering", "NormHistory", "MAX_SUBSETS", "COLUMN_BLOCK", "coordinatewise", "clip_scale",
     "present_rows", "require_all_present", "check_subsets", "check_count", "check_f", "check_param",
 ]
