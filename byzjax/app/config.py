@@ -111,6 +111,16 @@ def _known(where: str, table: dict, allowed) -> None:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
+def _step_or_number(where: str, key: str, param: registry.Param, value):
+    """An algorithm's number, or a step written as theory's expression (``byzjax.app.steps``:
+    ``"1/L"``, ``"c/delta"``, ``"mu"``, ...), resolved per instance before the runs are built."""
+    if isinstance(value, str):
+        from byzjax.app.steps import parse_step
+
+        return parse_step(where, key, value)
+    return _param_value(where, key, param, value)
+
+
 def _param_value(where: str, key: str, param: registry.Param, value):
     if param.kind == "int":
         return check_int(where, key, value)
@@ -154,6 +164,13 @@ class ComponentSpec:
         what = {"int": "an integer", "bool": "true or false", "str": "a string", "number": "a finite number"}
         params = {}
         for k, v in raw.items():
+            if kind == "algorithm" and allowed[k].kind == "number" and (
+                    isinstance(v, str) or (isinstance(v, list) and any(isinstance(u, str) for u in v))):
+                # a step written as theory's "1/L", "c/delta", "mu", ... (byzjax.app.steps)
+                check = lambda x, k=k: _step_or_number(f"{kind} {canonical}", k, allowed[k], x)  # noqa: E731
+                values = _listed(f"{kind} {canonical}", k, v, check, what["number"]) if isinstance(v, list) else (check(v),)
+                params[k] = values if isinstance(v, list) else values[0]
+                continue
             values = _listed(f"{kind} {canonical}", k, v, lambda x, k=k: _param_value(
                 f"{kind} {canonical}", k, allowed[k], x), what[allowed[k].kind])
             params[k] = values if isinstance(v, list) else values[0]
@@ -174,10 +191,17 @@ class ComponentSpec:
         (``f`` of the rules, filled from ``[byzantine]`` at build time, is left out)."""
         defaults = {k: p.default for k, p in registry.config_params(registry.lookup(self.kind, self.name)).items()
                     if k != "f" and p.default is not None and _is_plain(p.default)}
-        params = defaults | {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}
+        plain = lambda v: v if _is_plain(v) else str(v)  # noqa: E731 (a step expression: its text)
+        params = defaults | {k: [plain(u) for u in v] if isinstance(v, tuple) else plain(v)
+                             for k, v in self.params.items()}
         return {"name": self.name, **params}
 
     def build(self, **extra):
+        from byzjax.app.steps import has_step_expressions
+
+        if has_step_expressions(self.params):
+            raise ConfigError(f"{self.kind} {self.name}: the step expressions in {self.resolved()} are resolved from "
+                              f"the measured L, mu, delta before building (byzjax.app.steps.resolve_grid)")
         return registry.build(self.kind, self.name, self.params | extra)
 
 
