@@ -146,7 +146,8 @@ class _CGResult(NamedTuple):
 
 @eqx.filter_jit
 def _newton_direction(problem, shards, x, g, max_cg: int) -> _CGResult:
-    """``p ~ -H^{-1} g`` by conjugate gradients on Hessian-vector products of ``L_H`` at ``x``.
+    """``p ~ -H^{-1} g`` by conjugate gradients on Hessian-vector products of ``L_H`` at ``x``
+    (``jax.linearize`` of the gradient: the forward pass at ``x`` is computed once per direction).
 
     Hestenes-Stiefel CG from ``p = 0`` (so ``r_0 = -g`` without a product), stopped when
     ``||r|| <= min(0.5, sqrt||g||) ||g||`` (the forcing term of inexact Newton: superlinear
@@ -158,7 +159,7 @@ def _newton_direction(problem, shards, x, g, max_cg: int) -> _CGResult:
     problems (``jax.scipy.sparse.linalg.cg`` computes ``H 0`` for its first residual, then stops
     at once on the NaN and returns ``p = 0``).
     """
-    hvp = _hvp(honest_loss(problem, shards), x)
+    _, hvp = jax.linearize(jax.grad(honest_loss(problem, shards)), x)  # the primal pass once, not per product
     b = -g
     rs0 = b @ b
     target = jnp.square(jnp.minimum(0.5, jnp.sqrt(jnp.sqrt(rs0)))) * rs0
