@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import NamedTuple
 
 import equinox as eqx
@@ -105,11 +106,15 @@ def similarity_delta(problem: AbstractProblem, shards, x: jax.Array, key, iters:
 
 
 class ReferenceOptimum(NamedTuple):
-    """``x*``, ``L* = L_H(x*)`` and ``||grad L_H(x*)||`` (float64, on the host)."""
+    """``x*``, ``L* = L_H(x*)`` and ``||grad L_H(x*)||`` (float64, on the host), with the solve's
+    record: Newton iterations, Hessian-vector products, and whether ``||grad|| <= tol`` was reached."""
 
     x_star: np.ndarray  # [d]
     loss_star: float
     grad_norm: float
+    newton_iters: int = 0
+    cg_iters: int = 0  # Hessian-vector products of all the conjugate-gradient solves
+    converged: bool = True  # ||grad L_H(x*)|| <= tol
 
 
 def _to_float64(tree):
@@ -132,14 +137,52 @@ def _value_and_grad(problem, shards, x):
     return jax.value_and_grad(honest_loss(problem, shards))(x)
 
 
+class _CGResult(NamedTuple):
+    p: jax.Array  # [d] the approximate solution of H p = -g
+    iters: jax.Array  # Hessian-vector products used
+    relative_residual: jax.Array  # ||H p + g|| / ||g||
+    curvature_ok: jax.Array  # False: a direction of non-positive or non-finite curvature was met
+
+
 @eqx.filter_jit
-def _newton_direction(problem, shards, x, g, max_cg: int):
-    """``p ~ -H^{-1} g`` by conjugate gradients on Hessian-vector products (forcing term
-    ``min(0.5, sqrt||g||)``, at most ``max_cg`` products); ``-g`` if that is not a descent direction."""
-    gnorm = jnp.linalg.norm(g)
-    hvp = _hvp(honest_loss(problem, shards), x)
-    p, _ = jax.scipy.sparse.linalg.cg(hvp, -g, tol=jnp.minimum(0.5, jnp.sqrt(gnorm)), maxiter=max_cg)
-    return jnp.where(g @ p < 0, p, -g)
+def _newton_direction(problem, shards, x, g, max_cg: int) -> _CGResult:
+    """``p ~ -H^{-1} g`` by conjugate gradients on Hessian-vector products of ``L_H`` at ``x``
+    (``jax.linearize`` of the gradient: the forward pass at ``x`` is computed once per direction).
+
+    Hestenes-Stiefel CG from ``p = 0`` (so ``r_0 = -g`` without a product), stopped when
+    ``||r|| <= min(0.5, sqrt||g||) ||g||`` (the forcing term of inexact Newton: superlinear
+    convergence, Dembo, Eisenstat & Steihaug, SIAM J. Numer. Anal. 1982), after ``max_cg``
+    products, or at a direction ``d`` with ``d^T H d <= 0`` or non-finite (Steihaug's rule: the
+    iterate before it is kept; at the first product that is ``p = -g``). The Hessian is only ever
+    applied to the loop's own search direction, never to a vector known at compile time: XLA:CPU
+    was seen to return NaN for the Hessian-vector product of a constant zero vector on large
+    problems (``jax.scipy.sparse.linalg.cg`` computes ``H 0`` for its first residual, then stops
+    at once on the NaN and returns ``p = 0``).
+    """
+    _, hvp = jax.linearize(jax.grad(honest_loss(problem, shards)), x)  # the primal pass once, not per product
+    b = -g
+    rs0 = b @ b
+    target = jnp.square(jnp.minimum(0.5, jnp.sqrt(jnp.sqrt(rs0)))) * rs0
+
+    def cond(state):
+        _, _, _, rs, k, ok = state
+        return (rs > target) & (k < max_cg) & ok
+
+    def body(state):
+        p, r, d, rs, k, _ = state
+        hd = hvp(d)
+        curvature = d @ hd
+        ok = jnp.isfinite(curvature) & (curvature > 0) & jnp.all(jnp.isfinite(hd))
+        alpha = jnp.where(ok, rs / jnp.where(ok, curvature, 1.0), 0.0)
+        p_new = jnp.where(ok, p + alpha * d, jnp.where(k == 0, b, p))
+        r_new = jnp.where(ok, r - alpha * hd, r)
+        rs_new = r_new @ r_new
+        d_new = r_new + (rs_new / rs) * d
+        return p_new, r_new, d_new, rs_new, k + 1, ok
+
+    init = (jnp.zeros_like(b), b, b, rs0, jnp.asarray(0, jnp.int32), jnp.asarray(True))
+    p, _, _, rs, k, ok = jax.lax.while_loop(cond, body, init)
+    return _CGResult(p, k, jnp.sqrt(rs / rs0), ok)
 
 
 def reference_optimum(problem: AbstractProblem, shards, x0=None, *, tol: float = 1e-10, max_newton: int = 100,
@@ -151,11 +194,14 @@ def reference_optimum(problem: AbstractProblem, shards, x0=None, *, tol: float =
     zeros) are converted to float64 and the solve runs inside ``jax.enable_x64(True)`` (a context:
     the global setting is restored after), so the result is float64 whatever precision the runs
     use. Each iteration solves ``H p = -grad L_H`` by conjugate gradients on Hessian-vector products
-    (at most ``max_cg`` of them, relative tolerance ``min(0.5, sqrt||grad||)``: superlinear
-    convergence, Dembo-Eisenstat-Steihaug 1982) and takes a backtracking step; it stops when
-    ``||grad L_H(x)|| <= tol`` or after ``max_newton`` iterations (check ``grad_norm``). This is the
-    reference of the gaps ``L_H(x_t) - L*`` (issue 14: the paper's ``L_ref``, the lowest loss seen,
-    is an artefact at its own last round).
+    (``_newton_direction``: at most ``max_cg`` of them, relative residual ``min(0.5, sqrt||grad||)``)
+    and takes a backtracking step ``x + t p``, ``t = 1, 1/2, ...``, accepted on Armijo's decrease
+    ``L_H(x + t p) <= L_H(x) + 1e-4 t grad^T p``, or, once loss differences fall below float64
+    resolution near ``x*``, on a smaller gradient with a loss that did not rise by more than that
+    resolution. It stops when ``||grad L_H(x)|| <= tol``; if that is not reached after ``max_newton``
+    iterations (or no step decreases anything) it warns (``RuntimeWarning``, naming the gradient norm
+    reached) and returns ``converged = False``. This is the reference of the gaps ``L_H(x_t) - L*``
+    (the paper's ``L_ref``, the lowest loss seen, is an artefact at its own last round).
     """
     if tol <= 0 or max_newton < 1 or max_cg < 1:
         raise ConfigError(f"reference_optimum: need tol > 0, max_newton >= 1, max_cg >= 1, got tol={tol}, "
@@ -166,22 +212,37 @@ def reference_optimum(problem: AbstractProblem, shards, x0=None, *, tol: float =
         if x.shape != (problem.dim,):
             raise ConfigError(f"reference_optimum: x0 must have shape ({problem.dim},), got {tuple(x.shape)}")
         value, g = _value_and_grad(problem64, shards64, x)
-        for _ in range(max_newton):
+        newton, products = 0, 0
+        for newton in range(1, max_newton + 1):
             gnorm = float(jnp.linalg.norm(g))
             if gnorm <= tol:
+                newton -= 1
                 break
-            p = _newton_direction(problem64, shards64, x, g, max_cg)
-            slope, t = float(g @ p), 1.0
-            while True:  # backtracking: Armijo's decrease, or a smaller gradient (near x* loss
-                # differences fall below float64 resolution and only the gradient still tells)
+            cg = _newton_direction(problem64, shards64, x, g, max_cg)
+            products += int(cg.iters)
+            p = cg.p
+            if not (bool(jnp.all(jnp.isfinite(p))) and float(g @ p) < 0):
+                p = -g  # cannot happen for a positive definite Hessian; steepest descent keeps the solve going
+            slope, t, v0 = float(g @ p), 1.0, float(value)
+            resolution = 64 * np.finfo(np.float64).eps * max(1.0, abs(v0))
+            while t >= 1e-12:
                 v_new, g_new = _value_and_grad(problem64, shards64, x + t * p)
-                if (float(v_new) <= float(value) + 1e-4 * t * slope
-                        or float(jnp.linalg.norm(g_new)) < (1.0 - 1e-4 * t) * gnorm or t < 1e-12):
+                v_new_f = float(v_new)
+                if v_new_f <= v0 + 1e-4 * t * slope or (
+                        v_new_f <= v0 + resolution and float(jnp.linalg.norm(g_new)) < (1.0 - 1e-4 * t) * gnorm):
                     break
                 t *= 0.5
+            if t < 1e-12:
+                break  # no step along p decreases the loss or the gradient: the solve is stuck
             x, value, g = x + t * p, v_new, g_new
         gnorm = float(jnp.linalg.norm(g))
-        return ReferenceOptimum(np.asarray(x, np.float64), float(value), gnorm)
+        converged = gnorm <= tol
+        if not converged:
+            warnings.warn(f"reference_optimum: the float64 Newton-CG solve stopped at ||grad L_H|| = {gnorm:.3e} > "
+                          f"tol = {tol:.1e} after {newton} Newton iterations and {products} Hessian-vector products "
+                          f"(raise max_newton or max_cg); L* = {float(value):.12g} is then only an upper bound",
+                          RuntimeWarning, stacklevel=2)
+        return ReferenceOptimum(np.asarray(x, np.float64), float(value), gnorm, newton, products, converged)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,3 +559,69 @@ def theory_probe(experiment, data, key, probes: int = 3, iters: int = 300) -> Th
         kappa=kappa, kappa_used=float(kappa_used), kappa_source=source,
         floor_dgd=float(predicted_floor_dgd(kappa_used, G2, B2, mu)),
         steps=recommended_steps(L, mu, delta), rounds=predicted_rounds(L, mu, delta, kappa_used * B2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The attacked fixed point
+
+
+class AttackedFixedPoint(NamedTuple):
+    """A zero of the attacked oracle ``g_hat`` (``attacked_fixed_point``), on the host."""
+
+    x: np.ndarray  # [d] the last iterate
+    residual: float  # ||g_hat(x)|| at the last query
+    loss: float  # L_H(x) at the last query
+    residuals: np.ndarray  # [iters] ||g_hat|| at every query
+    losses: np.ndarray  # [iters] L_H at every query
+    distances: np.ndarray  # [iters] ||y_t - track|| of every query point (nan without ``track``)
+
+
+@eqx.filter_jit
+def _fixed_point_scan(oracle, shards, x, key, step, momentum, track, iters: int):
+    """``iters`` oracle rounds of ``y_t = x_t + momentum (x_t - x_{t-1})``, ``x_{t+1} = y_t - step
+    g_hat(y_t)`` (the oracle's state carried, round keys ``fold_in(key, t)``)."""
+
+    def body(carry, t):
+        x, prev, state, _ = carry
+        y = x + momentum * (x - prev)
+        out, state = oracle(y, shards, state, jax.random.fold_in(key, t))
+        dist = jnp.linalg.norm(y - track) if track is not None else jnp.full((), jnp.nan, x.dtype)
+        return (y - step * out.g_hat, x, state, y), (jnp.linalg.norm(out.g_hat), out.honest_loss, dist)
+
+    (_, _, _, last), (res, loss, dist) = jax.lax.scan(body, (x, x, oracle.init(x.dtype), x), jnp.arange(iters))
+    return last, res, loss, dist
+
+
+def attacked_fixed_point(experiment, data, key, *, step: float, iters: int = 2000, momentum: float = 0.0,
+                         x_start=None, track=None) -> AttackedFixedPoint:
+    """The point the attacked oracle drives gradient methods to: a zero of ``g_hat(x)``.
+
+    A robust aggregate under attack is ``g_hat(x) = grad L_H(x) + e(x)`` with a bias ``e`` that the
+    attack keeps as large as the rule allows (arXiv 2602.03329, the reduction to an inexact gradient
+    oracle); D-GD ``x <- x - step g_hat(x)`` stops where ``g_hat = 0``, i.e. ``grad L_H(x) = -e(x)``,
+    not at ``x*``. With ``||e||^2 <= kappa G^2 + kappa B^2 ||grad L_H||^2`` and ``kappa B^2 < 1`` such a
+    point has ``||grad L_H||^2 <= kappa G^2 / (1 - kappa B^2)``, so its gap is at most
+    ``predicted_floor_dgd``; every method whose iterates converge converges to a zero of ``g_hat``.
+
+    Found by iterating the experiment's oracle (its aggregator, attack and data; the oracle's state
+    carried) ``iters`` times from ``x_start`` (default: the run's initial point, ``experiment.x0`` or
+    ``problem.init(fold_in(key, 0))``): ``y_t = x_t + momentum (x_t - x_{t-1})``, ``x_{t+1} = y_t -
+    step g_hat(y_t)`` (``momentum = 0``: D-GD; a heavy momentum reaches a point of small residual in
+    far fewer rounds when ``mu << L``). Returns the last query point, ``||g_hat||`` and ``L_H`` at
+    every query (check ``residual``: a fixed point only when it is small next to ``||g_hat(x_start)||``),
+    and ``||y_t - track||`` per query when ``track`` (a point, e.g. a previous fixed point) is given.
+    """
+    if not (step > 0 and iters >= 1 and 0 <= momentum < 1):
+        raise ConfigError(f"attacked_fixed_point: need step > 0, iters >= 1, 0 <= momentum < 1, got step={step}, "
+                          f"iters={iters}, momentum={momentum}")
+    oracle, problem = experiment.oracle, experiment.problem
+    oracle.check_data(data.shards)
+    if x_start is None:
+        x_start = problem.init(jax.random.fold_in(key, 0)) if experiment.x0 is None else experiment.x0
+    x_start = jnp.asarray(x_start)
+    dtype = x_start.dtype
+    track = None if track is None else jnp.asarray(track, dtype)
+    x, res, loss, dist = _fixed_point_scan(oracle, data.shards, x_start, key, jnp.asarray(step, dtype),
+                                           jnp.asarray(momentum, dtype), track, int(iters))
+    res, loss, dist = (np.asarray(a, np.float64) for a in (res, loss, dist))
+    return AttackedFixedPoint(np.asarray(x, np.float64), float(res[-1]), float(loss[-1]), res, loss, dist)

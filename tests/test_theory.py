@@ -60,6 +60,90 @@ def test_reference_optimum_of_a_logistic_problem_matches_a_numpy_newton_solve():
     np.testing.assert_allclose(ref.loss_star, loss_np, rtol=1e-12)
 
 
+def _np_softmax_hvp_problem(feats, labels, lam, p, c):
+    """Gradient and Hessian-vector product of the pooled honest loss (mean over workers of the
+    per-worker mean NLL + lam/2 ||x||^2), multinomial logistic regression, float64 NumPy, on the
+    pooled samples with weights w_j = 1 / (|H| m_i): ``grad = sum_j w_j a~_j (P_j - e_{y_j})^T + lam x``,
+    ``H v = sum_j w_j a~_j (P_j * u_j - P_j (P_j . u_j))^T + lam v``, ``u_j = V^T a_j + v_b``."""
+    a = np.concatenate([np.asarray(f, np.float64) for f in feats])
+    y = np.concatenate(labels)
+    w = np.concatenate([np.full(len(f), 1.0 / (len(feats) * len(f))) for f in feats])[:, None]
+    onehot = np.eye(c)[y]
+
+    def probs(x):
+        z = a @ x[: p * c].reshape(p, c) + x[p * c :]
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def back(s):
+        return np.concatenate([(a.T @ (w * s)).ravel(), (w * s).sum(axis=0)])
+
+    def grad(x):
+        return back(probs(x) - onehot) + lam * x
+
+    def hvp(x, v):
+        prob = probs(x)
+        u = a @ v[: p * c].reshape(p, c) + v[p * c :]
+        return back(prob * u - prob * np.sum(prob * u, axis=1, keepdims=True)) + lam * v
+
+    return grad, hvp
+
+
+def test_reference_optimum_converges_on_a_logistic_problem_with_d_in_the_thousands():
+    """d = (500 + 1) x 4 = 2004, 20 Dirichlet(1) workers, float32 data, lam = 1e-3 (the paper's).
+
+    The bug it pins: ``jax.scipy.sparse.linalg.cg`` started with ``H 0`` (a Hessian-vector product
+    of a compile-time zero), which XLA:CPU returned as NaN on problems this size, so every Newton
+    direction was 0, the solve fell back to backtracked gradient steps, stopped at ||grad|| ~ 1e-3 and
+    L* came out too high. Now: ||grad L_H(x*)|| <= 1e-10 is reached (``converged``); the float64
+    NumPy gradient at x* is below 1e-9 too, which certifies x* and L* by strong convexity (mu >= lam:
+    ||x* - argmin|| <= ||g|| / lam, 0 <= L_H(x*) - min L_H <= ||g||^2 / (2 lam) < 1e-15), and L*
+    equals the NumPy loss there; every Newton direction meets its forcing term
+    ``||H p + g|| <= min(0.5, sqrt||g||) ||g||`` with the NumPy Hessian."""
+    from byzjax.data import federated_classification, synthetic_dataset
+    from byzjax.problems import LogisticRegression
+    from byzjax.theory import _newton_direction, _to_float64
+
+    p, c, lam = 500, 4, 1e-3
+    ds = synthetic_dataset(seed=1, n_train=3000, n_test=10, num_features=p, num_classes=c, separation=0.1)
+    data = federated_classification(ds, 20, "dirichlet", 1.0, 1)
+    assert data.shards.x.dtype == np.float32
+    problem = LogisticRegression(num_features=p, num_classes=c, lam=lam)
+    sh = data.shards
+    feats = [np.asarray(sh.x[i])[np.asarray(sh.mask[i]) > 0] for i in range(20)]
+    labels = [np.asarray(sh.y[i])[np.asarray(sh.mask[i]) > 0] for i in range(20)]
+    grad, hvp = _np_softmax_hvp_problem(feats, labels, lam, p, c)
+    x0 = np.asarray(problem.init(jax.random.key(3)), np.float64)
+
+    ref = reference_optimum(problem, _shards(data), x0)
+    assert ref.converged and ref.grad_norm <= 1e-10, ref
+    assert ref.newton_iters >= 2 and ref.cg_iters > ref.newton_iters
+    g_np = np.linalg.norm(grad(ref.x_star))
+    assert g_np <= 1e-9 and g_np**2 / (2 * lam) < 1e-15
+    loss_np = np.mean([np_logistic_loss_grad(ref.x_star, f, y, lam, p, c)[0] for f, y in zip(feats, labels)])
+    np.testing.assert_allclose(ref.loss_star, loss_np, rtol=1e-13)
+    loss_x0 = np.mean([np_logistic_loss_grad(x0, f, y, lam, p, c)[0] for f, y in zip(feats, labels)])
+    assert ref.loss_star < loss_x0 - np.linalg.norm(grad(x0)) ** 2 / (2 * 100.0)  # at least one L-step's decrease
+
+    with jax.enable_x64(True):
+        problem64, shards64 = _to_float64(problem), _to_float64(_shards(data))
+        for x in (x0, 0.5 * (x0 + ref.x_star)):
+            g = grad(x)
+            cg = _newton_direction(problem64, shards64, jnp.asarray(x), jnp.asarray(g), 1000)
+            residual = np.linalg.norm(hvp(x, np.asarray(cg.p)) + g) / np.linalg.norm(g)
+            assert bool(cg.curvature_ok) and np.linalg.norm(cg.p) > 0
+            assert residual <= min(0.5, np.sqrt(np.linalg.norm(g))) * (1 + 1e-9)
+            np.testing.assert_allclose(residual, float(cg.relative_residual), rtol=1e-6)
+
+
+def test_reference_optimum_warns_when_it_stops_short_of_tol():
+    _, data, problem = tiny_classification(n_honest=4, p=6, c=3, n_train=200)
+    with pytest.warns(RuntimeWarning, match=r"reference_optimum: the float64 Newton-CG solve stopped at "
+                                            r"\|\|grad L_H\|\| = .* > tol = 1.0e-10 after 1 Newton iterations"):
+        ref = reference_optimum(problem, _shards(data), max_newton=1)
+    assert not ref.converged and ref.grad_norm > 1e-10 and ref.newton_iters == 1
+
+
 def test_reference_optimum_rejects_bad_settings():
     problem, data, _ = make_quadratic(3, 4, seed=0)
     with pytest.raises(ConfigError, match="reference_optimum: need tol > 0"):
@@ -331,3 +415,34 @@ def test_trace_theory_of_a_robust_run_keeps_every_round_under_its_bound():
     assert out["floor_dgd"] == pytest.approx(float(predicted_floor_dgd(kappa, out["G2"], out["B2"], info["mu"])))
     measured = trace_theory(m, None, info["mu"])
     assert measured["kappa_source"] == "measured" and measured["kappa"] == pytest.approx(np.nanmax(m["kappa_hat"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The attacked fixed point
+
+from byzjax.attacks import Gaussian  # noqa: E402
+from byzjax.theory import attacked_fixed_point  # noqa: E402
+
+
+def test_attacked_fixed_point_of_a_constant_bias_on_the_mean_is_its_closed_form():
+    """Average over h honest + f Byzantine rows all equal to c 1 (Gaussian(mu=c, sigma=0)):
+    g_hat = (h grad L_H + f c 1) / (h + f), zero at grad L_H = -(f/h) c 1, i.e.
+    x_att = x* - (f/h) c A^{-1} 1 (A = mean A_i). Plain D-GD and a heavy-ball iteration both reach
+    it; the distance to it decreases to ~0, and its gap L_H(x_att) - L* equals
+    (1/2) e^T A^{-1} e with e = (f/h) c 1."""
+    h, f, d, c = 5, 2, 6, 0.7
+    problem, data, info = make_quadratic(h, d, mu=0.5, L=4.0, hessian_spread=0.4, spread=1.0, seed=11)
+    a_mean = np.asarray(data.shards.a).mean(axis=0)
+    e = (f / h) * c * np.ones(d)
+    x_att = info["x_star"] - np.linalg.solve(a_mean, e)
+    oracle = RobustOracle(problem, Average(), Gaussian(mu=c, sigma=0.0), n_honest=h, n_byz=f)
+    exp = Experiment(oracle, DGD(lr=0.1), rounds=1, x0=np.zeros(d))
+    for step, momentum, iters in ((0.3, 0.0, 400), (0.3, 0.5, 150)):
+        fp = attacked_fixed_point(exp, data, jax.random.key(0), step=step, momentum=momentum, iters=iters,
+                                  track=x_att)
+        np.testing.assert_allclose(fp.x, x_att, atol=1e-9)
+        assert fp.residual <= 1e-9 < fp.residuals[0]
+        assert fp.distances[-1] <= 1e-9 and fp.distances[0] == pytest.approx(np.linalg.norm(x_att), rel=1e-12)
+        np.testing.assert_allclose(fp.loss - info["loss_star"], 0.5 * e @ np.linalg.solve(a_mean, e), rtol=1e-8)
+    with pytest.raises(ConfigError, match="attacked_fixed_point: need step > 0"):
+        attacked_fixed_point(exp, data, jax.random.key(0), step=0.0)

@@ -171,3 +171,70 @@ def test_accuracy_panels_have_y_labels(tmp_path, monkeypatch):
     rows = [r | {"val_acc": "0.5", "test_acc": "0.6"} for r in fake_rows(10, 1)]
     plotting.plot_accuracy(rows, tmp_path / "acc", title="t", ylim=None)
     assert [ax.get_ylabel() for ax in figs[0].axes] == ["val accuracy", "test accuracy"]
+
+
+def cell_rows(curves: dict, f="5", split="dirichlet", alpha="1.0", attack="Optimal_ALittleIsEnough", l_star=0.5):
+    """metrics.csv-like attacked rows, one seed: ``curves`` = method -> gaps over rounds 0..T."""
+    return [{"run": str(i), "seed": "0", "stage": "attacked", "f": f, "attack": attack, "method": m, "split": split,
+             "alpha": alpha, "lam": "0.001", "n_honest": "20", "iteration": str(t), "comm_round": str(t),
+             "loss": repr(float(l_star + g))} for i, (m, gaps) in enumerate(curves.items()) for t, g in enumerate(gaps)]
+
+
+def test_gap_table_rounds_to_1_1x_the_cells_lowest_gap_lowest_and_final_gaps():
+    """Per method: lowest gap and round, final gap, rounds to 1.1 x the lowest gap of ANY method of
+    the cell (blank if never), speed-up = D-GD's rounds / the method's; random curves, checked
+    against a direct NumPy evaluation."""
+    from byzjax.app.reproduce import gap_table
+    from byzjax.app.results import instance_key
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        curves = {m: np.exp(np.cumsum(rng.normal(-0.05, 0.3, size=30))) for m in
+                  ("D-GD(lr=0.03)", "D-NAG(lr=0.03,momentum=0.9)", "PIGS(eta=1.5)")}
+        rows = cell_rows(curves)
+        levels = {instance_key(rows[0], "0"): 0.5}
+        table = gap_table(rows, levels)
+        target = 1.1 * min(g.min() for g in curves.values())
+        reach = {m: (np.flatnonzero(g <= target)[:1].tolist() or [None])[0] for m, g in curves.items()}
+        assert [r["method"] for r in table] == list(curves)
+        for r in table:
+            g = curves[r["method"]]
+            assert float(r["lowest_gap"]) == pytest.approx(g.min(), rel=1e-3)
+            assert r["lowest_gap_round"] == int(np.argmin(g)) and float(r["final_gap"]) == pytest.approx(g[-1], rel=1e-3)
+            assert float(r["target_gap"]) == pytest.approx(target, rel=1e-3)
+            mine, gd = reach[r["method"]], reach["D-GD(lr=0.03)"]
+            assert r["rounds_to_target"] == ("" if mine is None else mine)
+            want = f"{gd / mine:.2f}" if mine and gd else ""
+            assert r["speedup_over_dgd"] == want
+        assert any(r["rounds_to_target"] != "" for r in table)  # the best method reaches its own minimum
+
+
+def test_convergence_figure_draws_the_predicted_floor_per_method(tmp_path, monkeypatch):
+    from byzjax.app import plotting
+    from byzjax.app.results import instance_key
+
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    rows = cell_rows({"D-GD(lr=0.03)": np.geomspace(1, 1e-2, 20), "PIGS(eta=1.5)": np.geomspace(1, 1e-3, 20)})
+    floors = {("Optimal_ALittleIsEnough", "D-GD(lr=0.03)"): 0.02, ("Optimal_ALittleIsEnough", "PIGS(eta=1.5)"): np.inf}
+    plotting.plot_convergence(rows, tmp_path / "loss", {instance_key(rows[0], "0"): 0.5}, "t", level_name="L^*",
+                              floors=floors)
+    ax = figs[0].axes[0]
+    flat = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
+    assert len(flat) == 1 and np.allclose(flat[0].get_ydata(), 0.02)  # the infinite floor is not drawn
+    assert ax.get_ylabel() == "$L_H(x_t) - L^*$" and "L^* = 0.5" in figs[0]._suptitle.get_text()
+
+
+def test_diagnostic_figure_shows_error_against_the_bound_and_kappa_hat(tmp_path):
+    """The bound drawn is trace_theory's per round; the ratio in the title is its maximum."""
+    from byzjax.app import plotting
+
+    rng = np.random.default_rng(1)
+    spread, gn = rng.uniform(0.5, 2, 30), rng.uniform(0.1, 3, 30)
+    error = np.sqrt(0.3 * spread * rng.uniform(0.2, 1, 30))
+    rows = [{"iteration": str(t), "comm_round": str(t), "error": repr(float(error[t])), "spread": repr(float(spread[t])),
+             "grad_norm": repr(float(gn[t])), "kappa_hat": repr(float(error[t] ** 2 / spread[t]))} for t in range(30)]
+    plotting.plot_diagnostics(rows, tmp_path / "diag", kappa=0.6, mu=0.1, title="t")
+    assert (tmp_path / "diag.png").stat().st_size > 0 and (tmp_path / "diag.pdf").stat().st_size > 0
+    ref = trace_theory({"error": error, "spread": spread, "grad_norm": gn, "kappa_hat": error**2 / spread}, 0.6, 0.1)
+    assert np.all(ref["bound_ratio"] <= 1 + 1e-12)  # kappa_hat <= 0.3 < 0.6: every round under its bound

@@ -72,8 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--data", help="'fashion-mnist' (default, Debian package), 'synthetic', or a folder of MNIST-format files")
     rp.add_argument("--seeds", type=int, help="number of seeds: data split and initialisation (default 1; revision: 5)")
     rp.add_argument("--out", help="output folder (default results/paper_<which>[_quick])")
-    rp.add_argument("--steps", choices=["tuned", "paper"], default="tuned",
-                    help="tuned: step sizes tuned at f=0 (default, needed on Fashion-MNIST); paper: the paper's exact ones")
+    rp.add_argument("--steps", choices=["tuned", "paper", "tuned+grid"], default="tuned",
+                    help="tuned: step sizes tuned at f=0 (default, needed on Fashion-MNIST); paper: the paper's exact "
+                         "ones; tuned+grid: tuned, plus the paper's PIGS eta grid run under attack in every cell")
     rp.add_argument("--tune-rounds", type=int,
                     help="tuned mode: length of the tuning runs (default: the reference length); the chosen steps "
                          "are then rerun at full length")

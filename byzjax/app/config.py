@@ -111,6 +111,16 @@ def _known(where: str, table: dict, allowed) -> None:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
+def _step_or_number(where: str, key: str, param: registry.Param, value):
+    """An algorithm's number, or a step written as theory's expression (``byzjax.app.steps``:
+    ``"1/L"``, ``"c/delta"``, ``"mu"``, ...), resolved per instance before the runs are built."""
+    if isinstance(value, str):
+        from byzjax.app.steps import parse_step
+
+        return parse_step(where, key, value)
+    return _param_value(where, key, param, value)
+
+
 def _param_value(where: str, key: str, param: registry.Param, value):
     if param.kind == "int":
         return check_int(where, key, value)
@@ -161,7 +171,9 @@ def _plain(v):
     """A parameter value as written in the resolved config (a sweep or a sequence as a list)."""
     if isinstance(v, SequenceValue):
         return list(v.values)
-    return [_plain(e) for e in v] if isinstance(v, tuple) else v
+    if isinstance(v, tuple):
+        return [_plain(e) for e in v]
+    return v if _is_plain(v) else str(v)  # a step expression (byzjax.app.steps): its text
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,13 @@ class ComponentSpec:
             if k in sequences:
                 params[k] = _sequence(f"{kind} {canonical}", k, v)
                 continue
+            if kind == "algorithm" and allowed[k].kind == "number" and (
+                    isinstance(v, str) or (isinstance(v, list) and any(isinstance(u, str) for u in v))):
+                # a step written as theory's "1/L", "c/delta", "mu", ... (byzjax.app.steps)
+                check = lambda x, k=k: _step_or_number(f"{kind} {canonical}", k, allowed[k], x)  # noqa: E731
+                values = _listed(f"{kind} {canonical}", k, v, check, what["number"]) if isinstance(v, list) else (check(v),)
+                params[k] = values if isinstance(v, list) else values[0]
+                continue
             values = _listed(f"{kind} {canonical}", k, v, lambda x, k=k: _param_value(
                 f"{kind} {canonical}", k, allowed[k], x), what[allowed[k].kind])
             params[k] = values if isinstance(v, list) else values[0]
@@ -226,6 +245,11 @@ class ComponentSpec:
         return {"name": self.name, **{k: _plain(v) for k, v in params.items()}}
 
     def build(self, **extra):
+        from byzjax.app.steps import has_step_expressions
+
+        if has_step_expressions(self.params):
+            raise ConfigError(f"{self.kind} {self.name}: the step expressions in {self.resolved()} are resolved from "
+                              f"the measured L, mu, delta before building (byzjax.app.steps.resolve_grid)")
         params = {k: v.values if isinstance(v, SequenceValue) else v for k, v in self.params.items()}
         return registry.build(self.kind, self.name, params | extra)
 

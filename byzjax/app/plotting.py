@@ -121,11 +121,14 @@ def _with_gap(rows, levels):
 
 
 def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = "", inset: int = 100,
-                     reference_rows=()) -> None:
+                     reference_rows=(), level_name: str = "L_{ref}", floors: dict | None = None) -> None:
     """Loss-gap panels (one per attack) for rows sharing f/split/lambda/aggregator.
 
     ``levels``: ``L_ref`` per problem instance (``byzjax.app.results.csv_levels``; by default
-    from ``rows`` and ``reference_rows``): each seed's gap is to its own instance's L_ref.
+    from ``rows`` and ``reference_rows``): each seed's gap is to its own instance's L_ref;
+    ``level_name`` names it on the axes (``"L^*"`` for the exact optimum). ``floors``
+    (``(attack, method)`` -> a gap): the predicted D-GD floor ``kappa G^2 / (2 mu (1 - kappa B^2))``
+    of summary.csv's ``floor_dgd``, drawn as a dotted line in the method's colour where finite.
     """
     rows, reference_rows = list(rows), list(reference_rows)
     levels = csv_levels(rows + reference_rows) if levels is None else levels
@@ -158,19 +161,59 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
                     keep = x <= inset
                     _draw(sub, x[keep], gap[:, keep], None, colors[m], True)
                     sub.lines[-1].set_linestyle(style)
+        for m in methods:
+            floor = (floors or {}).get((attack, m))
+            if floor is not None and np.isfinite(floor) and floor > 0:
+                ax.axhline(max(floor, GAP_FLOOR), color=colors[m], ls=":", lw=1.0, label=f"{m}: predicted D-GD floor")
         ax.set_title(f"attack: {attack}")
         ax.set_xlabel("communication rounds")
-        ax.set_ylabel(r"$L_H(x_t) - L_{ref}$")
+        ax.set_ylabel(rf"$L_H(x_t) - {level_name}$")
         ax.grid(alpha=0.3, which="both")
         if sub is not None:
             sub.set_xlim(0, inset)
             sub.tick_params(labelsize=7)
             sub.set_title(f"zoom: rounds 0-{inset} of 0-{last}", fontsize=8)
             sub.set_xlabel("communication rounds", fontsize=8)
-            sub.set_ylabel(r"$L_H(x_t) - L_{ref}$", fontsize=8)
+            sub.set_ylabel(rf"$L_H(x_t) - {level_name}$", fontsize=8)
             sub.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{title}\nL_ref = {l_ref}; {band_text(rows)}", fontsize=9)
+    fig.suptitle(f"{title}\n{level_name.replace('{', '').replace('}', '')} = {l_ref}; {band_text(rows)}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_diagnostics(rows, path: Path, kappa: float | None, mu: float, title: str = "") -> None:
+    """The oracle-error diagnostic of one run (``rows``: its metrics.csv rows, one seed): per round
+    the measured ``error^2 = ||g_hat - grad L_H||^2`` against the bound ``kappa (G^2 + B^2
+    ||grad L_H||^2)`` of ``theory.trace_theory`` (the rule's proven ``kappa``, else the largest
+    measured ``kappa_hat``; the (G, B) pairs fitted on the run's own rounds), and the round's
+    empirical ``kappa_hat = error^2 / spread`` next to that kappa (arXiv 2602.03329, the reduction
+    to an inexact gradient oracle)."""
+    from byzjax.theory import trace_theory
+
+    rows = sorted(rows, key=lambda r: int(r["iteration"]))
+    x = np.array([int(r["comm_round"]) for r in rows])
+    metrics = {k: np.array([_float(r.get(k, "")) for r in rows]) for k in ("error", "spread", "grad_norm", "kappa_hat")}
+    out = trace_theory(metrics, kappa, mu)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.5, 4.0))
+    a1.plot(x, np.maximum(metrics["error"] ** 2, 1e-30), label=r"measured $\|\hat g - \nabla L_H\|^2$", lw=1.2)
+    a1.plot(x, np.maximum(out["error_bound"], 1e-30), label=rf"bound $\kappa(G^2 + B^2\|\nabla L_H\|^2)$, "
+            rf"$\kappa$ = {out['kappa']:.3g} ({out['kappa_source']})", lw=1.2, ls="--")
+    a1.set_yscale("log")
+    a1.set_xlabel("communication rounds")
+    a1.set_ylabel("squared oracle error")
+    a1.set_title(f"error vs bound (max ratio {np.nanmax(out['bound_ratio']):.3g})", fontsize=9)
+    a1.grid(alpha=0.3, which="both")
+    a1.legend(fontsize=7)
+    a2.plot(x, metrics["kappa_hat"], label=r"$\hat\kappa_t$ = error$^2$ / spread", lw=1.2)
+    a2.axhline(out["kappa"], color="k", ls="--", lw=1.0, label=rf"$\kappa$ used = {out['kappa']:.3g}")
+    a2.set_yscale("log")
+    a2.set_xlabel("communication rounds")
+    a2.set_ylabel(r"empirical $\hat\kappa$")
+    a2.set_title(rf"$\kappa B^2$ = {out['kappa_b2']:.3g}, $G^2$ = {out['G2']:.3g}, $B^2$ = {out['B2']:.3g}", fontsize=9)
+    a2.grid(alpha=0.3, which="both")
+    a2.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 

@@ -9,6 +9,13 @@ Two step-size modes:
   {5, 10, 20, 50} likewise. Those steps are then fixed for every attacked run.
 * ``paper``: the paper's exact hyperparameters (lr 0.1, momentum 0.9, PIGS eta in
   {32, 16, 8, 4, 2, 1} or 4), meaningful with MNIST (``--data DIR``).
+* ``tuned+grid``: ``tuned``, plus the paper's per-cell step grid under attack: in every attacked
+  cell PIGS also runs with each eta of the paper's grid ({32, 16, 8, 4, 2, 1}, Experiment A), next
+  to the eta tuned at f = 0 (its runs are rows of their own, ``steps = paper grid``).
+
+Every run's summary row carries the theory columns (``byzjax.app.results.theory_columns``: the
+rule's proven kappa, the (G, B) fit, ``kappa B^2``, the predicted D-GD floor) and the exact
+``L* = min L_H`` of its problem instance (``l_star``, ``gap_star``; ``theory.reference_optimum``).
 
 Each stage is one grid: runs that share a structure are one compiled program.
 Finished stages are stored under ``OUT/stages/`` (keyed by a hash of their grid,
@@ -31,12 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import __version__
-from byzjax.app.config import parse_config, resolve_source
+from byzjax.app.config import build_experiment, parse_config, resolve_source
 from byzjax.app.files import DamagedArchive, load_archive, save_archive, warn, write_json
 from byzjax.instruments import honest_loss, smoothness
-from byzjax.app.plotting import _title, plot_accuracy, plot_convergence
+from byzjax.app.plotting import _title, plot_accuracy, plot_convergence, plot_diagnostics
 from byzjax.app.results import csv_levels, instance_key, read_csv, rounds_to_gap, write_csv, write_results
-from byzjax.app.runner import environment, execute, prepare
+from byzjax.app.runner import environment, execute, instance_theory, prepare, run_kappas
 from byzjax.simulate import Trace
 
 LR_GRID = [0.003, 0.01, 0.03, 0.1]
@@ -99,14 +106,19 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
     started = time.perf_counter()
     all_runs, timing, log = [], {}, {"experiment": which, "quick": quick, "mode": mode, "stages": []}
     run_offset = 0
+    kappas, instances = {}, {}  # run id -> proven kappa; instance_key -> InstanceTheory (summary's theory)
+    if mode not in ("tuned", "paper", "tuned+grid"):
+        raise ValueError(f"unknown step mode {mode!r} (allowed: tuned, paper, tuned+grid)")
     tr = min(tune_rounds or s["ref_rounds"], s["ref_rounds"])
-    per_split = (2 + (tr < s["ref_rounds"]) if mode == "tuned" else 1) + len(s["fs"]) * len(s["attacks"])
+    cells = len(s["fs"]) * len(s["attacks"])
+    per_split = (2 + (tr < s["ref_rounds"]) if mode != "paper" else 1) + cells * (2 if mode == "tuned+grid" else 1)
     progress = {"total": per_split * len(s["splits"]), "loaded": 0, "computed": 0, "compile_s": 0.0}
     agg = {"name": "TrMean", "pre_aggs": ["NNM"]}
     for split, alpha in s["splits"]:
         common = dict(split=split, alpha=alpha, lam=s["lam"], seeds=seeds, eval_every=eval_every, x64=x64,
                       max_batch=max_batch)
         prepared = None
+        split_stages = []  # (parsed grid, run id offset) of every stage of this split
 
         def stage(name, rounds, fs, attacks, algorithms, aggregator, extra):
             nonlocal prepared, run_offset
@@ -127,16 +139,18 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
                 progress["compile_s"] += meta["compile_s"]
                 save_stage(cache, runs, tim, meta)
             # the columns of this grid's runs as parsed now (a stored stage may predate a column, e.g. lr)
-            shifted = [(rid + run_offset, seed, cfg.runs[rid].columns | extra, tr) for rid, seed, _, tr in runs]
+            shifted = [(rid + run_offset, seed, cfg.runs[rid].columns | extra, with_kappa_hat(tr))
+                       for rid, seed, _, tr in runs]
             timing.update({rid + run_offset: t for rid, t in tim.items()})
             run_offset += len(cfg.runs)
             log["stages"].append({"stage": name, "split": split, "alpha": alpha, "runs": len(cfg.runs),
                                   "seeds": len(seeds) if isinstance(seeds, list) else seeds} | meta)
             all_runs.extend(shifted)
+            split_stages.append((cfg, run_offset - len(cfg.runs)))
             return shifted
 
         reference = {"name": "Average"}
-        if mode == "tuned":
+        if mode != "paper":
             ref1 = stage("reference", tr, [0], ["NoAttack"],
                          [{"name": "DGD", "lr": LR_GRID}, {"name": "DNAG", "lr": LR_GRID, "momentum": 0.9}],
                          reference, {"stage": "tuning"})
@@ -163,18 +177,25 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         for f in s["fs"]:  # one stage (one resumable chunk) per (f, attack)
             for attack in s["attacks"]:
                 stage("attacked", s["rounds"], [f], [attack], algorithms, agg, {"stage": "attacked"})
+        if mode == "tuned+grid":  # the paper's eta grid under attack, after every tuned stage of the split
+            for f in s["fs"]:
+                for attack in s["attacks"]:
+                    stage("attacked", s["rounds"], [f], [attack], [{"name": "PIGS", "eta": s["paper_etas"]}], agg,
+                          {"stage": "attacked", "steps": "paper grid"})
         label = f"{split}{'' if alpha is None else f'(alpha={alpha})'}"
         log.setdefault("chosen_steps", {})[label] = chosen
-        if prepared is None:  # every stage came from the cache: load the data for the estimate only
+        if prepared is None:  # every stage came from the cache: load the data for the estimates only
             prepared = prepare(parse_config(_raw(f"{which}:L:{split}", rounds=1, fs=[0], attacks=["NoAttack"],
                                                  algorithms=[{"name": "DGD"}], aggregator=reference, **common)),
                                data_source)
+        with jax.enable_x64(x64):
+            split_theory(prepared, split_stages, kappas, instances)
         L0 = smoothness_at_init(prepared, seeds[0] if isinstance(seeds, list) else 0)
         log.setdefault("smoothness", {})[label] = {"L_at_init": round(L0, 3), "2/L": round(2.0 / L0, 5)}
     if not progress["computed"]:
         print(f"resuming: {progress['loaded']} of {progress['total']} stages done (nothing to compute)")
     log["environment"] = environment()
-    log["warnings"] = write_results(out_dir, log, all_runs, timing)
+    log["warnings"] = write_results(out_dir, log, all_runs, timing, kappas=kappas, instances=instances)
     for line in log["warnings"]:
         warn(line)
     figures = make_figures(out_dir, which)
@@ -183,6 +204,34 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
             "compile_s": progress["compile_s"], "wall_s": time.perf_counter() - started}  # this invocation's
     write_json(out_dir / "reproduce.json", log | {"figures": [str(p) for p in figures], "tables": [str(t) for t in tables]})
     return log
+
+
+def split_theory(prepared, stages, kappas: dict, instances: dict) -> None:
+    """Fill ``kappas`` (run id -> ``theory.proven_kappa`` of its rule) and ``instances``
+    (``instance_key`` -> ``InstanceTheory``: ``mu`` at ``x0`` and the exact ``L*``) for the stages of
+    one split: ``stages`` = ``(parsed grid, run id offset)``; the runner's ``run_kappas`` and
+    ``instance_theory``, as ``byzjax run`` computes them (the instance is solved once per process)."""
+    _, problem, data = prepared
+    for cfg, offset in stages:
+        experiments = [build_experiment(spec, problem, cfg.data.n_honest, cfg.rounds, cfg.eval_every,
+                                        x0=cfg.problem.x0) for spec in cfg.runs]
+        kappas.update({offset + i: k for i, k in run_kappas(cfg, experiments).items()})
+    cfg = stages[0][0]
+    keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
+    instances.update(instance_theory(cfg, problem, data, keys, cfg.problem.x0))
+
+
+def with_kappa_hat(trace: Trace) -> Trace:
+    """``trace`` with the per-round ``kappa_hat = error^2 / spread`` (``byzjax.metrics``; nan where
+    ``spread = 0``) added when a stored stage predates that metric."""
+    m = trace.metrics
+    if "kappa_hat" in m or "error" not in m or "spread" not in m:
+        return trace
+    error, spread = np.asarray(m["error"], np.float64), np.asarray(m["spread"], np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kh = np.where(spread > 0, error**2 / np.where(spread > 0, spread, 1.0), np.nan)
+    return Trace(metrics=dict(m) | {"kappa_hat": kh.astype(np.asarray(m["error"]).dtype)},
+                 eval_metrics=trace.eval_metrics, eval_iters=trace.eval_iters, final_params=trace.final_params)
 
 
 def smoothness_at_init(prepared, seed: int) -> float:
@@ -281,11 +330,23 @@ def convert_pickle_stages(folder: Path) -> list[Path]:
 
 
 def make_figures(out_dir: Path, which: str) -> list[Path]:
-    """The paper's panels from ``out_dir/metrics.csv``: per (f, split), one panel per attack."""
+    """The paper's panels from ``out_dir/metrics.csv``: per (f, split), one panel per attack.
+
+    Gaps are to the exact ``L*`` of summary.csv (``star_levels``) when it has one, else to
+    ``L_ref``; each tuned method's predicted D-GD floor (summary's ``floor_dgd``) is a dotted line.
+    Per attacked run, ``figures/diagnostics/`` holds ``plotting.plot_diagnostics`` (measured
+    oracle error vs the bound, ``kappa_hat``)."""
     rows = read_csv(out_dir / "metrics.csv")
+    summary = read_csv(out_dir / "summary.csv") if (out_dir / "summary.csv").exists() else []
     attacked = [r for r in rows if r["stage"] == "attacked"]
     reference = [r for r in rows if r["stage"] == "reference"]
-    levels = csv_levels(attacked + reference)
+    stars = star_levels(out_dir)
+    levels, level_name = (stars, "L^*") if stars else (csv_levels(attacked + reference), "L_{ref}")
+    floors = {}
+    for s in summary:
+        if s.get("stage") == "attacked" and s.get("floor_dgd", "") not in ("", "inf", "nan"):
+            cell = (s["f"], s["split"], s["alpha"], s["lam"], s["aggregator"])
+            floors.setdefault(cell, {})[(s["attack"], s["method"])] = float(s["floor_dgd"])
     made = []
     groups = defaultdict(list)
     for r in attacked:
@@ -294,9 +355,27 @@ def make_figures(out_dir: Path, which: str) -> list[Path]:
         refs = [r for r in reference if (r["split"], r["alpha"]) == (key[1], key[2])]
         stem = f"{which}_f{key[0]}_{key[1]}" + (f"_alpha{key[2]}" if key[1] == "dirichlet" else "")
         title = f"Experiment {'A (short)' if which == 'short' else 'B (long)'}: " + _title(key, 20)
-        plot_convergence(sub, out_dir / "figures" / f"loss_{stem}", levels, title, reference_rows=refs)
+        plot_convergence(sub, out_dir / "figures" / f"loss_{stem}", levels, title, reference_rows=refs,
+                         level_name=level_name, floors=floors.get(key))
         plot_accuracy(sub, out_dir / "figures" / f"accuracy_{stem}", title, ylim=None)
         made += [out_dir / "figures" / f"loss_{stem}.png", out_dir / "figures" / f"accuracy_{stem}.png"]
+    by_run = defaultdict(list)
+    for r in attacked:
+        by_run[(r["run"], r["seed"])].append(r)
+    for s in summary:
+        if s.get("stage") != "attacked" or (s["run"], s["seed"]) not in by_run or s.get("kappa_source", "") == "":
+            continue
+        kappa = float(s["kappa"]) if s.get("kappa_source") == "proven" else None
+        mu = float(s["mu"]) if s.get("mu", "") not in ("", None) else float("nan")
+        attack = SHORT_ATTACK_NAMES.get(s["attack"], s["attack"]).replace(" ", "")
+        stem = (f"diag_{which}_f{s['f']}_{s['split']}" + (f"_alpha{s['alpha']}" if s["split"] == "dirichlet" else "")
+                + f"_{attack}_{s['method']}_seed{s['seed']}").replace("=", "").replace(",", "_").replace("(", "_")
+        stem = stem.replace(")", "")
+        path = out_dir / "figures" / "diagnostics" / stem
+        plot_diagnostics(by_run[(s["run"], s["seed"])], path, kappa, mu,
+                         f"{_title((s['f'], s['split'], s['alpha'], s['lam'], s['aggregator']), 20)}; "
+                         f"{s['attack']}; {s['method']}; seed {s['seed']}")
+        made.append(path.parent / f"{path.name}.png")
     return made
 
 
@@ -305,7 +384,8 @@ def _method_family(m: str) -> str:
 
 
 def rounds_table(out_dir: Path, which: str) -> list[Path]:
-    """``{which}_rounds.csv`` (rounds to L_H - L_ref <= 1e-2 / 1e-3, speed-up over D-GD)
+    """``{which}_rounds.csv`` (rounds to L_H - L_ref <= 1e-2 / 1e-3, speed-up over D-GD),
+    ``{which}_gaps.csv`` (``gap_table``: gaps to the exact L*, rounds to 1.1 x the cell's lowest gap)
     and ``{which}_floor.csv``: final gap, lowest gap and its round (an attacked run can pass
     below the floor it settles at), the final gap's ratio to the f = 0 reference, and the rounds
     each method needs to reach the gap D-GD ends with (speed-up = D-GD's rounds / the method's)."""
@@ -363,7 +443,62 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
                       "ratio_to_reference": "" if not ref else f"{final / ref:.3g}",
                       "rounds_to_dgd_final_gap": "" if mine is None else mine,
                       "speedup_at_dgd_final_gap": f"{theirs / mine:.2f}" if mine and theirs else ""})
-    paths = [out_dir / f"{which}_rounds.csv", out_dir / f"{which}_floor.csv"]
+    paths = [out_dir / f"{which}_rounds.csv", out_dir / f"{which}_floor.csv", out_dir / f"{which}_gaps.csv"]
     write_csv(paths[0], table)
     write_csv(paths[1], floor)
+    write_csv(paths[2], gap_table(usable, star_levels(out_dir) or levels))
     return paths
+
+
+def star_levels(out_dir: Path) -> dict[tuple, float]:
+    """``instance_key`` -> the exact ``L*`` (summary.csv's ``l_star``; empty when it has none)."""
+    path = Path(out_dir) / "summary.csv"
+    if not path.exists():
+        return {}
+    return {instance_key(r, r["seed"]): float(r["l_star"]) for r in read_csv(path) if r.get("l_star", "") != ""}
+
+
+def gap_table(rows: list[dict], levels: dict[tuple, float], factor: float = 1.1) -> list[dict]:
+    """Per attacked cell (f, split, attack) and method, on the seed-median gap curve
+    ``L_H(x_t) - level`` (``levels``: the exact ``L*`` per instance, else ``L_ref``): the lowest gap
+    and its round, the final gap, and the rounds to reach ``factor`` x the lowest gap ANY method of
+    the cell reaches, with the speed-up over D-GD (D-GD's rounds / the method's; blank when either
+    never gets there). Under attack every method drifts to the oracle's biased fixed point after its
+    lowest gap, so both the acceleration (rounds to the common target) and the drift (final vs
+    lowest gap) are in one row (issue 14)."""
+    series = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        key = instance_key(r, r["seed"])
+        if r["stage"] != "attacked" or key not in levels:
+            continue
+        series[(r["f"], r["split"], r["alpha"], r["attack"])][(r["method"], r.get("steps", ""))].append(
+            (r["seed"], int(r["comm_round"]), float(r["loss"]) - levels[key]))
+    out = []
+    for (f, split, alpha, attack), methods in sorted(series.items()):
+        curves = {}
+        for label, pts in methods.items():
+            by_seed = defaultdict(dict)
+            for seed, t, gap in pts:
+                by_seed[seed][t] = gap
+            rounds = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+            curves[label] = (np.array(rounds), np.median([[v[t] for t in rounds] for v in by_seed.values()], axis=0))
+        finite = [np.nanmin(np.where(np.isfinite(g), g, np.nan)) for _, g in curves.values() if np.isfinite(g).any()]
+        target = factor * min(finite) if finite else np.nan
+        reach = {lab: rounds_to_gap(g, t, 0.0, target) for lab, (t, g) in curves.items()}
+        gd = next((reach[lab] for lab in curves if _method_family(lab[0]) == "D-GD"), None)
+        split_s = split if split == "iid" else f"dirichlet({alpha})"
+        for (method, steps), (t, g) in sorted(curves.items(), key=lambda kv: (_method_order_key(kv[0][0]), kv[0])):
+            ok = np.isfinite(g)
+            i = int(np.argmin(np.where(ok, g, np.inf))) if ok.any() else 0
+            mine = reach[(method, steps)]
+            out.append({"f": f, "split": split_s, "attack": SHORT_ATTACK_NAMES.get(attack, attack), "method": method,
+                        "steps": steps, "lowest_gap": f"{g[i]:.4g}", "lowest_gap_round": int(t[i]),
+                        "final_gap": f"{g[-1]:.4g}", "target_gap": f"{target:.4g}",
+                        "rounds_to_target": "" if mine is None else mine,
+                        "speedup_over_dgd": f"{gd / mine:.2f}" if mine and gd else ""})
+    return out
+
+
+def _method_order_key(method: str) -> int:
+    family = _method_family(method)
+    return {"D-GD": 0, "D-NAG": 1, "PIGS": 2}.get(family, 3)

@@ -235,15 +235,18 @@ def execute(cfg: GridSpec, out_dir: str | Path | None, *, data_source: str | Non
 
 
 def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, force, devices, max_memory):
+    from byzjax.app.steps import resolve_grid
+
     done_runs, done_timing = [], {}
-    signature = grid_signature(cfg)
-    if out_dir is not None:
-        if check_output(out_dir, signature, force):
-            done_runs, done_timing = finished_runs(Path(out_dir), [s.columns for s in cfg.runs], cfg.seeds)
-        elif force:
-            clear_results(Path(out_dir))
+    signature = grid_signature(cfg)  # of the config as written: step expressions are fixed by the data
+    resumed = out_dir is not None and check_output(out_dir, signature, force)
+    if out_dir is not None and force and not resumed:
+        clear_results(Path(out_dir))
     ds, problem, data = prepared or prepare(cfg)
     datas = instance_datas(cfg, data)
+    cfg, steps = resolve_grid(cfg, problem, datas[0])
+    if resumed:
+        done_runs, done_timing = finished_runs(Path(out_dir), [s.columns for s in cfg.runs], cfg.seeds)
     x0 = cfg.problem.x0  # checked against the problem when it was built
     experiments = [build_experiment(s, problem, s.data.n_honest, cfg.rounds, cfg.eval_every, x0=x0)
                    for s in cfg.runs]
@@ -257,6 +260,8 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
                             "resumed_runs": len(done_timing), "data_instances": len(cfg.data_instances)}
     record = {"config": cfg.to_dict(), "as_written": cfg.raw, "command_line": command_line,
               "seeds": list(cfg.seeds), "rounds": cfg.rounds, "signature": signature}
+    if steps:
+        record["steps"] = steps
     traces, timings = {}, {}  # run id -> trace [seeds, ...] / its timing, computed in this call
 
     def collect():
@@ -340,11 +345,13 @@ def theory_lines(config_path, *, data_source: str | None = None, every: bool = F
     ``theory_probe(experiment, data, key).to_lines()`` on the instance's first seed's data and key
     (arXiv 2602.03329, the reduction to an inexact gradient oracle)."""
     from byzjax.app.config import load_config
+    from byzjax.app.steps import resolve_grid
     from byzjax.theory import theory_probe
 
     cfg = load_config(config_path).override(source=data_source)
     with jax.enable_x64(cfg.x64):
         _, problem, data = prepare(cfg)
+        cfg, _ = resolve_grid(cfg, problem, instance_datas(cfg, data)[0])
         key = jax.random.key(cfg.seeds[0])
         lines = []
         for runs_of, inst_data in zip(instance_runs(cfg), instance_datas(cfg, data)):
