@@ -489,6 +489,13 @@ ABSENT_AT = (2, 6, N + 2)  # rows of the padded input that were not received (ro
 SHUFFLING = {"Bucketing+Clipping+Median"}  # permutes the present rows: tested on its own below
 
 
+@jax.jit
+def masked_apply(rule, vectors, state, key, valid):
+    """``rule.aggregate(vectors, state, key, valid)`` compiled once per rule structure (the rule's
+    arrays, e.g. ``f``, are traced arguments, as in ``aggregators.apply``)."""
+    return rule.aggregate(vectors, state, key, valid)
+
+
 def with_absent_rows(x):
     """``x`` with three junk rows (NaN, +Inf, huge) inserted at ``ABSENT_AT``, and the mask of present rows."""
     valid = np.ones(len(x) + len(ABSENT_AT), bool)
@@ -516,7 +523,7 @@ def test_clipped_clustering_with_row_0_absent():
     rule = A.ClippedClustering(max_tau=3.0, history=25)
     x = np.concatenate([np.full((1, D), np.nan), GAUSS])
     valid = np.arange(N + 1) > 0
-    out, _ = jax.jit(lambda x, m: rule.aggregate(x, rule.init(D, x.dtype), KEY, m))(jnp.asarray(x), jnp.asarray(valid))
+    out, _ = masked_apply(rule, jnp.asarray(x), rule.init(D, x.dtype), KEY, jnp.asarray(valid))
     np.testing.assert_allclose(out, rule(GAUSS, KEY), rtol=1e-9, atol=1e-12)
     for order in (np.r_[1:N, 0], np.r_[2:N, 0, 1]):  # the majority cluster does not depend on which row is first
         np.testing.assert_allclose(rule(GAUSS[order], KEY), rule(GAUSS, KEY), rtol=1e-9, atol=1e-12)
@@ -578,7 +585,7 @@ def test_absent_rows_are_ignored(name):
             with pytest.raises(ConfigError, match="absent workers"):
                 rule.aggregate(padded, state, KEY, valid)
             return
-        masked = jax.jit(lambda r, x, m: r.aggregate(x, state, KEY, m))(rule, padded, valid)
+        masked = masked_apply(rule, padded, state, KEY, valid)  # one program for every f (a traced leaf)
         np.testing.assert_allclose(masked[0], rule(GAUSS, KEY), rtol=1e-9, atol=1e-9, err_msg=str(v))
 
 

@@ -98,8 +98,12 @@ def script(template, **kw):
 
 
 def child_env(devices, **extra):
+    """This environment without JAX/XLA settings, ``devices`` forced host devices, and the tests'
+    compile settings (conftest's optimisation level), so the children compile as this process does."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "BYZJAX_", "XLA_"))}
-    return env | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"} | extra
+    kept = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if flag.startswith("--xla_backend_optimization_level")]
+    flags = " ".join([f"--xla_force_host_platform_device_count={devices}", *kept])
+    return env | {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"} | extra
 
 
 def load(path):
