@@ -231,8 +231,8 @@ def test_optimal_tau_matches_byzfl_search(cls, f):
 
 @pytest.mark.parametrize(
     "pipe",
-    [Pipeline([NNM(2)], TrMean(2)), TrMean(2), Pipeline([], Median())],
-    ids=["nnm-trmean", "trmean", "median"],
+    [Pipeline([NNM(2)], TrMean(2)), Pipeline([NNM(2)], Median()), TrMean(2), Pipeline([], Median())],
+    ids=["nnm-trmean", "nnm-median", "trmean", "median"],
 )
 def test_reusing_objective_equals_generic(pipe):
     h = jnp.asarray(honest_data(2, n=6, offset=1.0))
