@@ -496,19 +496,10 @@ def load_byzfl(path: str | os.PathLike):
     naming the file and the field. The grid's ``raw`` (recorded as ``as_written``) is the JSON as given."""
     import dataclasses
 
-    from byzjax.app.config import parse_config
+    from byzjax.app.config import parse_config, read_config_text
 
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"ByzFL config file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"ByzFL config {path} is a directory, not a JSON file") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); a ByzFL config is JSON") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read ByzFL config {path}: {err.strerror or err}") from None
+    text = read_config_text(path, "ByzFL config", "JSON")
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as err:

@@ -786,19 +786,25 @@ def expand(grid: GridSpec) -> list[RunSpec]:
     return runs
 
 
+def read_config_text(path: Path, what: str = "config", fmt: str = "TOML") -> str:
+    """The UTF-8 text of a config file; a missing, unreadable or binary file is a one-line
+    ``ConfigError`` naming ``what`` it should be (``"config"``, ``"ByzFL config"``) and its format."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, not a {fmt} file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); a {what} is a {fmt} text file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None
+
+
 def load_config(path: str | os.PathLike) -> GridSpec:
     """Read and validate a TOML config file (relative data/init file names are taken from its folder)."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config {path} is a directory, not a TOML file") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); a config is a TOML text file") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
+    text = read_config_text(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

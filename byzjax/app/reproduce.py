@@ -31,6 +31,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -94,6 +95,59 @@ def _best(runs, method_prefix):
     return best, columns[best]
 
 
+@dataclass
+class StageCache:
+    """The cached stages of one ``reproduce`` call (Experiment A or B, the authors' revised protocol).
+
+    ``run(name, group, raw)`` parses the stage's grid ``raw`` and returns ``(cfg, runs, timing,
+    meta)``: read back from ``folder/<name>-<group>-<stage_key>`` when stored there (data only,
+    ``find_stage``), else computed with ``runner.execute`` and stored (``save_stage``). The stages
+    of one ``group`` (a split, a heterogeneity level) share one loaded data set (``data``; one group
+    in memory at a time). Counts the stages loaded and computed, and the compile time, run time and
+    run-rounds of those computed; before the first stage it computes after loading some it prints
+    "resuming: k of N stages done".
+    """
+
+    folder: Path
+    data_source: str | None
+    total: int  # stages of the whole call
+    show_progress: bool = True
+    loaded: int = 0
+    computed: int = 0
+    compile_s: float = 0.0
+    run_s: float = 0.0
+    run_rounds: int = 0
+    _data: dict = field(default_factory=dict)
+
+    def data(self, group: str, cfg):
+        """``runner.prepare(cfg)`` for ``group``, loaded once."""
+        if group not in self._data:
+            self._data = {group: prepare(cfg, self.data_source)}
+        return self._data[group]
+
+    def run(self, name: str, group: str, raw: dict):
+        cfg = parse_config(raw)
+        path = self.folder / f"{name}-{group}-{stage_key(raw, self.data_source)}"
+        stored = find_stage(path)
+        if stored is not None:
+            self.loaded += 1
+            return (cfg, *stored)
+        if self.loaded and not self.computed:
+            print(f"resuming: {self.loaded} of {self.total} stages done")
+        self.computed += 1
+        runs, timing, meta = execute(cfg, None, show_progress=self.show_progress, prepared=self.data(group, cfg))
+        save_stage(path, runs, timing, meta)
+        self.compile_s += meta["compile_s"]
+        self.run_s += meta["run_s"]
+        self.run_rounds += len(cfg.runs) * len(cfg.seeds) * cfg.rounds
+        return cfg, runs, timing, meta
+
+    def finish(self) -> None:
+        """Say so when every stage came from the cache."""
+        if not self.computed:
+            print(f"resuming: {self.loaded} of {self.total} stages done (nothing to compute)")
+
+
 def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds=1, mode="tuned",
               x64=False, eval_every=2, max_batch=None, show_progress=True, tune_rounds=None) -> dict:
     """Run Experiment A or B; write results, figures and rounds tables into ``out_dir``.
@@ -112,32 +166,18 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
     tr = min(tune_rounds or s["ref_rounds"], s["ref_rounds"])
     cells = len(s["fs"]) * len(s["attacks"])
     per_split = (2 + (tr < s["ref_rounds"]) if mode != "paper" else 1) + cells * (2 if mode == "tuned+grid" else 1)
-    progress = {"total": per_split * len(s["splits"]), "loaded": 0, "computed": 0, "compile_s": 0.0}
+    stages = StageCache(out_dir / "stages", data_source, per_split * len(s["splits"]), show_progress)
     agg = {"name": "TrMean", "pre_aggs": ["NNM"]}
     for split, alpha in s["splits"]:
         common = dict(split=split, alpha=alpha, lam=s["lam"], seeds=seeds, eval_every=eval_every, x64=x64,
                       max_batch=max_batch)
-        prepared = None
         split_stages = []  # (parsed grid, run id offset) of every stage of this split
 
         def stage(name, rounds, fs, attacks, algorithms, aggregator, extra):
-            nonlocal prepared, run_offset
-            raw = _raw(f"{which}:{name}:{split}", rounds=rounds, fs=fs, attacks=attacks, algorithms=algorithms,
-                       aggregator=aggregator, **common)
-            cfg = parse_config(raw)
-            cache = out_dir / "stages" / f"{name}-{split}-{stage_key(raw, data_source)}"
-            stored = find_stage(cache)
-            if stored is not None:
-                runs, tim, meta = stored
-                progress["loaded"] += 1
-            else:
-                if progress["loaded"] and not progress["computed"]:
-                    print(f"resuming: {progress['loaded']} of {progress['total']} stages done")
-                progress["computed"] += 1
-                prepared = prepared or prepare(cfg, data_source)
-                runs, tim, meta = execute(cfg, None, show_progress=show_progress, prepared=prepared)
-                progress["compile_s"] += meta["compile_s"]
-                save_stage(cache, runs, tim, meta)
+            nonlocal run_offset
+            cfg, runs, tim, meta = stages.run(name, split, _raw(
+                f"{which}:{name}:{split}", rounds=rounds, fs=fs, attacks=attacks, algorithms=algorithms,
+                aggregator=aggregator, **common))
             # the columns of this grid's runs as parsed now (a stored stage may predate a column, e.g. lr)
             shifted = [(rid + run_offset, seed, cfg.runs[rid].columns | extra, with_kappa_hat(tr))
                        for rid, seed, _, tr in runs]
@@ -184,24 +224,21 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
                           {"stage": "attacked", "steps": "paper grid"})
         label = f"{split}{'' if alpha is None else f'(alpha={alpha})'}"
         log.setdefault("chosen_steps", {})[label] = chosen
-        if prepared is None:  # every stage came from the cache: load the data for the estimates only
-            prepared = prepare(parse_config(_raw(f"{which}:L:{split}", rounds=1, fs=[0], attacks=["NoAttack"],
-                                                 algorithms=[{"name": "DGD"}], aggregator=reference, **common)),
-                               data_source)
+        prepared = stages.data(split, parse_config(_raw(f"{which}:L:{split}", rounds=1, fs=[0], attacks=["NoAttack"],
+                                                        algorithms=[{"name": "DGD"}], aggregator=reference, **common)))
         with jax.enable_x64(x64):
             split_theory(prepared, split_stages, kappas, instances)
         L0 = smoothness_at_init(prepared, seeds[0] if isinstance(seeds, list) else 0)
         log.setdefault("smoothness", {})[label] = {"L_at_init": round(L0, 3), "2/L": round(2.0 / L0, 5)}
-    if not progress["computed"]:
-        print(f"resuming: {progress['loaded']} of {progress['total']} stages done (nothing to compute)")
+    stages.finish()
     log["environment"] = environment()
     log["warnings"] = write_results(out_dir, log, all_runs, timing, kappas=kappas, instances=instances)
     for line in log["warnings"]:
         warn(line)
     figures = make_figures(out_dir, which)
     tables = rounds_table(out_dir, which)
-    log |= {"stages_loaded": progress["loaded"], "stages_computed": progress["computed"],
-            "compile_s": progress["compile_s"], "wall_s": time.perf_counter() - started}  # this invocation's
+    log |= {"stages_loaded": stages.loaded, "stages_computed": stages.computed,
+            "compile_s": stages.compile_s, "wall_s": time.perf_counter() - started}  # this invocation's
     write_json(out_dir / "reproduce.json", log | {"figures": [str(p) for p in figures], "tables": [str(t) for t in tables]})
     return log
 

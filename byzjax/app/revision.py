@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from byzjax.app.config import parse_config
 from byzjax.app.files import warn, write_json
-from byzjax.app.reproduce import find_stage, save_stage, stage_key
+from byzjax.app.reproduce import StageCache
 from byzjax.app.results import write_csv, write_results
-from byzjax.app.runner import environment, execute, prepare
+from byzjax.app.runner import environment
 from byzjax.app.selection import lowest_auc
 from byzjax.metrics import COUNTER
 
@@ -105,35 +104,16 @@ def reproduce_revision(out_dir: Path, *, quick=False, data_source=None, seeds=No
     all_runs, timing, offset = [], {}, [0]
     log = {"experiment": "revision", "quick": quick, "variant": variant, "settings": s | {"seeds": seeds},
            "stages": [], "chosen_steps": {}}
-    work = {"loaded": 0, "computed": 0, "run_rounds": 0, "run_s": 0.0, "compile_s": 0.0}
-    total_stages = 3 * len(s["levels"])
+    stages = StageCache(out_dir / "stages", data_source, 3 * len(s["levels"]), show_progress)
     curves = {}  # level -> f -> family -> list of (comm_rounds, loss) per seed
     tuning = {}  # level -> family -> step -> list of loss curves (seed order)
 
     for split, alpha in s["levels"]:
         level = level_name(split, alpha)
-        prepared = None
 
         def stage(name, fs, algorithms, max_f=None):
-            nonlocal prepared
-            raw = _raw(s, f"revision:{name}:{level}", split, alpha, fs, algorithms, seeds, variant, x64, max_batch,
-                       max_f)
-            cfg = parse_config(raw)
-            cache = out_dir / "stages" / f"{name}-{level}-{stage_key(raw, data_source)}"
-            stored = find_stage(cache)
-            if stored is not None:
-                runs, tim, meta = stored
-                work["loaded"] += 1
-            else:
-                if work["loaded"] and not work["computed"]:
-                    print(f"resuming: {work['loaded']} of {total_stages} stages done")
-                work["computed"] += 1
-                prepared = prepared or prepare(cfg, data_source)
-                runs, tim, meta = execute(cfg, None, show_progress=show_progress, prepared=prepared)
-                save_stage(cache, runs, tim, meta)
-                work["run_rounds"] += len(cfg.runs) * len(cfg.seeds) * cfg.rounds
-                work["run_s"] += meta["run_s"]
-                work["compile_s"] += meta["compile_s"]
+            cfg, runs, tim, meta = stages.run(name, level, _raw(
+                s, f"revision:{name}:{level}", split, alpha, fs, algorithms, seeds, variant, x64, max_batch, max_f))
             out = []
             for rid, seed, _, trace in runs:
                 spec = cfg.runs[rid]
@@ -173,17 +153,16 @@ def reproduce_revision(out_dir: Path, *, quick=False, data_source=None, seeds=No
         for _, _, c, tr in [r for r in stage1 + stage2 if r[2]["selected"]] + stage3:
             per_f[c["f"]][c["family"]].append((np.asarray(tr.metrics[COUNTER]), np.asarray(tr.metrics["loss"]),
                                                np.asarray(tr.eval_metrics.get("test_acc", [np.nan]))))
-    if not work["computed"]:
-        print(f"resuming: {work['loaded']} of {total_stages} stages done (nothing to compute)")
+    stages.finish()
     log["environment"] = environment()
     log["warnings"] = write_results(out_dir, {"revision": log}, all_runs, timing)
     for line in log["warnings"]:
         warn(line)
     tables = [steps_table(out_dir, tuning), final_table(out_dir, curves)]
     figures = tuning_figures(out_dir, tuning) + loss_figures(out_dir, curves, s)
-    rate = work["run_rounds"] / work["run_s"] if work["run_s"] else None
-    log |= {"stages_loaded": work["loaded"], "stages_computed": work["computed"], "compile_s": work["compile_s"],
-            "run_s": work["run_s"], "run_rounds_computed": work["run_rounds"], "run_rounds_per_s": rate,
+    rate = stages.run_rounds / stages.run_s if stages.run_s else None
+    log |= {"stages_loaded": stages.loaded, "stages_computed": stages.computed, "compile_s": stages.compile_s,
+            "run_s": stages.run_s, "run_rounds_computed": stages.run_rounds, "run_rounds_per_s": rate,
             "wall_s": time.perf_counter() - started, "figures": [str(p) for p in figures],
             "tables": [str(t) for t in tables]}
     write_json(out_dir / "reproduce.json", log)
