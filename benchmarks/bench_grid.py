@@ -28,15 +28,14 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's byzjax, not an installed one
 
-from byzjax.algorithms import Environment  # noqa: E402
-from byzjax.app.byzfl import load_byzfl  # noqa: E402
-from byzjax.app.config import build_experiment  # noqa: E402
-from byzjax.app.runner import execute, instance_datas, instance_runs, prepare  # noqa: E402
+from byzjax.algorithms import Environment
+from byzjax.app.byzfl import load_byzfl
+from byzjax.app.config import build_experiment
+from byzjax.app.runner import execute, instance_datas, instance_runs, prepare
 
 CONFIG = ROOT / "tests" / "data" / "byzfl_paper_config.json"
 
