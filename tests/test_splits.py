@@ -168,3 +168,15 @@ def test_config_split_errors_name_the_key_and_value():
         with pytest.raises(ConfigError, match=match) as err:
             parse_config(data_config(**data))
         assert "\n" not in str(err.value)
+
+
+def test_figure_names_carry_each_split_parameter():
+    from byzjax.app.plotting import figure_stem
+
+    keys = [(f, split, p, 0.01, "TrMean") for f in (1, 5) for split, p in
+            (("iid", ""), ("extreme", ""), ("dirichlet", 0.5), ("dirichlet", 1.0),
+             ("gamma_similarity", 0.25), ("gamma_similarity", 0.75))]
+    stems = [figure_stem(k) for k in keys]
+    assert len(set(stems)) == len(stems)  # no two figures overwrite each other
+    assert figure_stem((1, "dirichlet", 1.0, 0.01, "TrMean")) == "f1_dirichlet_alpha1.0"  # the committed names
+    assert figure_stem((5, "gamma_similarity", 0.25, 0.01, "TrMean")) == "f5_gamma_similarity_gamma0.25"

@@ -24,6 +24,15 @@ from byzjax.metrics import EVAL_METRICS, ROUND_METRICS  # noqa: E402
 
 GAP_FLOOR = 1e-6  # gaps below this are float32 rounding noise; drawn at the floor
 FIGURE_KEYS = ("f", "split", "alpha", "lam", "aggregator")
+SPLIT_PARAMETER_STEM = {"dirichlet": "_alpha", "gamma_similarity": "_gamma"}
+"""How a figure name carries the split's parameter (stored in the ``alpha`` column)."""
+
+
+def figure_stem(key: tuple) -> str:
+    """The file-name stem of a figure of ``FIGURE_KEYS`` ``key``: ``f1_iid``, ``f5_dirichlet_alpha1.0``,
+    ``f1_gamma_similarity_gamma0.5``, ``f1_extreme`` (one per f, split and split parameter)."""
+    f, split, param = key[0], key[1], key[2]
+    return f"f{f}_{split}" + (f"{SPLIT_PARAMETER_STEM[split]}{param}" if split in SPLIT_PARAMETER_STEM else "")
 NOT_LABELS = {"run", "seed", "iteration", "comm_round", "stage", "attack", "method", "gap", *FIGURE_KEYS,
               *ROUND_METRICS, *EVAL_METRICS}
 
@@ -110,7 +119,8 @@ def figure_groups(rows):
 
 def _title(key, n_honest=None):
     f, split, alpha, lam, agg = key
-    split_s = f"Dirichlet(alpha={alpha})" if split == "dirichlet" else split
+    split_s = {"dirichlet": f"Dirichlet(alpha={alpha})", "gamma_similarity": f"gamma-similarity(gamma={alpha})"}.get(
+        split, split)
     n = f"n={int(n_honest) + int(f)} ({n_honest} honest), " if n_honest else ""
     return f"{n}f={f}, {split_s}, lambda={lam}, {agg}"
 
@@ -312,7 +322,7 @@ def plot_dir(run_dir: str | Path, out_dir: str | Path | None = None, acc_ylim=No
     levels = csv_levels(rows)  # L_ref per problem instance (split, lambda, seed)
     made = []
     for key, sub in figure_groups(rows).items():
-        stem = "f{}_{}{}".format(key[0], key[1], f"_alpha{key[2]}" if key[1] == "dirichlet" else "")
+        stem = figure_stem(key)
         plot_convergence(sub, out_dir / f"loss_{stem}", levels, _title(key))
         made.append(out_dir / f"loss_{stem}.png")
         if any(r.get("val_acc", "") != "" for r in sub):
