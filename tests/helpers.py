@@ -13,7 +13,8 @@ __all__ = ["np_logistic_loss_grad", "np_nnm", "np_trmean", "tiny_classification"
 
 def tiny_classification(n_honest=5, split="dirichlet", alpha=1.0, seed=0, p=12, c=3, n_train=400):
     ds = synthetic_dataset(seed=seed, n_train=n_train, n_test=100, num_features=p, num_classes=c, separation=0.5)
-    data = federated_classification(ds, n_honest, split, alpha, seed)
+    data = federated_classification(ds, n_honest, split, alpha if split in ("dirichlet", "gamma_similarity") else None,
+                                    seed)
     return ds, data, LogisticRegression(num_features=p, num_classes=c, lam=1e-2)
 
 

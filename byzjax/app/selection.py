@@ -36,8 +36,13 @@ ByzFL's client momentum and the local step of local-update methods."""
 
 
 def _algorithm_numbers() -> frozenset[str]:
+    """The summary columns of the algorithms' numbers: a parameter's name, or ``method_<name>`` where
+    the name is a reserved run column (``config.RESERVED_COLUMNS``: FedAvg's cosine ``alpha`` is
+    ``method_alpha``, ``alpha`` being the data split's)."""
+    from byzjax.app.config import RESERVED_COLUMNS
+
     names = {k for cls in registry.registry("algorithm").values() for k in registry.config_params(cls)}
-    return frozenset(names | {f"method_{k}" for k in names})  # a name clashing with a column gets method_
+    return frozenset(f"method_{k}" if k in RESERVED_COLUMNS else k for k in names)
 
 
 ALGORITHM_NUMBERS = _algorithm_numbers()
