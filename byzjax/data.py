@@ -263,13 +263,14 @@ def split_indices(labels, n_workers: int, split: str, alpha: float | None, seed:
 
     ``alpha`` is the split's parameter: Dirichlet's concentration for ``dirichlet``, ByzFL's
     ``gamma`` (the iid fraction) for ``gamma_similarity`` (one number per split, as ByzFL's
-    ``distribution_parameter``); ``iid`` and ``extreme`` take none.
+    ``distribution_parameter``); ``extreme`` takes none, ``iid`` ignores it (callers may pass one
+    ``alpha`` for every split, as byzjax always allowed).
     """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     if n_workers < 1:
         raise ConfigError(f"n_honest must be >= 1, got {n_workers}")
-    if split in ("iid", "extreme") and alpha is not None:
+    if split == "extreme" and alpha is not None:
         raise ConfigError(f"split {split!r} takes no parameter, got {alpha!r}")
     if split == "iid":
         shards = split_iid(labels, n_workers, rng)
