@@ -33,6 +33,7 @@ except ModuleNotFoundError:  # Python < 3.11
 
 from byzjax import registry
 from byzjax._validation import ConfigError
+from byzjax.app.steps import has_step_expressions
 from byzjax.data import DEFAULT_DATA_DIR, SPLITS
 
 # ----------------------------------------------------------------------------------------------
@@ -245,8 +246,6 @@ class ComponentSpec:
         return {"name": self.name, **{k: _plain(v) for k, v in params.items()}}
 
     def build(self, **extra):
-        from byzjax.app.steps import has_step_expressions
-
         if has_step_expressions(self.params):
             raise ConfigError(f"{self.kind} {self.name}: the step expressions in {self.resolved()} are resolved from "
                               f"the measured L, mu, delta before building (byzjax.app.steps.resolve_grid)")
@@ -780,7 +779,8 @@ def expand(grid: GridSpec) -> list[RunSpec]:
             cols |= {f"attack_{k}": v for k, v in _numbers(attack.resolved()).items()}
         cols |= {f"aggregator_{k}": v for k, v in _numbers(pipeline.rule.resolved()).items()}
         cols |= {f"{p.name}_{k}": v for p in pipeline.pre for k, v in _numbers(p.resolved()).items()}
-        cols |= _algorithm_columns(alg.resolved())
+        unresolved = [k for k, v in alg.params.items() if has_step_expressions({k: v})]  # columns once resolved
+        cols |= _algorithm_columns({k: v for k, v in alg.resolved().items() if k not in unresolved})
         runs.append(RunSpec(cols, f, attack, pipeline, alg, tolerated_f, b.max_f, participation, batch_size, beta,
                             grid.exact_metrics, wk.local_steps, local_lr, data))
     return runs
