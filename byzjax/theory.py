@@ -502,8 +502,10 @@ class TheoryProbe:
 
 
 @eqx.filter_jit
-def _constants_at(problem, shards, x, key, iters: int):
-    """``(L, mu, delta)`` at ``x``, compiled once per problem structure."""
+def constants_at(problem, shards, x, key, iters: int = 300):
+    """``(L, mu, delta)`` of ``L_H`` at ``x`` (``shards``: the honest workers'): ``smoothness``,
+    ``strong_convexity`` and ``similarity_delta``, each by ``iters`` power steps on Hessian-vector
+    products; compiled once per problem structure."""
     loss = honest_loss(problem, shards)
     L = smoothness(loss, x, key, iters)
     return L, strong_convexity(loss, x, key, iters, L=L), similarity_delta(problem, shards, x, key, iters)
@@ -538,7 +540,7 @@ def theory_probe(experiment, data, key, probes: int = 3, iters: int = 300) -> Th
     ref = reference_optimum(problem, shards, x0)
     x_star = jnp.asarray(ref.x_star, x0.dtype)
     k = jax.random.fold_in(key, 7)
-    constants = [tuple(float(v) for v in _constants_at(problem, shards, x, k, iters)) for x in (x0, x_star)]
+    constants = [tuple(float(v) for v in constants_at(problem, shards, x, k, iters)) for x in (x0, x_star)]
     (L0, mu0, d0), (Ls, mus, ds) = constants
     spread, gn2, err2 = [], [], []
     for i, s in enumerate(np.linspace(0.0, 1.0, probes)):

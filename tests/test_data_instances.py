@@ -56,7 +56,7 @@ def small_and_compiled_once():
     """Small data; one jitted sweep function per static structure for the whole module (a program
     of the same structure and shapes, an instance in a grid and the same instance alone, is
     compiled once, so the comparisons below cost no second compilation); and the per-instance
-    theory solves replaced by a fingerprint of the instance's shards (``L*``) and ``mu = 0.5``, so
+    theory solves replaced by a fingerprint of the instance's shards (``L*``) and ``(L, mu, delta) = (2, 0.5, 1)``, so
     that summary.csv says which data each instance's ``L*`` was computed on (the solves
     themselves: tests/test_theory_app.py)."""
     import equinox as eqx
@@ -76,8 +76,8 @@ def small_and_compiled_once():
     mp.setattr(byzjax.images, "load_source", small_source)
     mp.setattr(byzjax.sweep, "sweep_function", memo)
     mp.setattr(byzjax.theory, "reference_optimum", lambda problem, shards, x0=None: ReferenceOptimum(
-        None, fingerprint(shards.mask, shards.y), 0.0))
-    mp.setattr(byzjax.theory, "strong_convexity", lambda loss, x, key: 0.5)
+        np.zeros(problem.dim), fingerprint(shards.mask, shards.y), 0.0))
+    mp.setattr(byzjax.theory, "constants_at", lambda problem, shards, x, key: (2.0, 0.5, 1.0))
     mp.setattr(runner, "_INSTANCE_CACHE", {})
     yield
     mp.undo()
@@ -200,6 +200,9 @@ def test_resume_and_ctrl_c_of_a_two_instance_folder(loads, monkeypatch, tmp_path
     for r in rows:
         assert float(r["l_star"]) == pytest.approx(expected_fingerprint(int(r["n_honest"]), "dirichlet", 0.5,
                                                                         int(r["seed"])), rel=1e-12)
+        assert (float(r["L_x0"]), float(r["mu_star"]), float(r["delta"])) == (2.0, 0.5, 1.0)  # the faked constants
+        kb2 = float(r["kappa_b2"])
+        assert float(r["pred_rounds_dgd"]) == (pytest.approx(2.0 / ((1 - kb2) * 0.5)) if kb2 < 1 else np.inf)
     by = {(key(c), s): t for _, s, c, t in alone_runs}
     for _, seed, cols, trace in runs:  # the resumed instance is read back from metrics.csv
         np.testing.assert_allclose(np.asarray(trace.metrics["loss"], float),

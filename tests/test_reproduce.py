@@ -84,10 +84,12 @@ def test_rounds_table_agrees_with_metrics(quick):
 
 def test_rerun_resumes_from_finished_stages(quick, capsys):
     before = (quick / "metrics.csv").read_text()
-    stages = sorted(p.name for p in (quick / "stages").glob("*.json"))
+    stages = sorted(p.name for p in (quick / "stages").glob("*.json") if not p.name.startswith("instance-"))
     assert len(stages) == 4  # tuning lr grid, tuning eta grid, two (f, attack) chunks
+    instances = sorted(p.name for p in (quick / "stages").glob("instance-*.json"))
+    assert len(instances) == 1  # one split, one seed: its L*, L, mu and delta, measured once
     assert sorted(p.name for p in (quick / "stages").iterdir()) == sorted(
-        [n for s in stages for n in (s, s.replace(".json", ".npz"))])  # data only: no pickle
+        [n for s in stages for n in (s, s.replace(".json", ".npz"))] + instances)  # data only: no pickle
     (quick / "metrics.csv").unlink()
     capsys.readouterr()
     assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(quick), "--quiet"]) == 0

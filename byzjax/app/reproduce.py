@@ -227,7 +227,7 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         prepared = stages.data(split, parse_config(_raw(f"{which}:L:{split}", rounds=1, fs=[0], attacks=["NoAttack"],
                                                         algorithms=[{"name": "DGD"}], aggregator=reference, **common)))
         with jax.enable_x64(x64):
-            split_theory(prepared, split_stages, kappas, instances)
+            split_theory(prepared, split_stages, kappas, instances, stages.folder)
         L0 = smoothness_at_init(prepared, seeds[0] if isinstance(seeds, list) else 0)
         log.setdefault("smoothness", {})[label] = {"L_at_init": round(L0, 3), "2/L": round(2.0 / L0, 5)}
     stages.finish()
@@ -243,11 +243,12 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
     return log
 
 
-def split_theory(prepared, stages, kappas: dict, instances: dict) -> None:
+def split_theory(prepared, stages, kappas: dict, instances: dict, cache_dir: Path | None = None) -> None:
     """Fill ``kappas`` (run id -> ``theory.proven_kappa`` of its rule) and ``instances``
-    (``instance_key`` -> ``InstanceTheory``: ``mu`` at ``x0`` and the exact ``L*``) for the stages of
-    one split: ``stages`` = ``(parsed grid, run id offset)``; the runner's ``run_kappas`` and
-    ``instance_theory``, as ``byzjax run`` computes them (the instance is solved once per process)."""
+    (``instance_key`` -> ``InstanceTheory``: ``L``, ``mu`` and ``delta`` at ``x0`` and ``x*``, and the
+    exact ``L*``) for the stages of one split: ``stages`` = ``(parsed grid, run id offset)``; the
+    runner's ``run_kappas`` and ``instance_theory``, as ``byzjax run`` computes them (each instance
+    measured once, and kept in ``cache_dir``: the stages folder)."""
     _, problem, data = prepared
     for cfg, offset in stages:
         experiments = [build_experiment(spec, problem, cfg.data.n_honest, cfg.rounds, cfg.eval_every,
@@ -255,7 +256,7 @@ def split_theory(prepared, stages, kappas: dict, instances: dict) -> None:
         kappas.update({offset + i: k for i, k in run_kappas(cfg, experiments).items()})
     cfg = stages[0][0]
     keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
-    instances.update(instance_theory(cfg, problem, data, keys, cfg.problem.x0))
+    instances.update(instance_theory(cfg, problem, data, keys, cfg.problem.x0, cache_dir=cache_dir))
 
 
 def with_kappa_hat(trace: Trace) -> Trace:

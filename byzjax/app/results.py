@@ -204,12 +204,45 @@ def read_table(path: Path, required=()) -> list[dict]:
 
 
 class InstanceTheory(NamedTuple):
-    """What theory needs of one problem instance (``instance_key``): ``mu`` of ``L_H`` at ``x0``
-    (``theory.strong_convexity``) and the exact ``L* = min L_H`` (``theory.reference_optimum``;
-    None when the problem is not strongly convex), both measured once per instance."""
+    """What theory measures of one problem instance (``instance_key``), once per instance: ``L``
+    and ``mu`` of ``L_H`` at the runs' initial point ``x0`` and at the exact optimum ``x*``
+    (``theory.constants_at``: power iteration on Hessian-vector products), PIGS's similarity
+    ``delta = ||hessian(L_H - L_0)||`` (the larger of the two points) and ``L* = min L_H``
+    (``theory.reference_optimum``, float64 Newton-CG). Measured for strongly convex problems only."""
 
-    mu: float
-    l_star: float | None
+    mu_x0: float
+    l_star: float
+    L_x0: float
+    L_star: float
+    mu_star: float
+    delta: float
+
+    @property
+    def mu(self) -> float:
+        """The strong convexity of the floors: the smaller of ``mu`` at ``x0`` and at ``x*``."""
+        return min(self.mu_x0, self.mu_star)
+
+    @property
+    def L(self) -> float:
+        """The smoothness of the predicted rounds: the larger of ``L`` at ``x0`` and at ``x*``."""
+        return max(self.L_x0, self.L_star)
+
+    def columns(self, kappa_b2: float) -> dict:
+        """summary.csv's instance columns (``INSTANCE_THEORY_COLUMNS``): the constants, and the rounds
+        theory predicts to reach the floor (``theory.predicted_rounds``, up to log factors: D-GD
+        ``L / ((1 - kappa B^2) mu)`` with the run's ``kappa B^2``, D-NAG ``sqrt(L / mu)``, PIGS
+        ``delta / mu``, AEG ``2 sqrt(L / mu)``, prox-AEG ``2 sqrt(delta / mu)``)."""
+        from byzjax.theory import predicted_rounds
+
+        rounds = predicted_rounds(self.L, self.mu, self.delta, kappa_b2 if math.isfinite(kappa_b2) else 0.0)
+        return {"L_x0": self.L_x0, "mu_x0": self.mu_x0, "L_star": self.L_star, "mu_star": self.mu_star,
+                "delta": self.delta} | {f"pred_rounds_{PREDICTED[m]}": v for m, v in rounds.items()}
+
+
+PREDICTED = {"DGD": "dgd", "DNAG": "dnag", "PIGS": "pigs", "AEG": "aeg", "prox-AEG": "prox_aeg"}
+"""``theory.predicted_rounds``'s method names -> their summary.csv column suffix."""
+INSTANCE_THEORY_COLUMNS = ("L_x0", "mu_x0", "L_star", "mu_star", "delta",
+                           *(f"pred_rounds_{v}" for v in PREDICTED.values()))
 
 
 THEORY_METRICS = ("error", "spread", "grad_norm", "kappa_hat")
@@ -256,7 +289,7 @@ def validation_selected(val, test, rounds) -> tuple[float, int | None]:
 SUMMARY_MEASURES = frozenset(
     {"l_ref", "final_loss", "min_loss", "final_gap", "diverged", "diverged_round", "l_star", "gap_star",
      "test_acc_at_best_val", "best_val_round", "mean_inner_iters", "inner_capped_rounds", "kappa",
-     *THEORY_COLUMNS, "compile_s", "run_s", "batch", "devices",
+     *THEORY_COLUMNS, *INSTANCE_THEORY_COLUMNS, "compile_s", "run_s", "batch", "devices",
      *(f"{p}_{k}" for k in EVAL_METRICS for p in ("best", "final")), *(f"rounds_{g:g}" for g in GAPS)})
 """The columns of ``summary.csv`` that ``summarise`` measures (or times); every other column but
 ``run`` and ``seed`` is a configuration column of the run (``config_columns``)."""
@@ -279,8 +312,9 @@ def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, *, kappas
 
     Gaps are to ``L_ref`` of the run's problem instance (``reference_levels``), taken over
     the runs not marked ``stage = tuning`` (the paper's lowest loss seen). ``instances``
-    (``instance_key`` -> ``InstanceTheory``) adds ``l_star`` (the exact ``min L_H``) and
-    ``gap_star = final_loss - l_star``, and gives the ``mu`` of the theory columns
+    (``instance_key`` -> ``InstanceTheory``) adds ``l_star`` (the exact ``min L_H``),
+    ``gap_star = final_loss - l_star``, ``L``, ``mu`` and ``delta`` at ``x0`` and ``x*`` and the
+    predicted rounds (``InstanceTheory.columns``), and gives the ``mu`` of the theory columns
     (``theory_columns``; ``nan`` without it); ``kappas`` (run id -> the rule's proven kappa or
     None) gives their kappa (missing: the measured one). ``min_loss`` is the lowest finite loss;
     ``diverged``/``diverged_round`` follow ``diverged_at``; ``inner_capped_rounds`` counts the
@@ -300,7 +334,7 @@ def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, *, kappas
                "final_gap": loss[-1] - l_ref, "diverged": div is not None, "diverged_round": div}
         if inst is not None:
             row["l_star"] = inst.l_star
-            row["gap_star"] = None if inst.l_star is None else loss[-1] - inst.l_star
+            row["gap_star"] = loss[-1] - inst.l_star
         for k, v in trace.eval_metrics.items():
             v = np.asarray(v, dtype=np.float64)
             row[f"best_{k}"] = float(np.max(v[np.isfinite(v)])) if np.isfinite(v).any() else math.nan
@@ -316,7 +350,8 @@ def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, *, kappas
             row["mean_inner_iters"] = float(np.mean(inner))
         if "inner_capped" in trace.metrics:
             row["inner_capped_rounds"] = int(np.sum(np.asarray(trace.metrics["inner_capped"]) > 0))
-        row |= theory_columns(trace.metrics, kappas.get(run_id), math.nan if inst is None else inst.mu)
+        theory = theory_columns(trace.metrics, kappas.get(run_id), math.nan if inst is None else inst.mu)
+        row |= theory | ({} if inst is None else inst.columns(theory.get("kappa_b2", 0.0)))
         row |= timing.get(run_id, {})
         out.append(row)
     return out

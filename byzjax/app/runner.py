@@ -17,7 +17,7 @@ import numpy as np
 from byzjax import __version__, progress
 from byzjax._validation import ConfigError
 from byzjax.app.config import GridSpec, build_experiment, resolve_source
-from byzjax.app.files import Interrupted, OutputError, check_out_dir, warn
+from byzjax.app.files import Interrupted, OutputError, check_out_dir, warn, write_json
 from byzjax.app.results import InstanceTheory, clear_results, finished_runs, instance_key, read_record, write_results
 from byzjax.data import FederatedData, federated_classification, partitioned_dataset, stack_seeds
 from byzjax.sweep import group_by_structure, run_grid
@@ -121,39 +121,65 @@ def run_kappas(cfg: GridSpec, experiments) -> dict[int, float | None]:
 
 
 _INSTANCE_CACHE: dict[tuple, InstanceTheory] = {}
+INSTANCE_CACHE_VERSION = 1  # bump when what instance_theory measures changes: older cache files are remeasured
 
 
-def instance_theory(cfg: GridSpec, problem, data, keys, x0=None, columns: dict | None = None
-                    ) -> dict[tuple, InstanceTheory]:
+def instance_theory(cfg: GridSpec, problem, data, keys, x0=None, columns: dict | None = None,
+                    cache_dir: Path | None = None) -> dict[tuple, InstanceTheory]:
     """``instance_key`` -> ``InstanceTheory`` for every seed of one data instance of ``cfg``
     (``data``: its data, stacked per seed; ``columns``: the columns of one of its runs, default the
     first run's).
 
-    Per problem instance (split, alpha, lam, seed): ``mu = theory.strong_convexity(L_H, x0)`` at the
-    runs' initial point (``x0``, else ``problem.init(fold_in(key, 0))`` as ``simulate.run``) in the
-    run precision, and the exact ``L*`` of ``theory.reference_optimum`` (float64 Newton-CG, to
-    ``||grad L_H|| <= 1e-10``) for strongly convex problems (``strongly_convex``); neither otherwise
-    (``mu = nan``, ``L* = None``). Kept in memory per instance (data source, its digest and the
-    instance), so a grid resumed or rerun in one process solves each instance once.
+    Per problem instance (split, alpha, lam, seed) of a strongly convex problem (``strongly_convex``;
+    nothing otherwise): the exact ``L*`` and ``x*`` of ``theory.reference_optimum`` (float64
+    Newton-CG, to ``||grad L_H|| <= 1e-10``), and ``L``, ``mu`` and ``delta`` (``theory.constants_at``)
+    at the runs' initial point (``x0``, else ``problem.init(fold_in(key, 0))`` as ``simulate.run``)
+    and at ``x*``, in the run precision. Measured once per instance: kept in memory (by data source
+    digest and instance), and with ``cache_dir`` also on disk, one JSON file per instance
+    (``instance-<digest>.json``, written atomically), so a rerun or a resumed grid in another process
+    does not solve again; a damaged or outdated file is measured again and rewritten.
     """
-    from byzjax.theory import honest_loss, reference_optimum, strong_convexity
-
     if not strongly_convex(problem):
         return {}
     cols = columns if columns is not None else (cfg.runs[0].columns if cfg.runs else {})
     out = {}
     for s, seed in enumerate(cfg.seeds):
         shards = jax.tree.map(lambda a: a[s], data.shards)
-        digest = hashlib.sha256(b"".join(np.ascontiguousarray(np.asarray(a)).tobytes()
-                                         for a in jax.tree.leaves((problem, shards, x0)))).hexdigest()
         key = instance_key(cols, seed)
-        cache_key = (key, digest, bool(cfg.x64))
-        if cache_key not in _INSTANCE_CACHE:
-            start = problem.init(jax.random.fold_in(keys[s], 0)) if x0 is None else jnp.asarray(x0)
-            mu = float(strong_convexity(honest_loss(problem, shards), start, jax.random.fold_in(keys[s], 7)))
-            _INSTANCE_CACHE[cache_key] = InstanceTheory(mu, reference_optimum(problem, shards, start).loss_star)
-        out[key] = _INSTANCE_CACHE[cache_key]
+        h = hashlib.sha256(repr((key, bool(cfg.x64), INSTANCE_CACHE_VERSION)).encode())
+        for a in jax.tree.leaves((problem, shards, x0)):
+            h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+        digest = h.hexdigest()
+        if digest not in _INSTANCE_CACHE:
+            path = None if cache_dir is None else Path(cache_dir) / f"instance-{digest[:24]}.json"
+            _INSTANCE_CACHE[digest] = _read_instance(path) or _measure_instance(problem, shards, x0, keys[s], path)
+        out[key] = _INSTANCE_CACHE[digest]
     return out
+
+
+def _read_instance(path: Path | None) -> InstanceTheory | None:
+    """A cached ``InstanceTheory`` (None when absent, unreadable or of another layout)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return InstanceTheory(**{k: float(v) for k, v in json.loads(path.read_text()).items()})
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _measure_instance(problem, shards, x0, key, path: Path | None) -> InstanceTheory:
+    from byzjax.theory import constants_at, reference_optimum
+
+    start = problem.init(jax.random.fold_in(key, 0)) if x0 is None else jnp.asarray(x0)
+    ref = reference_optimum(problem, shards, start)
+    k = jax.random.fold_in(key, 7)
+    (L0, mu0, d0), (Ls, mus, ds) = [[float(v) for v in constants_at(problem, shards, x, k)]
+                                    for x in (start, jnp.asarray(ref.x_star, start.dtype))]
+    inst = InstanceTheory(mu_x0=mu0, l_star=ref.loss_star, L_x0=L0, L_star=Ls, mu_star=mus, delta=max(d0, ds))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, inst._asdict())
+    return inst
 
 
 def program_names(columns: list[dict], experiments, max_batch: int | None, n_seeds: int) -> list[tuple[str, int]]:
@@ -255,7 +281,8 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     kappas, instances = run_kappas(cfg, experiments), {}
     for runs_of, inst_data in zip(members, datas):
         if runs_of:
-            instances |= instance_theory(cfg, problem, inst_data, keys, x0, cfg.runs[runs_of[0]].columns)
+            instances |= instance_theory(cfg, problem, inst_data, keys, x0, cfg.runs[runs_of[0]].columns,
+                                         None if out_dir is None else Path(out_dir) / "instances")
     base = environment() | {"dataset": ds.name, "normalization": [ds.mean, ds.std], "total_runs": len(cfg.runs),
                             "resumed_runs": len(done_timing), "data_instances": len(cfg.data_instances)}
     record = {"config": cfg.to_dict(), "as_written": cfg.raw, "command_line": command_line,

@@ -73,9 +73,9 @@ def resolve_step(expr: StepExpr, constants: StepConstants) -> float:
 def measure_constants(problem, shards, x0, key, iters: int = 300) -> StepConstants:
     """``L``, ``mu`` and ``delta`` of ``L_H`` at ``x0`` (``shards``: the honest workers' of one
     instance), by power iteration on Hessian-vector products (``byzjax.theory``)."""
-    from byzjax.theory import _constants_at
+    from byzjax.theory import constants_at
 
-    L, mu, delta = _constants_at(problem, shards, x0, key, iters)
+    L, mu, delta = constants_at(problem, shards, x0, key, iters)
     return StepConstants(float(L), float(mu), float(delta))
 
 
