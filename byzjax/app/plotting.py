@@ -171,10 +171,21 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
                     keep = x <= inset
                     _draw(sub, x[keep], gap[:, keep], None, colors[m], True)
                     sub.lines[-1].set_linestyle(style)
+        lo, hi = ax.get_ylim()  # the curves' range: a floor far above them must not squash them
+        off_scale = []
         for m in methods:
             floor = (floors or {}).get((attack, m))
             if floor is not None and np.isfinite(floor) and floor > 0:
-                ax.axhline(max(floor, GAP_FLOOR), color=colors[m], ls=":", lw=1.0, label=f"{m}: predicted D-GD floor")
+                if floor <= hi:
+                    ax.axhline(max(floor, GAP_FLOOR), color=colors[m], ls=":", lw=1.0,
+                               label=f"{m}: predicted D-GD floor")
+                else:
+                    off_scale.append(f"{m}: {floor:.3g}")
+        ax.set_ylim(lo, hi)
+        if off_scale:
+            ax.text(0.99, 0.99, "predicted D-GD floor, above the axis:\n" + "\n".join(off_scale),
+                    transform=ax.transAxes, ha="right", va="top", fontsize=6.5,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"})
         ax.set_title(f"attack: {attack}")
         ax.set_xlabel("communication rounds")
         ax.set_ylabel(rf"$L_H(x_t) - {level_name}$")
@@ -186,9 +197,11 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
             sub.set_xlabel("communication rounds", fontsize=8)
             sub.set_ylabel(rf"$L_H(x_t) - {level_name}$", fontsize=8)
             sub.grid(alpha=0.3, which="both")
-    axes[0][0].legend(fontsize=7, loc="lower left")
+    handles = {label: h for a in axes[0] for h, label in zip(*a.get_legend_handles_labels())}
+    rows_of_legend = -(-len(handles) // 3)
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="lower center", ncol=3, frameon=False)
     fig.suptitle(f"{title}\n{level_name.replace('{', '').replace('}', '')} = {l_ref}; {band_text(rows)}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.045 * rows_of_legend + 0.02, 1, 1))  # the legend below the panels hides no curve
     _save(fig, path)
 
 
