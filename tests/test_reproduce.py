@@ -97,29 +97,35 @@ def test_rerun_resumes_from_finished_stages(quick, capsys):
     assert log["stages_computed"] == 0 and log["compile_s"] == 0.0 and log["wall_s"] > 0
 
 
-@pytest.mark.parametrize("damage", ["truncate", "pickle"])  # the other damages: test_files.py
-def test_damaged_stage_is_recomputed_with_a_warning(quick, tmp_path, capsys, damage):
-    """A truncated .npz, or a pickle in place of the record: the stage is recomputed (same results) with a warning, and nothing from the file is executed."""
+def test_damaged_stages_are_recomputed_with_a_warning(quick, tmp_path, capsys):
+    """The PIGS tuning stage with a truncated .npz, an attacked stage with a pickle in place of its
+    record (the other damages: test_files.py): one rerun recomputes both (same results) with a warning
+    for each, resuming after the stage before them, and nothing from the pickle is executed."""
     import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (pytest.fail, ("code from a stage file was executed",))
 
     out = tmp_path / "short"
     shutil.copytree(quick / "stages", out / "stages")
-    npz = sorted((out / "stages").glob("attacked-*.npz"))[0]
-    data = npz.read_bytes()
-    if damage == "truncate":
-        npz.write_bytes(data[: len(data) // 2])
-    else:
-        class Boom:
-            def __reduce__(self):
-                return (pytest.fail, ("code from a stage file was executed",))
 
-        npz.with_suffix(".json").unlink()
-        npz.with_suffix(".pkl").write_bytes(pickle.dumps(Boom()))
+    def methods(npz):
+        return {cols["method"].split("(")[0] for _, _, cols in json.loads(npz.with_suffix(".json").read_text())["meta"]["runs"]}
+
+    (truncated,) = [p for p in (out / "stages").glob("reference-*.npz") if methods(p) == {"PIGS"}]  # the second stage
+    pickled = sorted((out / "stages").glob("attacked-*.npz"))[0]
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    pickled.with_suffix(".json").unlink()
+    pickled.with_suffix(".pkl").write_bytes(pickle.dumps(Boom()))
     capsys.readouterr()
     assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert f"stage {npz.stem}" in captured.err and "recomputing it" in captured.err
-    assert "resuming: " in captured.out
+    assert f"stage {truncated.stem} is damaged" in captured.err and f"stage {pickled.stem} is incomplete" in captured.err
+    assert captured.err.count("recomputing it") == 2
+    assert "resuming: 1 of 4 stages done" in captured.out  # the lr tuning stage was loaded
+    assert json.loads((out / "reproduce.json").read_text())["stages_computed"] == 2
     assert (out / "metrics.csv").read_text() == (quick / "metrics.csv").read_text()
 
 
