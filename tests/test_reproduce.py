@@ -112,7 +112,8 @@ def test_damaged_stages_are_recomputed_with_a_warning(quick, tmp_path, capsys):
     shutil.copytree(quick / "stages", out / "stages")
 
     def methods(npz):
-        return {cols["method"].split("(")[0] for _, _, cols in json.loads(npz.with_suffix(".json").read_text())["meta"]["runs"]}
+        record = json.loads(npz.with_suffix(".json").read_text())
+        return {cols["method"].split("(")[0] for _, _, cols in record["meta"]["runs"]}
 
     stems = {frozenset(methods(p)): p for p in (out / "stages").glob("reference-*.npz")}
     pickled, truncated = stems[frozenset({"D-GD", "D-NAG"})], stems[frozenset({"PIGS"})]
@@ -123,7 +124,8 @@ def test_damaged_stages_are_recomputed_with_a_warning(quick, tmp_path, capsys):
     capsys.readouterr()
     assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert f"stage {truncated.stem} is damaged" in captured.err and f"stage {pickled.stem} is incomplete" in captured.err
+    assert f"stage {truncated.stem} is damaged" in captured.err
+    assert f"stage {pickled.stem} is incomplete" in captured.err
     assert captured.err.count("recomputing it") == 2
     assert json.loads((out / "reproduce.json").read_text())["stages_computed"] == 2
     assert (out / "metrics.csv").read_text() == (quick / "metrics.csv").read_text()
@@ -145,11 +147,15 @@ def test_stage_cache_says_where_it_resumes(tmp_path, monkeypatch, capsys):
         return [], {}, {"compile_s": 1.5, "run_s": 2.0}
 
     monkeypatch.setattr(rp, "execute", execute)
-    raw = lambda name: rp._raw(name, "iid", None, 1e-3, 3, 1, [0], ["NoAttack"], [{"name": "DGD"}],  # noqa: E731
-                               {"name": "Average"}, 1, False, None)
+
+    def raw(name):
+        return rp._raw(name, "iid", None, 1e-3, 3, 1, [0], ["NoAttack"], [{"name": "DGD"}], {"name": "Average"},
+                       1, False, None)
+
     for loaded in ([], ["a"], ["a", "b"], ["a", "b", "c"]):
         stored = {name: ([], {}, {}) for name in loaded}
-        computed.clear(), saved.clear()
+        computed.clear()
+        saved.clear()
         cache = rp.StageCache(tmp_path, "synthetic", 3, show_progress=False)
         capsys.readouterr()
         for name in "abc":
@@ -157,7 +163,8 @@ def test_stage_cache_says_where_it_resumes(tmp_path, monkeypatch, capsys):
         cache.finish()
         out = capsys.readouterr().out
         assert computed == saved == [n for n in "abc" if n not in loaded]
-        assert (cache.loaded, cache.computed, cache.compile_s) == (len(loaded), 3 - len(loaded), 1.5 * (3 - len(loaded)))
+        left = 3 - len(loaded)
+        assert (cache.loaded, cache.computed, cache.compile_s) == (len(loaded), left, 1.5 * left)
         if not loaded:
             assert out == ""
         elif len(loaded) < 3:
