@@ -99,30 +99,80 @@ def test_rerun_resumes_from_finished_stages(quick, capsys):
     assert log["stages_computed"] == 0 and log["compile_s"] == 0.0 and log["wall_s"] > 0
 
 
-@pytest.mark.parametrize("damage", ["truncate", "pickle"])  # the other damages: test_files.py
-def test_damaged_stage_is_recomputed_with_a_warning(quick, tmp_path, capsys, damage):
-    """A truncated .npz, or a pickle in place of the record: the stage is recomputed (same results) with a warning, and nothing from the file is executed."""
+def test_damaged_stages_are_recomputed_with_a_warning(quick, tmp_path, capsys):
+    """The lr tuning stage with a pickle in place of its record, the PIGS tuning stage with a truncated
+    .npz (the other damages: test_files.py; the two cheapest stages): one rerun recomputes both (same
+    results, so the same attacked stages are loaded) with a warning for each, and nothing from the
+    pickle is executed."""
     import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (pytest.fail, ("code from a stage file was executed",))
 
     out = tmp_path / "short"
     shutil.copytree(quick / "stages", out / "stages")
-    npz = sorted((out / "stages").glob("attacked-*.npz"))[0]
-    data = npz.read_bytes()
-    if damage == "truncate":
-        npz.write_bytes(data[: len(data) // 2])
-    else:
-        class Boom:
-            def __reduce__(self):
-                return (pytest.fail, ("code from a stage file was executed",))
 
-        npz.with_suffix(".json").unlink()
-        npz.with_suffix(".pkl").write_bytes(pickle.dumps(Boom()))
+    def methods(npz):
+        record = json.loads(npz.with_suffix(".json").read_text())
+        return {cols["method"].split("(")[0] for _, _, cols in record["meta"]["runs"]}
+
+    stems = {frozenset(methods(p)): p for p in (out / "stages").glob("reference-*.npz")}
+    pickled, truncated = stems[frozenset({"D-GD", "D-NAG"})], stems[frozenset({"PIGS"})]
+    pickled.with_suffix(".json").unlink()
+    pickled.with_suffix(".pkl").write_bytes(pickle.dumps(Boom()))
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
     capsys.readouterr()
     assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert f"stage {npz.stem}" in captured.err and "recomputing it" in captured.err
-    assert "resuming: " in captured.out
+    assert f"stage {truncated.stem} is damaged" in captured.err
+    assert f"stage {pickled.stem} is incomplete" in captured.err
+    assert captured.err.count("recomputing it") == 2
+    assert json.loads((out / "reproduce.json").read_text())["stages_computed"] == 2
     assert (out / "metrics.csv").read_text() == (quick / "metrics.csv").read_text()
+
+
+def test_stage_cache_says_where_it_resumes(tmp_path, monkeypatch, capsys):
+    """Stages found stored are loaded, the rest computed and stored; before the first one computed
+    after loading some it prints "resuming: k of N stages done" (once), and "(nothing to compute)"
+    only when every stage was loaded. ``execute`` is a stub: no program is compiled."""
+    import byzjax.app.reproduce as rp
+
+    stored, computed, saved = {}, [], []
+    monkeypatch.setattr(rp, "find_stage", lambda stem: stored.get(stem.name.split("-")[0]))
+    monkeypatch.setattr(rp, "prepare", lambda cfg, source: "prepared")
+    monkeypatch.setattr(rp, "save_stage", lambda stem, *a: saved.append(stem.name.split("-")[0]))
+
+    def execute(cfg, out, show_progress, prepared):
+        computed.append(cfg.name)
+        return [], {}, {"compile_s": 1.5, "run_s": 2.0}
+
+    monkeypatch.setattr(rp, "execute", execute)
+
+    def raw(name):
+        return rp._raw(name, "iid", None, 1e-3, 3, 1, [0], ["NoAttack"], [{"name": "DGD"}], {"name": "Average"},
+                       1, False, None)
+
+    for loaded in ([], ["a"], ["a", "b"], ["a", "b", "c"]):
+        stored = {name: ([], {}, {}) for name in loaded}
+        computed.clear()
+        saved.clear()
+        cache = rp.StageCache(tmp_path, "synthetic", 3, show_progress=False)
+        capsys.readouterr()
+        for name in "abc":
+            cache.run(name, "iid", raw(name))
+        cache.finish()
+        out = capsys.readouterr().out
+        assert computed == saved == [n for n in "abc" if n not in loaded]
+        left = 3 - len(loaded)
+        assert (cache.loaded, cache.computed, cache.compile_s) == (len(loaded), left, 1.5 * left)
+        if not loaded:
+            assert out == ""
+        elif len(loaded) < 3:
+            assert out == f"resuming: {len(loaded)} of 3 stages done\n"
+        else:
+            assert out == "resuming: 3 of 3 stages done (nothing to compute)\n"
 
 
 def test_long_quick_writes_experiment_b(tmp_path):
