@@ -59,12 +59,12 @@ def settings(which: str, quick: bool) -> dict:
         s = {"fs": [1, 5], "splits": [("iid", None), ("dirichlet", 1.0)], "lam": 1e-3, "rounds": 500,
              "ref_rounds": 750, "attacks": ATTACKS, "paper_etas": [32.0, 16.0, 8.0, 4.0, 2.0, 1.0]}
         if quick:
-            s |= {"fs": [1], "splits": [("iid", None)], "rounds": 40, "ref_rounds": 60}
+            s |= {"fs": [1], "splits": [("iid", None)], "rounds": 20, "ref_rounds": 30}
     elif which == "long":
         s = {"fs": [1], "splits": [("dirichlet", 5.0)], "lam": 1e-2, "rounds": 5000, "ref_rounds": 5000,
              "attacks": ["Optimal_ALittleIsEnough"], "paper_etas": [4.0]}
         if quick:
-            s |= {"rounds": 60, "ref_rounds": 60}
+            s |= {"rounds": 30, "ref_rounds": 30}
     else:
         raise ValueError(f"unknown experiment {which!r} (allowed: short, long)")
     return s
