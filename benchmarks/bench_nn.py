@@ -9,9 +9,10 @@ vmapped runs sharing the data, compile time apart, and the device. A ByzFL-style
 (per-client forward/backward, flatten, the same pipeline in torch: ``bench_nn_torch.py``) is timed
 in the same run by ``--torch-python`` (a Python with torch, e.g. a separate venv: torch is a
 benchmark-only extra, never a byzjax dependency), or by this Python if it has torch; else skipped.
-The date, the device and the machine's load average are printed with the table.
+The date, the device and the machine's load average are printed with the table; besides wall ms/round it
+prints the process's CPU ms/round (all threads), less dependent on the load of a shared machine.
 
-    python benchmarks/bench_nn.py [--model cnn_mnist] [--runs 1 8 64] [--rounds 5] [--shard 32]
+    python benchmarks/bench_nn.py [--model cnn_mnist] [--runs 1 8 64] [--rounds 5] [--shard 32] [--repeats 2]
                                   [--torch-python /path/to/torchvenv/bin/python] [--json out.json]
 """
 
@@ -46,17 +47,19 @@ N_HONEST, F, BATCH, CLIP, TAU = 25, 5, 32, 2.0, 1.5
 
 
 def timed(fn, *args, repeats=2):
-    """(compile seconds, best run seconds) of ``jit(fn)(*args)``, compiled ahead of time."""
+    """(compile seconds, best run seconds, best run CPU seconds of this process) of ``jit(fn)(*args)``,
+    compiled ahead of time. The CPU seconds (``time.process_time``, all threads) are the less
+    load-dependent number on a shared machine: on an idle one, wall ~= CPU / cores used."""
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     jax.block_until_ready(compiled(*args))  # warm
-    best = np.inf
+    best, best_cpu = np.inf, np.inf
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(compiled(*args))
-        best = min(best, time.perf_counter() - t0)
-    return compile_s, best
+        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
+    return compile_s, best, best_cpu
 
 
 def torch_baseline(python: str, shards, rounds: int) -> dict:
@@ -83,6 +86,7 @@ def main(argv=None):
     p.add_argument("--runs", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--shard", type=int, default=BATCH, help="samples per honest worker (>= 32)")
+    p.add_argument("--repeats", type=int, default=2, help="timings after the warm-up run; the best counts")
     p.add_argument("--torch-python", default=None,
                    help="a Python with torch for the ByzFL-style baseline (cnn_mnist only; default: this one if "
                         "it has torch, else the baseline is skipped)")
@@ -110,22 +114,24 @@ def main(argv=None):
           f"{args.model} d = {problem.dim:,}; n = {N_HONEST}+{F}; {args.shard} samples per worker, batch {BATCH}; "
           f"ALIE tau {TAU}, Clipping({CLIP}) -> NNM -> TrMean; {args.rounds} rounds per timing (+1 evaluation "
           f"pass on 256 test images at each end)", flush=True)
-    print(f"{'':10s} {'runs':>5s} {'compile s':>10s} {'ms/round':>10s} {'run-rounds/s':>13s}", flush=True)
+    print(f"{'':10s} {'runs':>5s} {'compile s':>10s} {'ms/round':>10s} {'cpu ms/round':>13s} {'run-rounds/s':>13s}",
+          flush=True)
     rows = []
     for runs in args.runs:
         lrs = jnp.full((runs,), 0.01)
 
-        def ours(lrs, exp=exp):
-            def one(lr):
+        def ours(lrs, data, exp=exp):  # data is an argument, as in byzjax.sweep: a closed-over data set
+            def one(lr):                # is a constant that XLA would spend minutes constant-folding
                 return run(jax.random.key(0), eqx.tree_at(lambda e: e.algorithm.lr, exp, lr), data).metrics["loss"]
 
             return jax.vmap(one)(lrs)
 
-        c, t = timed(ours, lrs)
+        c, t, cpu = timed(ours, lrs, data, repeats=args.repeats)
         rows.append({"impl": "byzjax", "runs": runs, "compile_s": c, "ms_per_round": 1e3 * t / args.rounds,
-                     "run_rounds_per_s": runs * args.rounds / t})
-        print(f"{'byzjax':10s} {runs:5d} {c:10.2f} {1e3 * t / args.rounds:10.1f} {runs * args.rounds / t:13.1f}",
-              flush=True)
+                     "cpu_ms_per_round": 1e3 * cpu / args.rounds, "run_rounds_per_s": runs * args.rounds / t,
+                     "load_1": round(os.getloadavg()[0], 2)})
+        print(f"{'byzjax':10s} {runs:5d} {c:10.2f} {1e3 * t / args.rounds:10.1f} {1e3 * cpu / args.rounds:13.1f} "
+              f"{runs * args.rounds / t:13.1f}   (load {os.getloadavg()[0]:.1f})", flush=True)
     python = args.torch_python or default_torch_python()
     if args.model != "cnn_mnist":
         print("torch baseline: written for cnn_mnist only")
@@ -134,12 +140,15 @@ def main(argv=None):
     else:
         res = torch_baseline(python, data.shards, args.rounds)
         rows.append({"impl": "torch", "runs": 1, "compile_s": None, "ms_per_round": res["ms_per_round"],
-                     "run_rounds_per_s": 1e3 / res["ms_per_round"], "torch": res["torch"], "threads": res["threads"]})
-        print(f"{'torch':10s} {1:5d} {'':>10s} {res['ms_per_round']:10.1f} {1e3 / res['ms_per_round']:13.1f}"
-              f"   (torch {res['torch']}, {res['threads']} threads)")
+                     "cpu_ms_per_round": res.get("cpu_ms_per_round"), "run_rounds_per_s": 1e3 / res["ms_per_round"],
+                     "torch": res["torch"], "threads": res["threads"], "load_1": round(os.getloadavg()[0], 2)})
+        print(f"{'torch':10s} {1:5d} {'':>10s} {res['ms_per_round']:10.1f} {res.get('cpu_ms_per_round', np.nan):13.1f} "
+              f"{1e3 / res['ms_per_round']:13.1f}   (torch {res['torch']}, {res['threads']} threads; load "
+              f"{os.getloadavg()[0]:.1f})")
         for row in rows[:-1]:
+            cpu_ratio = res.get("cpu_ms_per_round", np.nan) * row["runs"] / row["cpu_ms_per_round"]
             print(f"byzjax {row['runs']} run(s): {res['ms_per_round'] * row['runs'] / row['ms_per_round']:.1f}x the "
-                  f"torch loop's run-rounds per second")
+                  f"torch loop's run-rounds per second ({cpu_ratio:.1f}x per CPU second)")
     if args.json:
         Path(args.json).write_text(json.dumps({**header, "rows": rows}, indent=1))
 

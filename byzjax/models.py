@@ -1,9 +1,15 @@
 """ByzFL's models (``byzfl.fed_framework.models``) as equinox Modules, with PyTorch's default init.
 
 A model maps ONE sample to its output ``[num_classes]``: an image ``[H, W, C]`` (or the same
-pixels flattened, ``[H * W * C]``); batch it with ``jax.vmap``. Inside, layouts follow PyTorch:
-convolutions run on ``[C, H, W]`` with weights ``[out, in, kh, kw]`` and feature maps are
-flattened in ``(C, H, W)`` order, so a ByzFL state dict maps one to one onto these leaves.
+pixels flattened, ``[H * W * C]``); batch it with ``jax.vmap``. The parameters follow PyTorch:
+conv weights ``[out, in, kh, kw]``, conv biases ``[out, 1, 1]``, and the feature maps are flattened
+in ``(C, H, W)`` order before the first Linear, so a ByzFL state dict maps one to one onto these
+leaves. The feature maps themselves are channels-last ``[H, W, C]`` and every convolution is an
+im2col product (``conv2d``): the ``kh kw C`` shifted views of the input side by side, times the
+weight as a ``[kh kw C, out]`` matrix. Under ``jax.vmap`` over workers (per-worker weight
+gradients) or over runs (per-run weights) that product is a batched matrix multiply, where
+``lax.conv_general_dilated`` becomes a grouped convolution (``feature_group_count`` = number of
+workers or runs), which XLA:CPU runs several times slower.
 
 Outputs are ByzFL's: ``fc_mnist``, ``cnn_mnist`` and ``cnn_cifar`` end with a log-softmax,
 ``logreg_mnist`` with a sigmoid (as ByzFL's), ``ResNet18`` with logits. The cross-entropy of
@@ -78,10 +84,48 @@ def torch_init(model, key):
 _torch_init_jit = eqx.filter_jit(torch_init)
 
 
+def conv2d(layer: eqx.nn.Conv2d, x: jax.Array) -> jax.Array:
+    """``layer`` (zero padding, groups 1, no dilation) applied to ``x [H, W, C]``, channels last:
+    ``out[p, q, o] = b_o + sum_{i, j, c} x_pad[s_h p + i, s_w q + j, c] w[o, c, i, j]``, i.e. PyTorch's
+    ``F.conv2d`` (a cross-correlation) in ``[H, W, C]`` layout. Computed as im2col: the ``kh kw``
+    shifted (strided) views of the padded input concatenated along channels, ``[Ho Wo, kh kw C]``,
+    times the weight transposed to ``[kh kw C, out]``; slices and one matrix product, so it batches
+    (vmap over samples, workers or runs) into a batched GEMM and its transpose into pads and adds."""
+    w = layer.weight
+    out_c, in_c, kh, kw = w.shape
+    (pt, pb), (pl, pr) = layer.padding
+    sh, sw = layer.stride
+    x = jnp.pad(x, ((pt, pb), (pl, pr), (0, 0))) if pt or pb or pl or pr else x
+    h, wd, _ = x.shape
+    ho, wo = (h - kh) // sh + 1, (wd - kw) // sw + 1
+    views = [x[i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :] for i in range(kh) for j in range(kw)]
+    cols = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)  # [Ho, Wo, kh kw C], (i, j, c) order
+    mat = jnp.transpose(w, (2, 3, 1, 0)).reshape(kh * kw * in_c, out_c)
+    out = (cols.reshape(ho * wo, kh * kw * in_c) @ mat).reshape(ho, wo, out_c)
+    return out if layer.bias is None else out + layer.bias.reshape(out_c)
+
+
+def group_norm(norm: eqx.nn.GroupNorm, x: jax.Array) -> jax.Array:
+    """``norm`` (``eqx.nn.GroupNorm``, PyTorch's ``nn.GroupNorm``) on channels-last ``x [H, W, C]``:
+    ``y = (x - mean_g) / sqrt(var_g + eps) * weight_c + bias_c``, mean and (biased) variance over the
+    pixels and the ``C / groups`` channels of channel c's group g (Wu & He, 2018)."""
+    h, w, c = x.shape
+    y = x.reshape(h, w, norm.groups, c // norm.groups)
+    mean = jnp.mean(y, axis=(0, 1, 3), keepdims=True)
+    var = jnp.maximum(jnp.var(y, axis=(0, 1, 3), keepdims=True), 0.0)
+    out = ((y - mean) * jax.lax.rsqrt(var + norm.eps)).reshape(h, w, c)
+    return out if norm.weight is None else out * norm.weight + norm.bias
+
+
 def max_pool2(x):
-    """2x2 max-pool with stride 2 on ``[C, H, W]`` (H, W even), ``F.max_pool2d(x, 2, 2)``."""
-    c, h, w = x.shape
-    return x.reshape(c, h // 2, 2, w // 2, 2).max(axis=(2, 4))
+    """2x2 max-pool with stride 2 on channels-last ``[H, W, C]`` (H, W even), ``F.max_pool2d(x, 2, 2)``."""
+    h, w, c = x.shape
+    return x.reshape(h // 2, 2, w // 2, 2, c).max(axis=(1, 3))
+
+
+def flatten_chw(x):
+    """Channels-last maps ``[H, W, C]`` flattened in PyTorch's ``(C, H, W)`` order (ByzFL's ``view``)."""
+    return jnp.transpose(x, (2, 0, 1)).reshape(-1)
 
 
 class AbstractModel(eqx.Module):
@@ -93,9 +137,9 @@ class AbstractModel(eqx.Module):
     @abc.abstractmethod
     def __call__(self, x: jax.Array) -> jax.Array: ...
 
-    def chw(self, x):
-        """A sample as ``[C, H, W]`` (PyTorch's layout) from ``[H, W, C]`` or flat ``[H W C]`` pixels."""
-        return jnp.transpose(x.reshape(self.input_shape), (2, 0, 1))
+    def hwc(self, x):
+        """A sample as channels-last ``[H, W, C]`` from ``[H, W, C]`` or flat ``[H W C]`` pixels."""
+        return x.reshape(self.input_shape)
 
 
 class logreg_mnist(AbstractModel):
@@ -148,9 +192,9 @@ class cnn_mnist(AbstractModel):
         self.f2 = eqx.nn.Linear(500, num_classes, key=k[3])
 
     def __call__(self, x):
-        h = max_pool2(relu(self.c1(self.chw(x))))
-        h = max_pool2(relu(self.c2(h)))
-        return jax.nn.log_softmax(self.f2(relu(self.f1(h.reshape(-1)))))
+        h = max_pool2(relu(conv2d(self.c1, self.hwc(x))))
+        h = max_pool2(relu(conv2d(self.c2, h)))
+        return jax.nn.log_softmax(self.f2(relu(self.f1(flatten_chw(h)))))
 
 
 class cnn_cifar(AbstractModel):
@@ -178,16 +222,17 @@ class cnn_cifar(AbstractModel):
         self.fc3 = eqx.nn.Linear(256, num_classes, key=k[5])
 
     def __call__(self, x):
-        h = self.chw(x)
+        h = self.hwc(x)
         for conv in (self.conv1, self.conv2, self.conv3):
-            h = max_pool2(relu(conv(h)))
-        h = relu(self.fc2(relu(self.fc1(h.reshape(-1)))))
+            h = max_pool2(relu(conv2d(conv, h)))
+        h = relu(self.fc2(relu(self.fc1(flatten_chw(h)))))
         return jax.nn.log_softmax(self.fc3(h))
 
 
 class BasicBlock(eqx.Module):
     """ResNet basic block: ``relu(n2(c2(relu(n1(c1 x)))) + shortcut(x))``, 3x3 convs without bias;
-    the shortcut is a 1x1 strided conv + norm when the shape changes, else the identity."""
+    the shortcut is a 1x1 strided conv + norm when the shape changes, else the identity; on
+    channels-last maps ``[H, W, C]``."""
 
     conv1: eqx.nn.Conv2d
     norm1: eqx.nn.GroupNorm
@@ -207,8 +252,8 @@ class BasicBlock(eqx.Module):
                              eqx.nn.GroupNorm(groups, planes))
 
     def __call__(self, x):
-        out = self.norm2(self.conv2(relu(self.norm1(self.conv1(x)))))
-        short = x if self.shortcut is None else self.shortcut[1](self.shortcut[0](x))
+        out = group_norm(self.norm2, conv2d(self.conv2, relu(group_norm(self.norm1, conv2d(self.conv1, x)))))
+        short = x if self.shortcut is None else group_norm(self.shortcut[1], conv2d(self.shortcut[0], x))
         return relu(out + short)
 
 
@@ -245,10 +290,10 @@ class ResNet18(AbstractModel):
         self.linear = eqx.nn.Linear(512, num_classes, key=keys[9])
 
     def __call__(self, x):
-        h = relu(self.norm1(self.conv1(self.chw(x))))
+        h = relu(group_norm(self.norm1, conv2d(self.conv1, self.hwc(x))))
         for block in self.blocks:
             h = block(h)
-        return self.linear(jnp.mean(h, axis=(1, 2)))  # F.avg_pool2d(h, 4) on the final 4x4 maps
+        return self.linear(jnp.mean(h, axis=(0, 1)))  # F.avg_pool2d(h, 4) on the final 4x4 maps
 
 
 def _pytorch_default(cls) -> Callable[..., AbstractModel]:

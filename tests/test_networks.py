@@ -18,7 +18,7 @@ from byzjax.algorithms import DGD
 from byzjax.attacks import ALittleIsEnough
 from byzjax.data import Shards
 from byzjax.images import federated_images, synthetic_images
-from byzjax.models import MODELS, fan_in
+from byzjax.models import MODELS, conv2d, fan_in, group_norm
 from byzjax.networks import NetworkClassification, network_problem
 from byzjax.oracle import RobustOracle
 from byzjax.preaggregators import NNM, Pipeline
@@ -131,6 +131,56 @@ def np_cnn_mnist(net, images):
     z = h @ np.asarray(net.f2.weight).T + np.asarray(net.f2.bias)
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def lax_conv_hwc(layer, x):
+    """The reference: ``eqx.nn.Conv2d`` (``lax.conv_general_dilated``) on ``[C, H, W]``, back to ``[H, W, C]``."""
+    return jnp.transpose(layer(jnp.transpose(x, (2, 0, 1))), (1, 2, 0))
+
+
+# (in, out, kernel, stride, padding, bias, H, W): the convolutions of cnn_mnist, cnn_cifar and ResNet18
+CONV_CASES = [(1, 4, 5, 1, 0, True, 12, 10), (3, 5, 5, 1, 2, True, 8, 8), (4, 6, 3, 2, 1, False, 9, 8),
+              (4, 3, 1, 2, 0, False, 8, 7), (2, 3, 3, 1, 1, False, 5, 6)]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_im2col_conv_equals_lax_conv_under_vmap(case, rng):
+    """``conv2d`` (im2col) equals ``lax.conv_general_dilated`` on random inputs: one sample, vmapped
+    over samples with shared weights, vmapped over runs with per-run weights (and samples), and the
+    weight gradient per worker (vmap of grad)."""
+    cin, cout, k, stride, pad, bias, h, w = case
+    layer = eqx.nn.Conv2d(cin, cout, k, stride=stride, padding=pad, use_bias=bias, key=jax.random.key(0))
+    runs = [eqx.tree_at(lambda l: l.weight, layer, jnp.asarray(rng.standard_normal(layer.weight.shape)))
+            for _ in range(3)]
+    if bias:
+        runs = [eqx.tree_at(lambda l: l.bias, l, jnp.asarray(rng.standard_normal(l.bias.shape))) for l in runs]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *runs)
+    x = jnp.asarray(rng.standard_normal((3, 4, h, w, cin)))  # [runs, samples, H, W, C]
+    one = jax.jit(conv2d)(runs[0], x[0, 0])
+    np.testing.assert_allclose(np.asarray(one), np.asarray(lax_conv_hwc(runs[0], x[0, 0])), rtol=1e-12, atol=1e-12)
+    over_runs = eqx.filter_jit(eqx.filter_vmap(jax.vmap(conv2d, (None, 0))))(stacked, x)
+    ref_runs = eqx.filter_vmap(jax.vmap(lax_conv_hwc, (None, 0)))(stacked, x)
+    np.testing.assert_allclose(np.asarray(over_runs), np.asarray(ref_runs), rtol=1e-12, atol=1e-12)
+
+    def worker_grad(conv):
+        def loss(weight, xs):
+            out = jax.vmap(conv, (None, 0))(eqx.tree_at(lambda l: l.weight, runs[0], weight), xs)
+            return jnp.sum(jnp.sin(out))
+        return jax.jit(jax.vmap(jax.grad(loss), (None, 0)))(runs[0].weight, x)  # one weight, 3 workers
+
+    np.testing.assert_allclose(np.asarray(worker_grad(conv2d)), np.asarray(worker_grad(lax_conv_hwc)),
+                               rtol=1e-11, atol=1e-11)
+
+
+def test_channels_last_group_norm_equals_equinox(rng):
+    """``group_norm`` on ``[H, W, C]`` equals ``eqx.nn.GroupNorm`` on ``[C, H, W]`` (random affine)."""
+    for groups, c in ((2, 6), (3, 3), (1, 4)):
+        norm = eqx.nn.GroupNorm(groups, c)
+        norm = eqx.tree_at(lambda n: (n.weight, n.bias), norm,
+                           (jnp.asarray(rng.standard_normal(c)), jnp.asarray(rng.standard_normal(c))))
+        x = jnp.asarray(3.0 + rng.standard_normal((5, 4, c)))
+        ref = jnp.transpose(norm(jnp.transpose(x, (2, 0, 1))), (1, 2, 0))
+        np.testing.assert_allclose(np.asarray(jax.jit(group_norm)(norm, x)), np.asarray(ref), rtol=1e-12, atol=1e-12)
 
 
 def test_cnn_mnist_loss_matches_numpy_reference(rng):
