@@ -55,6 +55,7 @@ class Cell(NamedTuple):
     data: object  # FederatedData of the seed
     experiments: dict  # method label -> Experiment
     key: jax.Array  # the seed's key (jax.random.key(seed), as the runner)
+    lam: float  # the L2 weight lambda (a lower bound on mu)
 
 
 def experiment_a_cell(source: str = "fashion-mnist", *, f: int = 5, alpha: float = 1.0, lam: float = 1e-3,
@@ -81,7 +82,7 @@ def experiment_a_cell(source: str = "fashion-mnist", *, f: int = 5, alpha: float
         experiments = {}
         for label, spec in zip(steps, cfg.runs):
             experiments[label] = build_experiment(spec, problem, cfg.data_instances[0].n_honest, rounds, eval_every)
-    return Cell(problem, one, experiments, jax.random.key(seed))
+    return Cell(problem, one, experiments, jax.random.key(seed), lam)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,18 +225,16 @@ def constants_at(cell: Cell, x, iters: int = 200) -> dict:
     return {"L": L, "mu": mu, "delta": float(theory.similarity_delta(cell.problem, cell.data.shards, x, k, iters))}
 
 
-def cell_theory(metrics: dict, kappa: float | None, constants: dict) -> dict:
+def cell_theory(metrics: dict, kappa: float | None, mu: float) -> dict:
     """The theory module's numbers for the cell from the runs' per-round ``metrics`` (their rounds
     concatenated): ``kappa_hat`` (median, max), the (G, B) fit of all rounds with the rule's proven
-    ``kappa`` (``theory.trace_theory``: ``G^2``, ``B^2``, ``kappa B^2``, the predicted D-GD floor with
-    the smallest ``mu`` of ``constants``, ``{point name: constants_at(...)}``)."""
-    mu = min(c["mu"] for c in constants.values())
+    ``kappa`` (``theory.trace_theory``: ``G^2``, ``B^2``, ``kappa B^2``, the predicted D-GD floor
+    ``kappa G^2 / (2 mu (1 - kappa B^2))``)."""
     fit = theory.trace_theory(metrics, kappa, mu)
     kh = metrics["kappa_hat"][np.isfinite(metrics["kappa_hat"])]
     return {"kappa_proven": kappa, "kappa_hat_median": float(np.median(kh)), "kappa_hat_max": float(np.max(kh)),
             "G2": fit["G2"], "B2": fit["B2"], "G2_at_B0": fit["G2_b0"], "kappa_b2": fit["kappa_b2"],
-            "kappa_b2_lt_1": fit["kappa_b2_lt_1"], "floor_dgd": fit["floor_dgd"], "mu_used": mu,
-            "constants": constants}
+            "kappa_b2_lt_1": fit["kappa_b2_lt_1"], "floor_dgd": fit["floor_dgd"], "mu_used": mu}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,8 +249,8 @@ def write_csv(path: Path, trajectories: dict, dists: dict, loss_star: float) -> 
         for method, t in trajectories.items():
             d = dists[method]
             for i in range(len(t.rounds)):
-                w.writerow([method, int(t.rounds[i]), repr(t.loss[i]), repr(t.loss[i] - loss_star),
-                            repr(d["dist_star"][i]), repr(d["dist_fp"][i]), repr(d["cos_fp"][i])])
+                values = (t.loss[i], t.loss[i] - loss_star, d["dist_star"][i], d["dist_fp"][i], d["cos_fp"][i])
+                w.writerow([method, int(t.rounds[i]), *(repr(float(v)) for v in values)])
 
 
 def plot(path: Path, trajectories: dict, dists: dict, loss_star: float, fp_gap: float, title: str) -> None:
@@ -305,12 +304,14 @@ def part_fixed_point(cell: Cell, out: Path, fp_chunks: int, fp_chunk: int, iters
     for name, c in constants.items():
         print(f"  at {name}: L = {c['L']:.4g}, mu = {c['mu']:.4g}, delta = {c['delta']:.4g}", flush=True)
     L = max(c["L"] for c in constants.values())
-    mu = min(c["mu"] for c in constants.values())
+    # mu: the softmax loss is invariant to adding one vector to every class's weights, so its Hessian
+    # is singular and mu = lambda exactly; the power iteration approaches it from above
+    mu = min([c["mu"] for c in constants.values()] + [cell.lam])
     t1 = time.perf_counter()
     fp = find_fixed_point(dgd, cell.data, cell.key, x_start=x0,
                           phases=heavy_ball_phases(L, mu, chunks=fp_chunks, chunk=fp_chunk))
     info = {"loss_star": ref.loss_star, "grad_norm_star": ref.grad_norm, "converged": ref.converged,
-            "constants": constants, "residual": fp.residual, "residual_at_x0": float(fp.residuals[0]),
+            "constants": constants, "mu": mu, "L": L, "residual": fp.residual, "residual_at_x0": float(fp.residuals[0]),
             "grad_norm": fp.grad_norm, "loss": fp.loss, "gap_star": fp.loss - ref.loss_star,
             "dist_star": float(np.linalg.norm(fp.x - ref.x_star)), "norm_x_star": float(np.linalg.norm(ref.x_star)),
             "iterations": len(fp.residuals), "chunks": fp.phases, "seconds": time.perf_counter() - t1}
@@ -358,7 +359,11 @@ def report(out: Path, figure: str | None, data_name: str) -> dict:
     dists = {m: distances(t, x_star, x_fp) for m, t in trajectories.items()}
     metrics = {k: np.concatenate([t.metrics[k] for t in trajectories.values()])
                for k in ("spread", "grad_norm", "kappa_hat", "error")}
-    th = cell_theory(metrics, runs_info["kappa_proven"], fp_info["constants"])
+    th = cell_theory(metrics, runs_info["kappa_proven"], fp_info["mu"])
+    # the same fit with the measured kappa (the largest kappa_hat of the rounds) instead of the proven one
+    th_measured = cell_theory(metrics, None, fp_info["mu"])
+    th |= {"measured_kappa_" + k: v for k, v in th_measured.items()
+           if k in ("G2", "B2", "kappa_b2", "floor_dgd")} | {"constants": fp_info["constants"]}
     methods = {}
     for m, t in trajectories.items():
         d = dists[m]
