@@ -263,8 +263,11 @@ def plot(path: Path, trajectories: dict, dists: dict, loss_star: float, fp_gap: 
     for method, t in trajectories.items():
         d = dists[method]
         axes[0].plot(t.rounds, np.maximum(t.loss - loss_star, 1e-12), label=method)
-        axes[1].plot(t.rounds, d["dist_fp"] / d["dist_fp"][0], label=method)
-        axes[2].plot(t.rounds[1:], d["cos_fp"][1:], label=method)
+        ref0 = dists[next(iter(dists))]["dist_fp"][0]  # ||x_0 - x_fp|| (every run starts at x_0)
+        style = {"marker": "o", "ls": "none"} if np.sum(np.isfinite(d["dist_fp"])) < 2 else {}
+        axes[1].plot(t.rounds, d["dist_fp"] / ref0, label=method + (" (end of Experiment A's run)" if style else ""),
+                     **style)
+        axes[2].plot(t.rounds[1:], d["cos_fp"][1:], label=method, **style)
     axes[0].axhline(fp_gap, color="k", ls="--", lw=1, label=f"L_H(x_fp) - L* = {fp_gap:.3g}")
     axes[0].set(yscale="log", xlabel="communication round", ylabel="L_H(x_t) - L*", title="gap to the exact optimum")
     axes[1].set(yscale="log", xlabel="communication round", ylabel="||x_t - x_fp|| / ||x_0 - x_fp||",
@@ -291,35 +294,68 @@ def lowest(t: Trajectory, loss_star: float) -> tuple[float, int]:
 # The script: two parts that can run apart (in two processes) and a report that joins them
 
 
-def part_fixed_point(cell: Cell, out: Path, fp_chunks: int, fp_chunk: int, iters: int) -> None:
-    """``x*`` and ``L*`` (``reference_optimum``), L, mu, delta at ``x0`` and ``x*``, and ``x_fp``;
-    written to ``OUT/fixed_point.npz`` and ``OUT/fixed_point.json``."""
-    t0 = time.perf_counter()
+def _x0(cell: Cell):
     dgd = cell.experiments["D-GD"]
-    x0 = cell.problem.init(jax.random.fold_in(cell.key, 0)) if dgd.x0 is None else dgd.x0
-    ref = theory.reference_optimum(cell.problem, cell.data.shards, x0)
+    return cell.problem.init(jax.random.fold_in(cell.key, 0)) if dgd.x0 is None else dgd.x0
+
+
+def warm_start(spec: str | None):
+    """``None``, or the final model of a stored ``reproduce`` stage, ``STEM:METHOD`` (e.g.
+    ``results/paper_short/stages/reference-dirichlet-64c5c333e797:PIGS(eta=1.5)``)."""
+    if not spec:
+        return None
+    from byzjax.app.reproduce import load_stage
+
+    stem, _, method = spec.rpartition(":")
+    runs, _, _ = load_stage(Path(stem))
+    for _, _, cols, trace in runs:
+        if cols["method"] == method:
+            return np.asarray(trace.final_params, np.float64)
+    raise SystemExit(f"--warm-start: no run {method!r} in {stem}")
+
+
+def part_reference(cell: Cell, out: Path, iters: int, tol: float, start=None) -> None:
+    """``x*`` and ``L*`` (``reference_optimum`` from ``start``, default the runs' ``x0``), and L, mu,
+    delta at ``x0`` and ``x*``; written to ``OUT/reference.npz`` and ``OUT/reference.json``."""
+    t0 = time.perf_counter()
+    x0 = _x0(cell)
+    ref = theory.reference_optimum(cell.problem, cell.data.shards, x0 if start is None else start, tol=tol)
     print(f"L* = {ref.loss_star:.10g} (||grad L_H(x*)|| = {ref.grad_norm:.2e}, converged {ref.converged}, "
+          f"{ref.newton_iters} Newton iterations, {ref.cg_iters} Hessian-vector products, "
           f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "reference.npz", x_star=np.asarray(ref.x_star, np.float64))
+    info = {"loss_star": ref.loss_star, "grad_norm_star": ref.grad_norm, "converged": ref.converged, "tol": tol,
+            "newton_iters": ref.newton_iters, "cg_iters": ref.cg_iters,
+            "warm_start": start is not None, "seconds": time.perf_counter() - t0}
+    (out / "reference.json").write_text(json.dumps(info, indent=2, default=float))
     constants = {"x0": constants_at(cell, x0, iters), "x_star": constants_at(cell, ref.x_star, iters)}
     for name, c in constants.items():
         print(f"  at {name}: L = {c['L']:.4g}, mu = {c['mu']:.4g}, delta = {c['delta']:.4g}", flush=True)
-    L = max(c["L"] for c in constants.values())
+    (out / "reference.json").write_text(json.dumps(info | {"constants": constants}, indent=2, default=float))
+
+
+def part_fixed_point(cell: Cell, out: Path, fp_chunks: int, fp_chunk: int, iters: int, L: float | None,
+                     start=None) -> None:
+    """``x_fp`` from ``start`` (default the runs' ``x0``; heavy ball with ``L`` given or measured at
+    ``x0`` and ``mu = lambda``); written to ``OUT/fixed_point.npz`` and ``OUT/fixed_point.json``."""
+    x0 = _x0(cell)
+    if L is None:
+        L = float(theory.smoothness(theory.honest_loss(cell.problem, cell.data.shards), x0,
+                                    jax.random.fold_in(cell.key, 7), iters))
     # mu: the softmax loss is invariant to adding one vector to every class's weights, so its Hessian
-    # is singular and mu = lambda exactly; the power iteration approaches it from above
-    mu = min([c["mu"] for c in constants.values()] + [cell.lam])
+    # is singular and mu = lambda exactly (a power iteration approaches it from above)
+    mu = cell.lam
     t1 = time.perf_counter()
-    fp = find_fixed_point(dgd, cell.data, cell.key, x_start=x0,
+    fp = find_fixed_point(cell.experiments["D-GD"], cell.data, cell.key, x_start=x0 if start is None else start,
                           phases=heavy_ball_phases(L, mu, chunks=fp_chunks, chunk=fp_chunk))
-    info = {"loss_star": ref.loss_star, "grad_norm_star": ref.grad_norm, "converged": ref.converged,
-            "constants": constants, "mu": mu, "L": L, "residual": fp.residual, "residual_at_x0": float(fp.residuals[0]),
-            "grad_norm": fp.grad_norm, "loss": fp.loss, "gap_star": fp.loss - ref.loss_star,
-            "dist_star": float(np.linalg.norm(fp.x - ref.x_star)), "norm_x_star": float(np.linalg.norm(ref.x_star)),
-            "iterations": len(fp.residuals), "chunks": fp.phases, "seconds": time.perf_counter() - t1}
+    info = {"L": L, "mu": mu, "started_from_x0": start is None, "residual": fp.residual, "residual_at_x0": float(fp.residuals[0]),
+            "grad_norm": fp.grad_norm, "loss": fp.loss, "iterations": len(fp.residuals), "chunks": fp.phases,
+            "seconds": time.perf_counter() - t1}
     print(f"x_fp: ||g_hat|| = {fp.residual:.3e} (at x0 {info['residual_at_x0']:.3e}), ||grad L_H|| = "
-          f"{fp.grad_norm:.4g}, L_H - L* = {info['gap_star']:.4g}, ||x_fp - x*|| = {info['dist_star']:.4g}, "
-          f"||x*|| = {info['norm_x_star']:.4g} ({info['seconds']:.0f} s, {info['iterations']} iterations)", flush=True)
+          f"{fp.grad_norm:.4g}, L_H = {fp.loss:.6g} ({info['seconds']:.0f} s, {info['iterations']} iterations)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "fixed_point.npz", x_fp=fp.x, x_star=np.asarray(ref.x_star, np.float64), residuals=fp.residuals)
+    np.savez(out / "fixed_point.npz", x_fp=fp.x, residuals=fp.residuals)
     (out / "fixed_point.json").write_text(json.dumps(info, indent=2, default=float))
 
 
@@ -348,14 +384,50 @@ def load_runs(out: Path) -> dict:
                               {k.split("/")[-1]: z[k] for k in z.files if k.startswith(f"{m}/m/")}) for m in methods}
 
 
-def report(out: Path, figure: str | None, data_name: str) -> dict:
-    """Joins the two parts: the CSV, ``summary.json`` and the figure."""
+def stage_trajectories(spec: str | None, methods, rounds: np.ndarray, dim: int) -> dict:
+    """Trajectories of ``methods`` read from a stored ``reproduce`` stage (``STEM``: Experiment A's
+    own runs of the cell): ``L_H`` at the evaluation rounds from the per-round metric ``loss`` (the
+    model's loss for D-GD and PIGS; D-NAG's is at its look-ahead point), the model only at the end
+    (``final_params``; nan rows before)."""
+    if not spec:
+        return {}
+    from byzjax.app.reproduce import load_stage, with_kappa_hat
+
+    runs, _, _ = load_stage(Path(spec))
+    found = {}
+    for _, _, cols, trace in runs:
+        trace = with_kappa_hat(trace)
+        label = cols["method"].split("(")[0]
+        if label in methods:
+            per_round = np.asarray(trace.metrics["loss"], np.float64)
+            loss = np.array([per_round[r] if r < len(per_round) else np.nan for r in rounds])
+            params = np.full((len(rounds), dim), np.nan)
+            params[-1] = np.asarray(trace.final_params, np.float64)
+            found[label] = Trajectory(rounds, loss, params, {k: np.asarray(v, np.float64) for k, v in trace.metrics.items()})
+    return found
+
+
+def report(out: Path, figure: str | None, data_name: str, stage: str | None = None) -> dict:
+    """Joins the parts: the CSV, ``summary.json`` and the figure; methods of ``STEPS`` missing from
+    ``OUT/runs.npz`` are read from the stored stage ``stage`` (``stage_trajectories``)."""
     fp_info = json.loads((out / "fixed_point.json").read_text())
+    ref_info = json.loads((out / "reference.json").read_text())
     runs_info = json.loads((out / "runs.json").read_text())
     with np.load(out / "fixed_point.npz") as z:
-        x_fp, x_star = z["x_fp"], z["x_star"]
+        x_fp = z["x_fp"]
+    with np.load(out / "reference.npz") as z:
+        x_star = z["x_star"]
     trajectories = load_runs(out)
-    loss_star = fp_info["loss_star"]
+    first = next(iter(trajectories.values()))
+    missing = [m for m in STEPS if m not in trajectories]
+    trajectories |= stage_trajectories(stage, missing, first.rounds, first.params.shape[1])
+    trajectories = {m: trajectories[m] for m in STEPS if m in trajectories}
+    loss_star = ref_info["loss_star"]
+    fp_info |= {"gap_star": fp_info["loss"] - loss_star, "dist_star": float(np.linalg.norm(x_fp - x_star)),
+                "norm_x_star": float(np.linalg.norm(x_star))}
+    print(f"x_fp: ||g_hat|| = {fp_info['residual']:.3e} (at x0 {fp_info['residual_at_x0']:.3e}), ||grad L_H|| = "
+          f"{fp_info['grad_norm']:.4g}, L_H - L* = {fp_info['gap_star']:.4g}, ||x_fp - x*|| = {fp_info['dist_star']:.4g}, "
+          f"||x*|| = {fp_info['norm_x_star']:.4g}")
     dists = {m: distances(t, x_star, x_fp) for m, t in trajectories.items()}
     metrics = {k: np.concatenate([t.metrics[k] for t in trajectories.values()])
                for k in ("spread", "grad_norm", "kappa_hat", "error")}
@@ -363,22 +435,29 @@ def report(out: Path, figure: str | None, data_name: str) -> dict:
     # the same fit with the measured kappa (the largest kappa_hat of the rounds) instead of the proven one
     th_measured = cell_theory(metrics, None, fp_info["mu"])
     th |= {"measured_kappa_" + k: v for k, v in th_measured.items()
-           if k in ("G2", "B2", "kappa_b2", "floor_dgd")} | {"constants": fp_info["constants"]}
+           if k in ("G2", "B2", "kappa_b2", "floor_dgd")} | {"constants": ref_info.get("constants")}
     methods = {}
     for m, t in trajectories.items():
         d = dists[m]
         low, at = lowest(t, loss_star)
-        methods[m] = {"lowest_gap": low, "lowest_round": at, "final_gap": float(t.loss[-1] - loss_star),
-                      "dist_fp_start": float(d["dist_fp"][0]), "dist_fp_min": float(np.min(d["dist_fp"])),
+        finite = np.isfinite(t.loss)
+        methods[m] = {"lowest_gap": low, "lowest_round": at, "final_gap": float(t.loss[finite][-1] - loss_star),
+                      "final_gap_round": int(t.rounds[finite][-1]),
+                      "dist_fp_start": float(d["dist_fp"][0]), "dist_fp_min": float(np.nanmin(d["dist_fp"])),
                       "dist_fp_final": float(d["dist_fp"][-1]), "dist_star_final": float(d["dist_star"][-1]),
                       "cos_round_5": float(d["cos_fp"][1]), "cos_final": float(d["cos_fp"][-1]),
                       "dist_fp_monotone_share": float(np.mean(np.diff(d["dist_fp"]) <= 0))}
+        if not np.isfinite(d["dist_fp"][0]):  # a stage's run: only its final model is known
+            x0 = first.params[0]
+            methods[m]["dist_fp_start"] = float(np.linalg.norm(x0 - x_fp))
         print(f"{m}: lowest gap {low:.4g} (round {at}), final gap {methods[m]['final_gap']:.4g}, ||x - x_fp|| "
-              f"{d['dist_fp'][0]:.4g} -> {d['dist_fp'][-1]:.4g}, cos {d['cos_fp'][1]:.3f} -> {d['cos_fp'][-1]:.3f}")
+              f"{methods[m]['dist_fp_start']:.4g} -> {d['dist_fp'][-1]:.4g}, cos {d['cos_fp'][1]:.3f} -> "
+              f"{d['cos_fp'][-1]:.3f}, ||x - x*|| -> {d['dist_star'][-1]:.4g}")
     print("theory: " + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
                                  for k, v in th.items() if k != "constants"))
     write_csv(out / "attacked_fixed_point.csv", trajectories, dists, loss_star)
-    summary = {"data": data_name, "steps": STEPS, "fixed_point": fp_info, "methods": methods, "theory": th,
+    summary = {"data": data_name, "steps": STEPS, "reference": ref_info, "fixed_point": fp_info, "methods": methods,
+               "theory": th,
                "run_seconds": runs_info}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     if figure:
@@ -393,8 +472,15 @@ def main(argv=None) -> dict | None:
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist | synthetic | a folder of MNIST-format files")
     p.add_argument("--rounds", type=int, default=500)
     p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--part", choices=["all", "fixed-point", "runs", "report"], default="all",
-                   help="fixed-point and runs can run in two processes; report joins them")
+    p.add_argument("--part", choices=["all", "reference", "fixed-point", "runs", "report"], default="all",
+                   help="reference, fixed-point and runs can run in three processes; report joins them")
+    p.add_argument("--stage", default=None, help="report: a stored reproduce stage STEM of the cell, whose runs "
+                   "stand in for the methods missing from OUT/runs.npz")
+    p.add_argument("--ref-tol", type=float, default=1e-10, help="||grad L_H|| of the reference solve")
+    p.add_argument("--warm-start", default=None, help="STAGE_STEM:METHOD, the reference solve's start")
+    p.add_argument("--fp-start", default=None, help="STAGE_STEM:METHOD, the fixed-point search's start "
+                   "(default: the runs' x0)")
+    p.add_argument("--L", type=float, default=None, help="the fixed-point search's L (default: measured at x0)")
     p.add_argument("--fp-chunks", type=int, default=4, help="most heavy-ball chunks of the fixed-point search")
     p.add_argument("--fp-chunk", type=int, default=500, help="iterations per chunk")
     p.add_argument("--power-iters", type=int, default=100, help="power iterations for L, mu, delta")
@@ -408,12 +494,15 @@ def main(argv=None) -> dict | None:
         with jax.enable_x64(args.x64):
             cell = experiment_a_cell(args.data, rounds=args.rounds, eval_every=args.eval_every, seed=args.seed,
                                      x64=args.x64)
+            if args.part in ("all", "reference"):
+                part_reference(cell, out, args.power_iters, args.ref_tol, warm_start(args.warm_start))
             if args.part in ("all", "fixed-point"):
-                part_fixed_point(cell, out, args.fp_chunks, args.fp_chunk, args.power_iters)
+                part_fixed_point(cell, out, args.fp_chunks, args.fp_chunk, args.power_iters, args.L,
+                                 warm_start(args.fp_start))
             if args.part in ("all", "runs"):
                 part_runs(cell, out)
     if args.part in ("all", "report"):
-        return report(out, args.figure, args.data)
+        return report(out, args.figure, args.data, args.stage)
     return None
 
 
