@@ -300,10 +300,14 @@ def _x0(cell: Cell):
 
 
 def warm_start(spec: str | None):
-    """``None``, or the final model of a stored ``reproduce`` stage, ``STEM:METHOD`` (e.g.
-    ``results/paper_short/stages/reference-dirichlet-64c5c333e797:PIGS(eta=1.5)``)."""
+    """``None``, the final model of a stored ``reproduce`` stage, ``STEM:METHOD`` (e.g.
+    ``results/paper_short/stages/reference-dirichlet-64c5c333e797:PIGS(eta=1.5)``), or the point
+    ``x_fp`` of a previous search's ``fixed_point.npz``."""
     if not spec:
         return None
+    if spec.endswith(".npz"):  # a previous search's OUT/fixed_point.npz: continue from its point
+        with np.load(spec) as z:
+            return np.asarray(z["x_fp"], np.float64)
     from byzjax.app.reproduce import load_stage
 
     stem, _, method = spec.rpartition(":")
