@@ -288,6 +288,35 @@ def test_proven_kappa_table_and_unknown_cases():
                 assert k is not None and k >= f / (n - 2 * f) - 1e-12  # the lower bound of any rule
 
 
+def test_proven_kappa_matches_hand_computed_values_of_the_table():
+    """Allouah et al. 2023 (arXiv 2302.01772), Table 1 and the NNM lemma, evaluated by hand as exact
+    fractions (r = f / (n - 2f); TrMean 6 r (1 + r), Krum 6 (1 + r), CWMed / GM 4 (1 + r)^2, NNM then
+    kappa: 8 f / (n - f) (kappa + 1)):
+    n = 25, f = 5 (Experiment A, f = 5): r = 1/3, TrMean 8/3, Krum 8, Median 64/9, NNM factor 2;
+    n = 21, f = 1 (Experiment A, f = 1): r = 1/19, TrMean 120/361, Krum 120/19, Median 1600/361, NNM factor 2/5;
+    n = 7, f = 1: r = 1/5, TrMean 36/25, Krum 36/5, Median 144/25, NNM factor 4/3;
+    n = 5, f = 2: r = 2, TrMean 36, Krum 18, Median 36, NNM factor 16/3."""
+    table = {  # (n, f): (TrMean, Krum, Median, NNM factor 8 f / (n - f))
+        (25, 5): (8 / 3, 8.0, 64 / 9, 2.0),
+        (21, 1): (120 / 361, 120 / 19, 1600 / 361, 2 / 5),
+        (7, 1): (36 / 25, 36 / 5, 144 / 25, 4 / 3),
+        (5, 2): (36.0, 18.0, 36.0, 16 / 3),
+    }
+    for (n, f), (tm, kr, med, nnm) in table.items():
+        assert proven_kappa(TrMean(f), n, f) == pytest.approx(tm, rel=1e-12)
+        assert proven_kappa(Krum(f), n, f) == pytest.approx(kr, rel=1e-12)
+        assert proven_kappa(Median(), n, f) == pytest.approx(med, rel=1e-12)
+        assert proven_kappa(SmoothedWeiszfeld(), n, f) == pytest.approx(med, rel=1e-12)
+        assert proven_kappa(Pipeline([NNM(f)], TrMean(f)), n, f) == pytest.approx(nnm * (tm + 1), rel=1e-12)
+        assert proven_kappa(Pipeline([NNM(f)], Krum(f)), n, f) == pytest.approx(nnm * (kr + 1), rel=1e-12)
+        assert proven_kappa(Pipeline([NNM(f)], Median()), n, f) == pytest.approx(nnm * (med + 1), rel=1e-12)
+    # Experiment A's rule NNM -> TrMean: 22/3 at f = 5 and 962/1805 at f = 1
+    assert proven_kappa(Pipeline([NNM(5)], TrMean(5)), 25, 5) == pytest.approx(22 / 3, rel=1e-12)
+    assert proven_kappa(Pipeline([NNM(1)], TrMean(1)), 21, 1) == pytest.approx(962 / 1805, rel=1e-12)
+    # the bounds need n > 2f: none at n = 2f
+    assert proven_kappa(Median(), 10, 5) is None and proven_kappa(Pipeline([NNM(5)], TrMean(5)), 10, 5) is None
+
+
 RULES = {
     "TrMean": lambda f: TrMean(f), "Median": lambda f: Median(), "Krum": lambda f: Krum(f),
     "GM": lambda f: SmoothedWeiszfeld(nu=1e-8, tol=0.0, max_iter=300),
