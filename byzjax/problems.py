@@ -55,6 +55,13 @@ class AbstractProblem(eqx.Module):
         """Scalar metrics on held-out data (default: none)."""
         return {}
 
+    def exact_mu(self) -> jax.Array | None:
+        """The strong-convexity constant of every ``L_i`` (the smallest Hessian eigenvalue, the
+        same at every point) when the problem's form gives it exactly, else None (then
+        ``byzjax.theory`` estimates it by power iteration, an upper estimate that converges slowly
+        when ``mu << L``)."""
+        return None
+
     @classmethod
     def from_dataset(cls, dataset, **params) -> "AbstractProblem":
         """The problem shaped by a loaded data set (``byzjax.data.Dataset``), with keyword ``params``
@@ -124,6 +131,12 @@ class LogisticRegression(AbstractProblem):
 
     def loss(self, x, shard: Shards):
         return masked_cross_entropy(self.logits(x, shard.x), shard, x, self.lam)
+
+    def exact_mu(self) -> jax.Array:
+        """``lam``: the softmax cross-entropy is invariant to adding one vector to every class's
+        ``(w_c, b_c)``, so its Hessian is singular along those directions at every point and the
+        smallest eigenvalue of the regularised loss is exactly ``lam``."""
+        return self.lam
 
     def evaluate(self, x, evaluation):
         return {

@@ -523,11 +523,14 @@ class TheoryProbe:
 @eqx.filter_jit
 def constants_at(problem, shards, x, key, iters: int = 300):
     """``(L, mu, delta)`` of ``L_H`` at ``x`` (``shards``: the honest workers'): ``smoothness``,
-    ``strong_convexity`` and ``similarity_delta``, each by ``iters`` power steps on Hessian-vector
-    products; compiled once per problem structure."""
+    ``strong_convexity`` (or the problem's ``exact_mu`` where its form gives it) and
+    ``similarity_delta``, each by ``iters`` power steps on Hessian-vector products; compiled once
+    per problem structure."""
     loss = honest_loss(problem, shards)
     L = smoothness(loss, x, key, iters)
-    return L, strong_convexity(loss, x, key, iters, L=L), similarity_delta(problem, shards, x, key, iters)
+    exact = problem.exact_mu()
+    mu = strong_convexity(loss, x, key, iters, L=L) if exact is None else jnp.asarray(exact, L.dtype)
+    return L, mu, similarity_delta(problem, shards, x, key, iters)
 
 
 @eqx.filter_jit
