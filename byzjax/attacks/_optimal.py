@@ -219,23 +219,9 @@ class _OptimalAttack(AbstractAttack):
         return lambda tau: jnp.linalg.norm(aggregate(tau) - mean)
 
     def tau(self, view: AttackerView, n_byz: int, key, reuse: bool = True, present=None) -> jax.Array:
-        """The attack factor chosen by the line search.
-
-        Under ``vmap`` (runs of a grid) the searches run one run after the other
-        (``jax.custom_batching.sequential_vmap``): each run's 20 evaluations then work on its own
-        ``[n, d]`` rows, which stay in cache, where a batched search streams every run's rows
-        through memory at each evaluation. The search sees the honest rows, the point and the
-        pipeline (not the shards)."""
-        seen = AttackerView(view.honest, view.x, None, view.problem, view.aggregator)
-        arrays, static = eqx.partition((self, seen, present), eqx.is_array)
-
-        @jax.custom_batching.sequential_vmap
-        def search(arrays, key):
-            attack, seen, present = eqx.combine(arrays, static)
-            objective = attack.objective(seen, n_byz, key, reuse, present)
-            return positive_line_search(objective, attack.start, attack.delta, attack.ratio, attack.evals).best
-
-        return search(arrays, key)
+        """The attack factor chosen by the line search."""
+        objective = self.objective(view, n_byz, key, reuse, present)
+        return positive_line_search(objective, self.start, self.delta, self.ratio, self.evals).best
 
     def byzantine_vectors(self, view, n_byz, key, present=None):
         copies, present = (n_byz, present) if self.f is None else (self.f, None)
