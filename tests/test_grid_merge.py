@@ -59,6 +59,7 @@ def test_runs_differing_in_f_and_dgd_dnag_share_programs():
     ({"f": [0, 1, 2]}, {0: False, 1: True, 2: True}),  # f = 0 stays unmasked (no attack search for nothing)
     ({"f": [1, 2], "max_f": 3}, {1: True, 2: True}),  # the user's max_f is kept
     ({"f": 2}, {2: False}),  # one f: nothing to merge
+    ({"f": [1, 2], "participation": [1.0, 0.5]}, {1: False, 2: False}),  # participation draws keep their shape
 ])
 def test_program_runs_masks_only_several_positive_f(byz, masked):
     cfg = parse_config(RAW | {"byzantine": byz | {"attack": "ALIE"}})

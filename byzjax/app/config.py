@@ -797,7 +797,8 @@ def _supports_absent(pipeline: AggregatorSpec) -> bool:
 def program_runs(grid: GridSpec) -> list[RunSpec]:
     """``grid.runs`` as the runner builds them: when ``[byzantine] max_f`` is not given and ``f``
     lists several positive values, every run with ``f > 0`` whose pipeline supports absent workers
-    (``_supports_absent``) gets ``max_f = max(f)``, so that runs differing only in f share one
+    (``_supports_absent``) and without ``participation`` (whose per-row draws would be of another
+    shape) gets ``max_f = max(f)``, so that runs differing only in f share one
     compiled program through the absent-worker path (``max_f`` Byzantine rows, the ``max_f - f``
     absent ones masked: every rule and the attack see the rows present alone, the same results;
     ``byzjax.oracle``). f = 0 runs stay unmasked: in an attacked program they would pay the
@@ -806,8 +807,8 @@ def program_runs(grid: GridSpec) -> list[RunSpec]:
     positive = sorted({f for f in b.f if f > 0})
     if b.max_f is not None or len(positive) < 2:
         return grid.runs
-    return [dataclasses.replace(r, max_f=positive[-1]) if r.f > 0 and _supports_absent(r.aggregator) else r
-            for r in grid.runs]
+    return [dataclasses.replace(r, max_f=positive[-1])
+            if r.f > 0 and r.participation is None and _supports_absent(r.aggregator) else r for r in grid.runs]
 
 
 def read_config_text(path: Path, what: str = "config", fmt: str = "TOML") -> str:
