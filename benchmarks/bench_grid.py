@@ -146,7 +146,7 @@ def main(argv=None) -> int:
                 for i in members:
                     exp = loop_experiment(cfg.runs[i], problem, cfg)
                     for s, seed in enumerate(cfg.seeds):
-                        one = jax.tree.map(lambda a, s=s: a[s], datas[k])
+                        one = jax.tree.map(lambda a, s=s: jnp.asarray(a[s]), datas[k])  # on the device once
                         first, rest = loop_run(exp, one, jax.random.key(seed))
                         first_s += first
                         rest_s += rest
