@@ -53,6 +53,13 @@ class AbstractAlgorithm(eqx.Module):
     # (the resolved config fills them in, e.g. the keys of FedAvg's schedule).
     dependent_defaults: ClassVar[dict[str, dict[str, dict]]] = {}
 
+    def program_form(self) -> AbstractAlgorithm:
+        """The algorithm this one runs as inside a compiled grid: itself, or one of a structure
+        shared with other algorithms that computes the same iterates (``DGD`` as ``DNAG`` with
+        momentum 0), so that their runs share one program (``byzjax.sweep.group_by_structure``;
+        results and labels stay this algorithm's)."""
+        return self
+
     @abc.abstractmethod
     def init(self, x0: jax.Array):
         """Initial state from the initial point."""
@@ -90,7 +97,12 @@ class AbstractOptaxAlgorithm(AbstractAlgorithm):
 
 
 class DGD(AbstractOptaxAlgorithm):
-    """Robust distributed GD (code name moDSGD): ``x_{t+1} = x_t - lr g_hat(x_t)``."""
+    """Robust distributed GD (code name moDSGD): ``x_{t+1} = x_t - lr g_hat(x_t)``.
+
+    In a grid it runs as ``DNAG(lr, momentum=0)`` (``program_form``), the same iterates bit for
+    bit for finite gradients (the trace and the Nesterov look-ahead add ``0 * g``), so D-GD and
+    D-NAG runs share one compiled program.
+    """
 
     lr: jax.Array = eqx.field(converter=float_array, default=0.1)
 
@@ -99,6 +111,9 @@ class DGD(AbstractOptaxAlgorithm):
 
     def optimizer(self):
         return optax.sgd(self.lr)
+
+    def program_form(self):
+        return DNAG(self.lr, jnp.zeros_like(self.lr))
 
 
 class DNAG(AbstractOptaxAlgorithm):
@@ -327,11 +342,28 @@ class ProximalStep(eqx.Module):
         return phi
 
     def __call__(self, env: Environment, x, out: OracleOutput, eta) -> tuple[jax.Array, dict]:
-        """The new point from ``out`` (the oracle's answer at ``x``), and the inner solve's metrics."""
-        phi = self.objective(env, x, out.g_hat - out.honest_grads[0], eta)
-        inner = lbfgs_minimize(phi, x, tol=self.inner_tol, max_iter=self.inner_max_iter, memory=self.memory)
-        capped = (inner.iterations >= self.inner_max_iter).astype(inner.grad_norm.dtype)
-        return inner.x, {"inner_iters": inner.iterations, "inner_grad_norm": inner.grad_norm, "inner_capped": capped}
+        """The new point from ``out`` (the oracle's answer at ``x``), and the inner solve's metrics.
+
+        Under ``vmap`` (runs of a grid) the solves run one after the other
+        (``jax.custom_batching.sequential_vmap``): a batched ``while_loop`` would run every run's
+        L-BFGS for as many iterations as the slowest run needs, while each run's solve here takes
+        its own iterations, exactly as alone."""
+        shard0 = jax.tree.map(lambda a: a[0], env.shards)
+        arrays, static = eqx.partition((env.oracle.problem, shard0, self), eqx.is_array)
+
+        @jax.custom_batching.sequential_vmap
+        def solve(arrays, x, correction, eta):
+            problem, shard, step = eqx.combine(arrays, static)
+
+            def phi(z):
+                return problem.loss(z, shard) + correction @ z + jnp.sum((z - x) ** 2) / (2.0 * eta)
+
+            inner = lbfgs_minimize(phi, x, tol=step.inner_tol, max_iter=step.inner_max_iter, memory=step.memory)
+            return inner.x, inner.iterations, inner.grad_norm
+
+        x_next, iterations, grad_norm = solve(arrays, x, out.g_hat - out.honest_grads[0], eta)
+        capped = (iterations >= self.inner_max_iter).astype(grad_norm.dtype)
+        return x_next, {"inner_iters": iterations, "inner_grad_norm": grad_norm, "inner_capped": capped}
 
 
 class PIGSState(eqx.Module):

@@ -8,6 +8,8 @@ the scan, never full states.
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -73,6 +75,12 @@ class Experiment(eqx.Module):
 
     def check(self) -> None:
         self.oracle.check()
+
+    def program_form(self) -> Experiment:
+        """This experiment as a grid compiles it: its algorithm in ``algorithm.program_form()``
+        (e.g. ``DGD`` as ``DNAG`` with momentum 0: the same iterates, a structure shared with more
+        runs)."""
+        return dataclasses.replace(self, algorithm=self.algorithm.program_form())
 
 
 class Trace(eqx.Module):

@@ -44,10 +44,11 @@ def stack_experiments(experiments: list[Experiment]) -> Experiment:
 
 
 def group_by_structure(experiments: list[Experiment]) -> list[list[int]]:
-    """Indices of experiments grouped by static structure (one compiled program each)."""
+    """Indices of experiments grouped by the static structure of their ``program_form`` (one
+    compiled program each: e.g. D-GD and D-NAG runs share one)."""
     groups: list[tuple[object, list[int]]] = []
     for i, e in enumerate(experiments):
-        static = eqx.partition(e, eqx.is_array)[1]
+        static = eqx.partition(e.program_form(), eqx.is_array)[1]
         for s, members in groups:
             if eqx.tree_equal(s, static):
                 members.append(i)
@@ -140,6 +141,7 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
             e.check()
         except ConfigError as err:
             raise ConfigError(f"experiment {i}: {err}") from None
+    experiments = [e.program_form() for e in experiments]  # the structures the programs share
     if max_batch is not None and (isinstance(max_batch, bool) or int(max_batch) != max_batch or max_batch < 1):
         raise ConfigError(f"run_grid: max_batch must be an integer >= 1 or None, got {max_batch!r}")
     if max_memory is not None and (isinstance(max_memory, bool) or not max_memory > 0):

@@ -265,13 +265,13 @@ def test_dry_run_prints_the_notes_the_runs_and_the_programs(tmp_path, capsys):
     captured = capsys.readouterr()
     out = captured.out.strip().splitlines()
     memory = [line for line in captured.err.splitlines() if line.startswith("program ")]
-    assert len(memory) == 24 and all("estimated memory per device" in line for line in memory)
+    assert len(memory) == 8 and all("estimated memory per device" in line for line in memory)
     assert all(line.startswith(f"program {g}: ") for g, line in enumerate(memory))
     notes = [line for line in out if line.startswith("byzfl: ")]
     runs = [line for line in out if line.startswith("run ")]
     assert len(runs) == 64 and notes and len(out) == len(notes) + 64 + 1
-    # programs: data instance x f x attack x algorithm type (PIGS's six steps share one)
-    assert out[-1] == "64 runs x 1 seeds = 64 trajectories of 500 rounds in 24 compiled programs"
+    # programs: data instance x attack x {D-GD/D-NAG, PIGS} (f and PIGS's six steps share one)
+    assert out[-1] == "64 runs x 1 seeds = 64 trajectories of 500 rounds in 8 compiled programs"
     assert not (tmp_path / "results").exists()
     assert main(["run", str(PAPER), "--byzfl", str(PAPER), "--dry-run"]) == 2
     assert "run needs a TOML CONFIG or --byzfl CONFIG.json (one of them), got both" in capsys.readouterr().err

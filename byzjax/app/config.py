@@ -9,7 +9,8 @@ any component parameter given as a list is swept (Cartesian product); ``byzantin
 ``byzantine.attack``, ``byzantine.tolerated_f``, ``byzantine.participation`` and the
 ``[workers]`` values may be lists too. ``GridSpec.to_dict()`` is the resolved config (every
 default filled in), the record of what ran. Runs that share their static structure are
-compiled once; ``byzantine.max_f`` puts every ``f <= max_f`` into one structure. ``[metrics] exact``
+compiled once; ``byzantine.max_f`` puts every ``f <= max_f`` into one structure (and, when it is not
+given, several positive f share one: ``program_runs``). ``[metrics] exact``
 (true / false; default: the problem's, true for logistic regression, false for networks) says whether
 the logged training metrics are full-batch (``RobustOracle(exact_metrics=...)``).
 """
@@ -786,6 +787,30 @@ def expand(grid: GridSpec) -> list[RunSpec]:
     return runs
 
 
+def _supports_absent(pipeline: AggregatorSpec) -> bool:
+    """Whether every rule of ``pipeline`` accepts a row mask of the workers present (the classes'
+    ``supports_absent``)."""
+    return registry.lookup("aggregator", pipeline.rule.name).supports_absent and all(
+        registry.lookup("preaggregator", p.name).supports_absent for p in pipeline.pre)
+
+
+def program_runs(grid: GridSpec) -> list[RunSpec]:
+    """``grid.runs`` as the runner builds them: when ``[byzantine] max_f`` is not given and ``f``
+    lists several positive values, every run with ``f > 0`` whose pipeline supports absent workers
+    (``_supports_absent``) and without ``participation`` (whose per-row draws would be of another
+    shape) gets ``max_f = max(f)``, so that runs differing only in f share one
+    compiled program through the absent-worker path (``max_f`` Byzantine rows, the ``max_f - f``
+    absent ones masked: every rule and the attack see the rows present alone, the same results;
+    ``byzjax.oracle``). f = 0 runs stay unmasked: in an attacked program they would pay the
+    attack's search for rows that are never sent. Columns and labels are unchanged."""
+    b = grid.byzantine
+    positive = sorted({f for f in b.f if f > 0})
+    if b.max_f is not None or len(positive) < 2:
+        return grid.runs
+    return [dataclasses.replace(r, max_f=positive[-1])
+            if r.f > 0 and r.participation is None and _supports_absent(r.aggregator) else r for r in grid.runs]
+
+
 def read_config_text(path: Path, what: str = "config", fmt: str = "TOML") -> str:
     """The UTF-8 text of a config file; a missing, unreadable or binary file is a one-line
     ``ConfigError`` naming ``what`` it should be (``"config"``, ``"ByzFL config"``) and its format."""
@@ -933,7 +958,7 @@ def plan(grid: GridSpec) -> tuple[list[dict], list[list[int]]]:
     a stand-in data set); nothing is run."""
     from byzjax.sweep import group_by_structure
 
-    runs = grid.runs
+    runs = program_runs(grid)
     groups = []
     for data in grid.data_instances:
         members = [i for i, r in enumerate(runs) if r.data == data]
@@ -976,7 +1001,7 @@ def program_memory(grid: GridSpec, groups: list[list[int]], devices=None, max_me
 
     devs = dev.resolve_devices(devices)
     budget = dev.device_memory_budget(devs[0])[0] if max_memory is None else int(max_memory)
-    runs, out, loaded = grid.runs, [], {}
+    runs, out, loaded = program_runs(grid), [], {}
     cls = registry.lookup("problem", grid.problem.name)
     with jax.enable_x64(grid.x64):
         for members in groups:

@@ -3,6 +3,7 @@ instance and structure, files."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -16,7 +17,7 @@ import numpy as np
 
 from byzjax import __version__, progress
 from byzjax._validation import ConfigError
-from byzjax.app.config import GridSpec, build_experiment, resolve_source
+from byzjax.app.config import GridSpec, build_experiment, program_runs, resolve_source
 from byzjax.app.files import Interrupted, OutputError, check_out_dir, warn, write_json
 from byzjax.app.results import InstanceTheory, clear_results, finished_runs, instance_key, read_record, write_results
 from byzjax.data import FederatedData, federated_classification, partitioned_dataset, stack_seeds
@@ -274,8 +275,10 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     if resumed:
         done_runs, done_timing = finished_runs(Path(out_dir), [s.columns for s in cfg.runs], cfg.seeds)
     x0 = cfg.problem.x0  # checked against the problem when it was built
+    specs = program_runs(cfg)  # several positive f share a program (absent-worker path)
     experiments = [build_experiment(s, problem, s.data.n_honest, cfg.rounds, cfg.eval_every, x0=x0)
-                   for s in cfg.runs]
+                   for s in specs]
+    masked_here = {i for i, (s, r) in enumerate(zip(specs, cfg.runs)) if s.max_f != r.max_f}
     keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
     members = instance_runs(cfg)
     kappas, instances = run_kappas(cfg, experiments), {}
@@ -308,7 +311,7 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     def keep(ids, chunk_traces, chunk_timing):
         for i, trace, tim in zip(ids, chunk_traces, chunk_timing):
             if trace is not None:
-                traces[i], timings[i] = trace, tim
+                traces[i], timings[i] = (_unmasked_trace(trace) if i in masked_here else trace), tim
 
     # one run_grid call per data instance (its own data and shard width), in config order
     blocks = [(d, [i for i in runs_of if i not in done_timing]) for d, runs_of in zip(datas, members)]
@@ -354,6 +357,12 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     for line in meta["warnings"]:
         warn(line)
     return runs, timing, meta
+
+
+def _unmasked_trace(trace):
+    """The trace of a run that ``program_runs`` put on the absent-worker path, as its own program
+    would have returned it: without the ``byz_sent`` metric (its f rows are always sent)."""
+    return dataclasses.replace(trace, metrics={k: v for k, v in trace.metrics.items() if k != "byz_sent"})
 
 
 def describe(meta: dict) -> str:
