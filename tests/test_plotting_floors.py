@@ -1,5 +1,5 @@
-"""The convergence figure's predicted floors: drawn where they fall among the curves, named in a
-note when far above them (so that a vacuous bound never squashes the curves), legend below the panels."""
+"""The convergence figure's predicted floors: drawn where they fall among the curves, named in the
+panel title when far above them (so that a vacuous bound never squashes the curves), legend below the panels."""
 
 import numpy as np
 
@@ -33,7 +33,6 @@ def test_a_floor_above_the_curves_is_a_note_not_a_line(tmp_path, monkeypatch):
         assert len(dotted) == 1 and np.allclose(dotted[0].get_ydata(), inside)
         lo, hi = ax.get_ylim()
         assert hi < far and lo <= top * 1e-3 and hi >= top  # the axis is the curves' range
-        notes = [t.get_text() for t in ax.texts]
-        assert len(notes) == 1 and f"PIGS(eta=1.5): {far:.3g}" in notes[0]
+        assert not ax.texts and f"above the axis: PIGS(eta=1.5): {far:.3g}" in ax.get_title()  # nothing over the curves
         assert all(a.get_legend() is None for a in fig.axes) and len(fig.legends) == 1  # below, not over a panel
         assert "PIGS(eta=1.5): predicted D-GD floor" not in [t.get_text() for t in fig.legends[0].get_texts()]

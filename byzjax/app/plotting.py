@@ -180,13 +180,14 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
                     ax.axhline(max(floor, GAP_FLOOR), color=colors[m], ls=":", lw=1.0,
                                label=f"{m}: predicted D-GD floor")
                 else:
-                    off_scale.append(f"{m}: {floor:.3g}")
+                    off_scale.append((m, f"{floor:.3g}"))
         ax.set_ylim(lo, hi)
-        if off_scale:
-            ax.text(0.99, 0.99, "predicted D-GD floor, above the axis:\n" + "\n".join(off_scale),
-                    transform=ax.transAxes, ha="right", va="top", fontsize=6.5,
-                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"})
-        ax.set_title(f"attack: {attack}")
+        note = ""
+        if off_scale:  # in the title, where it hides no curve
+            values = {v for _, v in off_scale}
+            note = ("\npredicted D-GD floor above the axis: " + (f"{values.pop()} (every method)" if len(values) == 1
+                    and len(off_scale) > 1 else ", ".join(f"{m}: {v}" for m, v in off_scale)))
+        ax.set_title(f"attack: {attack}{note}", fontsize=10 if note else None)
         ax.set_xlabel("communication rounds")
         ax.set_ylabel(rf"$L_H(x_t) - {level_name}$")
         ax.grid(alpha=0.3, which="both")
