@@ -50,10 +50,9 @@ name = "TrMean"
 name = "DGD"
 lr = [0.05, 0.1]
 
-[[algorithm]]
-name = "DNAG"
-lr = 0.05
-momentum = 0.9
+[[algorithm]]  # another structure than D-GD's (D-NAG would share its program): two compiled programs
+name = "AEG"
+theta = 0.05
 """
 
 # ---------------------------------------------------------------- atomic writes under SIGKILL / full disk
@@ -195,10 +194,9 @@ def test_divergence_rule_against_a_reference_loop():
 
 DIVERGING = CONFIG.replace("""lr = [0.05, 0.1]
 
-[[algorithm]]
-name = "DNAG"
-lr = 0.05
-momentum = 0.9""", """lr = [0.05, 1e30]
+[[algorithm]]  # another structure than D-GD's (D-NAG would share its program): two compiled programs
+name = "AEG"
+theta = 0.05""", """lr = [0.05, 1e30]
 
 [[algorithm]]
 name = "PIGS"
