@@ -151,9 +151,11 @@ def instance_theory(cfg: GridSpec, problem, data, keys, x0=None, columns: dict |
         for a in jax.tree.leaves((problem, shards, x0)):
             h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
         digest = h.hexdigest()
+        path = None if cache_dir is None else Path(cache_dir) / f"instance-{digest[:24]}.json"
         if digest not in _INSTANCE_CACHE:
-            path = None if cache_dir is None else Path(cache_dir) / f"instance-{digest[:24]}.json"
             _INSTANCE_CACHE[digest] = _read_instance(path) or _measure_instance(problem, shards, x0, keys[s], path)
+        elif path is not None and not path.exists():  # measured in this process for another folder
+            _write_instance(path, _INSTANCE_CACHE[digest])
         out[key] = _INSTANCE_CACHE[digest]
     return out
 
@@ -178,9 +180,13 @@ def _measure_instance(problem, shards, x0, key, path: Path | None) -> InstanceTh
                                     for x in (start, jnp.asarray(ref.x_star, start.dtype))]
     inst = InstanceTheory(mu_x0=mu0, l_star=ref.loss_star, L_x0=L0, L_star=Ls, mu_star=mus, delta=max(d0, ds))
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, inst._asdict())
+        _write_instance(path, inst)
     return inst
+
+
+def _write_instance(path: Path, inst: InstanceTheory) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, inst._asdict())
 
 
 def program_names(columns: list[dict], experiments, max_batch: int | None, n_seeds: int) -> list[tuple[str, int]]:
