@@ -533,6 +533,17 @@ def constants_at(problem, shards, x, key, iters: int = 300):
     return L, mu, similarity_delta(problem, shards, x, key, iters)
 
 
+def optimum_and_constants(problem: AbstractProblem, shards, x0: jax.Array, key, iters: int = 300):
+    """``(ref, (L, mu, delta) at x0, (L, mu, delta) at x*)``: the float64 ``reference_optimum`` from
+    ``x0`` and ``constants_at`` both points (key ``fold_in(key, 7)``), as floats; what ``theory_probe``
+    and the runner's per-instance theory measure."""
+    ref = reference_optimum(problem, shards, x0)
+    k = jax.random.fold_in(key, 7)
+    at = [tuple(float(v) for v in constants_at(problem, shards, x, k, iters))
+          for x in (x0, jnp.asarray(ref.x_star, x0.dtype))]
+    return ref, at[0], at[1]
+
+
 @eqx.filter_jit
 def _probe_point(oracle, shards, x, key):
     """``(spread, ||grad L_H||^2, error^2)`` of one oracle round at ``x`` (from a fresh state)."""
@@ -559,11 +570,8 @@ def theory_probe(experiment, data, key, probes: int = 3, iters: int = 300) -> Th
     shards = data.shards
     oracle.check_data(shards)
     x0 = problem.init(jax.random.fold_in(key, 0)) if experiment.x0 is None else experiment.x0
-    ref = reference_optimum(problem, shards, x0)
+    ref, (L0, mu0, d0), (Ls, mus, ds) = optimum_and_constants(problem, shards, x0, key, iters)
     x_star = jnp.asarray(ref.x_star, x0.dtype)
-    k = jax.random.fold_in(key, 7)
-    constants = [tuple(float(v) for v in constants_at(problem, shards, x, k, iters)) for x in (x0, x_star)]
-    (L0, mu0, d0), (Ls, mus, ds) = constants
     spread, gn2, err2 = [], [], []
     for i, s in enumerate(np.linspace(0.0, 1.0, probes)):
         values = _probe_point(oracle, shards, x0 + s * (x_star - x0), jax.random.fold_in(key, 100 + i))

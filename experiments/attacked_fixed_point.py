@@ -214,15 +214,11 @@ def distances(t: Trajectory, x_star, x_fp) -> dict[str, np.ndarray]:
 
 
 def constants_at(cell: Cell, x, iters: int = 200) -> dict:
-    """``L``, ``mu`` (power iteration on Hessian-vector products of ``L_H``) and PIGS's
-    ``delta = ||hessian(L_H - L_0)||`` at ``x`` (``theory.smoothness``, ``strong_convexity``,
-    ``similarity_delta``)."""
+    """``L``, ``mu`` and PIGS's ``delta = ||hessian(L_H - L_0)||`` at ``x`` (``theory.constants_at``:
+    power iteration on Hessian-vector products; mu = lambda exactly for this softmax loss)."""
     x = jnp.asarray(x, jnp.result_type(float))
-    loss = theory.honest_loss(cell.problem, cell.data.shards)
-    k = jax.random.fold_in(cell.key, 7)
-    L = float(theory.smoothness(loss, x, k, iters))
-    mu = float(theory.strong_convexity(loss, x, k, iters, L=L))
-    return {"L": L, "mu": mu, "delta": float(theory.similarity_delta(cell.problem, cell.data.shards, x, k, iters))}
+    L, mu, delta = theory.constants_at(cell.problem, cell.data.shards, x, jax.random.fold_in(cell.key, 7), iters)
+    return {"L": float(L), "mu": float(mu), "delta": float(delta)}
 
 
 def cell_theory(metrics: dict, kappa: float | None, mu: float) -> dict:
@@ -347,9 +343,7 @@ def part_fixed_point(cell: Cell, out: Path, fp_chunks: int, fp_chunk: int, iters
     if L is None:
         L = float(theory.smoothness(theory.honest_loss(cell.problem, cell.data.shards), x0,
                                     jax.random.fold_in(cell.key, 7), iters))
-    # mu: the softmax loss is invariant to adding one vector to every class's weights, so its Hessian
-    # is singular and mu = lambda exactly (a power iteration approaches it from above)
-    mu = cell.lam
+    mu = float(cell.problem.exact_mu())  # lambda: the softmax Hessian is singular along shared class shifts
     t1 = time.perf_counter()
     fp = find_fixed_point(cell.experiments["D-GD"], cell.data, cell.key, x_start=x0 if start is None else start,
                           phases=heavy_ball_phases(L, mu, chunks=fp_chunks, chunk=fp_chunk))

@@ -77,7 +77,7 @@ def small_and_compiled_once():
     mp.setattr(byzjax.sweep, "sweep_function", memo)
     mp.setattr(byzjax.theory, "reference_optimum", lambda problem, shards, x0=None: ReferenceOptimum(
         np.zeros(problem.dim), fingerprint(shards.mask, shards.y), 0.0))
-    mp.setattr(byzjax.theory, "constants_at", lambda problem, shards, x, key: (2.0, 0.5, 1.0))
+    mp.setattr(byzjax.theory, "constants_at", lambda problem, shards, x, key, iters=300: (2.0, 0.5, 1.0))
     mp.setattr(runner, "_INSTANCE_CACHE", {})
     yield
     mp.undo()

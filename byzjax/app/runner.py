@@ -171,13 +171,10 @@ def _read_instance(path: Path | None) -> InstanceTheory | None:
 
 
 def _measure_instance(problem, shards, x0, key, path: Path | None) -> InstanceTheory:
-    from byzjax.theory import constants_at, reference_optimum
+    from byzjax.theory import optimum_and_constants
 
     start = problem.init(jax.random.fold_in(key, 0)) if x0 is None else jnp.asarray(x0)
-    ref = reference_optimum(problem, shards, start)
-    k = jax.random.fold_in(key, 7)
-    (L0, mu0, d0), (Ls, mus, ds) = [[float(v) for v in constants_at(problem, shards, x, k)]
-                                    for x in (start, jnp.asarray(ref.x_star, start.dtype))]
+    ref, (L0, mu0, d0), (Ls, mus, ds) = optimum_and_constants(problem, shards, start, key)
     inst = InstanceTheory(mu_x0=mu0, l_star=ref.loss_star, L_x0=L0, L_star=Ls, mu_star=mus, delta=max(d0, ds))
     if path is not None:
         _write_instance(path, inst)
