@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import __version__
+from byzjax._validation import ConfigError
 from byzjax.app.config import build_experiment, parse_config, resolve_source
 from byzjax.app.files import DamagedArchive, load_archive, save_archive, warn, write_json
 from byzjax.instruments import honest_loss, smoothness
@@ -53,8 +54,9 @@ ATTACKS = ["Optimal_InnerProductManipulation", "Optimal_ALittleIsEnough"]
 SHORT_ATTACK_NAMES = {"Optimal_InnerProductManipulation": "Optimal IPM", "Optimal_ALittleIsEnough": "Optimal ALIE"}
 
 
-def settings(which: str, quick: bool) -> dict:
-    """The grid of Experiment A ("short") or B ("long"), or its reduced ``--quick`` form."""
+def settings(which: str, quick: bool, splits: list[str] | None = None) -> dict:
+    """The grid of Experiment A ("short") or B ("long"), or its reduced ``--quick`` form;
+    ``splits`` keeps only the named data splits (``None``: all)."""
     if which == "short":
         s = {"fs": [1, 5], "splits": [("iid", None), ("dirichlet", 1.0)], "lam": 1e-3, "rounds": 500,
              "ref_rounds": 750, "attacks": ATTACKS, "paper_etas": [32.0, 16.0, 8.0, 4.0, 2.0, 1.0]}
@@ -67,6 +69,13 @@ def settings(which: str, quick: bool) -> dict:
             s |= {"rounds": 30, "ref_rounds": 30}
     else:
         raise ValueError(f"unknown experiment {which!r} (allowed: short, long)")
+    if splits is not None:
+        known = [name for name, _ in s["splits"]]
+        unknown = [name for name in splits if name not in known]
+        if unknown or not splits:
+            raise ConfigError(f"reproduce {which}: split {unknown[0] if unknown else splits!r} is not one of this "
+                              f"experiment's splits (allowed: {', '.join(known)})")
+        s["splits"] = [(name, alpha) for name, alpha in s["splits"] if name in splits]
     return s
 
 
@@ -149,13 +158,15 @@ class StageCache:
 
 
 def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds=1, mode="tuned",
-              x64=False, eval_every=2, max_batch=None, show_progress=True, tune_rounds=None) -> dict:
+              x64=False, eval_every=2, max_batch=None, show_progress=True, tune_rounds=None, splits=None) -> dict:
     """Run Experiment A or B; write results, figures and rounds tables into ``out_dir``.
 
     ``tune_rounds`` (tuned mode) shortens the tuning runs; the chosen steps are then
     rerun for the full reference length. By default tuning runs are the reference runs.
+    ``splits`` (names, e.g. ``["dirichlet"]``) runs only those halves of the experiment; the
+    stages are the ones the whole experiment stores, so a later run of every split reuses them.
     """
-    s = settings(which, quick)
+    s = settings(which, quick, splits)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     all_runs, timing, log = [], {}, {"experiment": which, "quick": quick, "mode": mode, "stages": []}
