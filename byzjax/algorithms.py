@@ -52,6 +52,10 @@ class AbstractAlgorithm(eqx.Module):
     # Defaults that depend on the value of another parameter, ``{selector: {value: {key: default}}}``
     # (the resolved config fills them in, e.g. the keys of FedAvg's schedule).
     dependent_defaults: ClassVar[dict[str, dict[str, dict]]] = {}
+    # Named variants selected by parameter values, ``{name: {parameter: value}}``: a run whose
+    # resolved parameters hold every value is that algorithm in the result files' ``algorithm``
+    # column (``byzjax.app.config.algorithm_name``), e.g. AEG with ``prox = true`` is ``ProxAEG``.
+    variants: ClassVar[dict[str, dict]] = {}
 
     def program_form(self) -> AbstractAlgorithm:
         """The algorithm this one runs as inside a compiled grid: itself, or one of a structure
@@ -422,6 +426,7 @@ class AEG(AbstractAlgorithm):
     """
 
     rounds_per_step: ClassVar[int] = 2
+    variants: ClassVar[dict[str, dict]] = {"ProxAEG": {"prox": True}}
     theta: jax.Array
     gamma: jax.Array
     proximal: ProximalStep | None  # None: the plain gradient step (prox=False)

@@ -298,7 +298,7 @@ def test_a_tiny_byzfl_config_runs_on_synthetic_data(tmp_path, capsys, monkeypatc
     with open(tmp_path / "res" / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(float(r["lr"]) for r in rows) == [0.05, 0.1]
-    assert {r["method"] for r in rows} == {"D-GD(lr=0.05)", "D-GD(lr=0.1)"}
+    assert {r["method"] for r in rows} == {"D-GD(lr=0.05)", "D-GD(lr=0.1)"} and {r["algorithm"] for r in rows} == {"DGD"}
     assert all(r["split"] == "gamma_similarity" and float(r["alpha"]) == 0.5 for r in rows)
     with open(tmp_path / "res" / "metrics.csv") as fh:
         metrics = list(csv.DictReader(fh))

@@ -266,6 +266,18 @@ def method_label(name: str, params: dict) -> str:
     return f"{short}({inner})" if inner else short
 
 
+def algorithm_name(alg: ComponentSpec) -> str:
+    """The ``algorithm`` column of a run of ``alg`` (one point of a sweep): the algorithm's registered
+    name (aliases resolved: ``D-GD`` and ``moDSGD`` are ``DGD``), or the named variant its resolved
+    parameters select (``AbstractAlgorithm.variants``: AEG with ``prox = true`` is ``ProxAEG``).
+    Set from the spec, so that tables group runs by algorithm without reading the ``method`` label."""
+    params = alg.resolved()
+    for variant, values in registry.lookup("algorithm", alg.name).variants.items():
+        if all(k in params and params[k] == v and type(params[k]) is type(v) for k, v in values.items()):
+            return variant
+    return alg.name
+
+
 @dataclass(frozen=True)
 class AggregatorSpec:
     """``[aggregator]``: the robust rule and the pre-aggregators applied before it, in order.
@@ -585,8 +597,8 @@ class RunSpec:
 # Columns a run always or optionally has; an algorithm parameter with one of these names is
 # written as ``method_<name>``.
 RESERVED_COLUMNS = {"run", "seed", "iteration", "comm_round", "stage", "f", "attack", "aggregator", "method",
-                    "split", "alpha", "lam", "n_honest", "tolerated_f", "participation", "batch_size", "worker_momentum",
-                    "local_steps", "local_lr"}
+                    "algorithm", "split", "alpha", "lam", "n_honest", "tolerated_f", "participation", "batch_size",
+                    "worker_momentum", "local_steps", "local_lr"}
 
 TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
             "aggregator", "algorithm", "workers", "metrics"}
@@ -754,7 +766,9 @@ def expand(grid: GridSpec) -> list[RunSpec]:
     local lr, attack, pipeline, algorithm. At f = 0 the attack plays no part, so one run (attack
     column ``"none"``, built with the first attack so that it shares its structure under
     ``max_f``) stands for all attacks. The columns hold every number the run is built from,
-    including each component's defaults (``ComponentSpec.resolved``), e.g. CenteredClipping's tau.
+    including each component's defaults (``ComponentSpec.resolved``), e.g. CenteredClipping's tau,
+    the ``method`` label (``method_label``, for legends) and the ``algorithm`` (``algorithm_name``,
+    what tables group by).
     """
     b, wk = grid.byzantine, grid.workers
     pipelines = [p for agg in grid.aggregators for p in agg.expand()]
@@ -767,7 +781,8 @@ def expand(grid: GridSpec) -> list[RunSpec]:
         if f == 0 and k > 0:
             continue  # the f = 0 run does not depend on the attack
         cols = {"f": f, "attack": attack.label_name if f else "none", "aggregator": pipeline.label,
-                "method": method_label(alg.label_name, alg.params), "split": data.split,
+                "method": method_label(alg.label_name, alg.params), "algorithm": algorithm_name(alg),
+                "split": data.split,
                 "alpha": "" if data.alpha is None else data.alpha, "lam": grid.problem.params.get("lam", ""),
                 "n_honest": data.n_honest}
         for key, value in (("tolerated_f", tolerated_f), ("participation", participation),
