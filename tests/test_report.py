@@ -258,7 +258,8 @@ def test_a_folder_written_before_the_algorithm_column_gets_it_from_its_recorded_
     assert sorted({r["algorithm"] for r in selection}) == ["AEG", "DGD", "ProxAEG"]
     capsys.readouterr()
     moved = {"config": parse_config(OLD_GRID | {"algorithm": [{"name": "DGD", "lr": [0.1, 0.5]}]}).to_dict()}
-    for name, record, message in [("reproduce", {"experiment": "A"}, "records no grid to derive it from"),
+    for name, record, message in [("reproduce", {"experiment": "short"}, "records no grid to derive it from; "
+                                   "rerun the 'byzjax reproduce short' that wrote it (it reads its runs back"),
                                   ("none", None, "records no grid to derive it from"),
                                   ("other", moved, "is not run"),
                                   ("bad", {"config": {"rounds": 0}}, "does not parse")]:

@@ -84,8 +84,10 @@ def with_recorded_algorithm(rows: list[dict], path: Path, record: dict) -> list[
     lacks = f"report: {path} has no 'algorithm' column (written by an older byzjax)"
     config = record.get("config")
     if not isinstance(config, dict):
-        raise OutputError(f"{lacks} and {path.with_name('config.json')} records no grid to derive it from; "
-                          f"rerun the command that wrote the folder")
+        rerun = (f"rerun the 'byzjax reproduce {record['experiment']}' that wrote it (it reads its runs back from "
+                 f"stages/, recomputing none, and rewrites summary.csv)") if "experiment" in record else \
+            "rerun the command that wrote the folder"
+        raise OutputError(f"{lacks} and {path.with_name('config.json')} records no grid to derive it from; {rerun}")
     try:
         runs = parse_config(config).runs
     except ConfigError as err:
