@@ -351,7 +351,9 @@ class ProximalStep(eqx.Module):
         Under ``vmap`` (runs of a grid) the solves run one after the other
         (``jax.custom_batching.sequential_vmap``): a batched ``while_loop`` would run every run's
         L-BFGS for as many iterations as the slowest run needs, while each run's solve here takes
-        its own iterations, exactly as alone."""
+        its own iterations, exactly as alone. Measured on the paper grid's PIGS program (12 runs,
+        ``benchmarks/bench_grid.py --programs 1 --rounds 4``, 2 CPU cores): 5.1 s per run-round
+        sequential, 28 s batched (one ``while_loop``, converged runs frozen)."""
         shard0 = jax.tree.map(lambda a: a[0], env.shards)
         arrays, static = eqx.partition((env.oracle.problem, shard0, self), eqx.is_array)
 
