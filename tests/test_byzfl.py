@@ -128,7 +128,7 @@ def random_upstream_config(rng):
                                                {"name": "dirichlet_niid", "distribution_parameter": pick([0.3, 3.0])})
                                    if rng.random() < 0.5] or [{"name": "iid"}]}
     if rng.random() < 0.5:
-        bench["tolerated_f"] = pick([2, 3])
+        bench["tolerated_f"] = pick([1, 2, 3])  # tolerated_f = 1 with f = 2: ByzFL drops the pair
     seeds = "nb_training_seeds" if rng.random() < 0.5 else "nb_data_distribution_seeds"
     bench[seeds], bench[seeds.replace("nb_", "").replace("seeds", "seed")] = int(rng.integers(1, 3)), int(rng.integers(0, 3))
     aggregators = [{"name": "GeometricMedian", "parameters": {"nu": pick([0.1, 0.2]), "T": 3}},
@@ -153,18 +153,82 @@ def test_byzfls_own_layout_sweeps_every_list_as_byzfl_does():
     from byzjax.app.config import parse_config
 
     rng = np.random.default_rng(0)
-    checked = 0
+    checked = dropping = 0
     while checked < 25:
         config = random_upstream_config(rng)
         want = sorted(expected_line(t) for t in byzfl_trainings(config))
         if len(want) > 128:
             continue
+        if not want:  # every (f, tolerated_f) pair dropped: refused, nothing would run
+            with pytest.raises(ConfigError, match=r"tolerated_f: .* every pair has tolerated_f < f"):
+                translate(copy.deepcopy(config))
+            continue
+        listed = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
+        bench = config["benchmark_config"]
+        dropping += any(t < f for f in listed(bench["f"]) for t in listed(bench.get("tolerated_f", bench["f"])))
         translation = translate(copy.deepcopy(config))
         grid = parse_config(translation.config)
         assert sorted(byzjax_lines(grid)) == want, config
         assert any("[workers] momentum" in n for n in translation.notes)
         assert any("after aggregation" in n for n in translation.notes)
         checked += 1
+    assert dropping >= 3  # some configs had pairs to drop
+
+
+def test_pairs_tolerated_f_below_f_are_dropped_as_byzfl_drops_them(tmp_path, capsys):
+    """tolerated_f in {1, 5} x f in {1, 5}: ByzFL's run_benchmark keeps tolerated_f >= f (three of the four
+    pairs); byzjax's grid is those runs, one note per dropped group, and the dry run lists what is left."""
+    from byzjax.app.cli import main
+
+    config = json.loads(PAPER.read_text())
+    config["benchmark_config"]["tolerated_f"] = [1, 5]
+    file = tmp_path / "config.json"
+    file.write_text(json.dumps(config))
+    grid, translation = load_byzfl(file)
+    want = sorted(expected_line(t) for t in byzfl_trainings(config))
+    assert sorted(byzjax_lines(grid)) == want and len(want) == 3 * 32  # 64 runs over two f: 32 per pair
+    assert {(r.f, r.tolerated_f) for r in grid.runs} == {(1, 1), (1, 5), (5, 5)}
+    n_dropped = sum(1 for c in combinations(config) if c["benchmark_config"]["tolerated_f"] < c["benchmark_config"]["f"])
+    assert n_dropped == 32
+    drops = [n for n in translation.notes if "dropped" in n]
+    assert drops == [f"byzfl: dropped {n_dropped} runs with tolerated_f=1 < f=5 (ByzFL skips them)"]
+    assert grid.to_dict()["byzantine"]["drop_tolerated_below_f"] is True  # recorded: the resolved grid reads back
+    from byzjax.app.config import parse_config
+
+    pairs = lambda g: [(r.f, r.tolerated_f, r.columns["algorithm"]) for r in g.runs]  # noqa: E731
+    assert pairs(parse_config(grid.to_dict())) == pairs(grid)
+    # the dry run: the notes, then only the runs left (tolerated_f in {0, 1, 5}: three groups dropped, in grid order)
+    small = TINY | {"benchmark_config": TINY["benchmark_config"] | {"f": [1, 5], "tolerated_f": [0, 1, 5],
+                                                                      "nb_honest_clients": 12}}
+    file.write_text(json.dumps(small))
+    assert main(["run", "--byzfl", str(file), "--dry-run", "--data", "synthetic"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if "dropped" in line] == [
+        f"byzfl: dropped 2 runs with tolerated_f={t} < f={f} (ByzFL skips them)" for t, f in [(0, 1), (0, 5), (1, 5)]]
+    runs = [line for line in out if line.startswith("run ")]
+    assert len(runs) == 2 * 3 and out[-1].startswith("6 runs x 1 seeds = 6 trajectories")
+    assert {(line.split("  f=")[1].split()[0], line.split("tolerated_f=")[1].split()[0]) for line in runs} == {
+        ("1", "1"), ("1", "5"), ("5", "5")}
+
+
+def test_a_toml_grid_keeps_the_full_product_unless_told_to_drop():
+    from byzjax.app.config import dropped_runs, parse_config
+
+    raw = {"byzantine": {"f": [0, 2, 4], "tolerated_f": [1, 3], "attack": ["SignFlipping", "ALIE"]},
+           "algorithm": {"name": "DGD"}}
+    full = parse_config(raw)
+    pairs = [(r.f, r.tolerated_f) for r in full.runs]
+    assert len(pairs) == 2 + 2 * 2 * 2 and not dropped_runs(full)  # f = 0 once per tolerated_f, not per attack
+    drop = parse_config(raw | {"byzantine": raw["byzantine"] | {"drop_tolerated_below_f": True}})
+    assert [(r.f, r.tolerated_f) for r in drop.runs] == [p for p in pairs if p[1] >= p[0]]
+    assert [(r.f, r.tolerated_f) for r in dropped_runs(drop)] == [p for p in pairs if p[1] < p[0]]
+    from byzjax.app.config import program_runs
+
+    assert {r.max_f for r in program_runs(drop) if r.f} == {None}  # only f = 2 is left: no shared max_f = 4
+    with pytest.raises(ConfigError, match=r"^config \[byzantine\]: every tolerated_f \[1\] is below every f \[2, 4\]"):
+        parse_config(raw | {"byzantine": {"f": [2, 4], "tolerated_f": 1, "drop_tolerated_below_f": True}})
+    with pytest.raises(ConfigError, match=r"drop_tolerated_below_f must be true or false .*, got 'yes'"):
+        parse_config(raw | {"byzantine": raw["byzantine"] | {"drop_tolerated_below_f": "yes"}})
 
 
 def mutated(path, value):
@@ -183,8 +247,8 @@ REFUSED = [
     (("benchmark_config", "nb_steps"), [100, 200], r"benchmark_config\.nb_steps: is a list of 2 values"),
     (("benchmark_config", "nb_workers_total"), 3, (r"benchmark_config\.nb_workers_total: is not a ByzFL benchmark "
                                                   r"field byzjax supports \(value 3")),
-    (("benchmark_config", "tolerated_f"), [1, 3], (r"benchmark_config\.tolerated_f: \[1, 3\] with f \[1, 5\]: ByzFL "
-                                                  r"drops the pairs")),
+    (("benchmark_config", "tolerated_f"), [0], (r"benchmark_config\.tolerated_f: \[0\] with f \[1, 5\]: every pair "
+                                               r"has tolerated_f < f, which ByzFL drops .*: nothing is left to run")),
     (("benchmark_config", "nb_training_seeds"), 1.5, r"benchmark_config\.nb_training_seeds: must be an integer >= 1"),
     (("benchmark_config", "size_train_set"), 1.0, r"benchmark_config\.size_train_set: must be in \(0, 1\)"),
     (("benchmark_config", "data_distribution"), [{"name": "pathological_niid"}],
@@ -298,7 +362,7 @@ def test_a_tiny_byzfl_config_runs_on_synthetic_data(tmp_path, capsys, monkeypatc
     with open(tmp_path / "res" / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(float(r["lr"]) for r in rows) == [0.05, 0.1]
-    assert {r["method"] for r in rows} == {"D-GD(lr=0.05)", "D-GD(lr=0.1)"}
+    assert {r["method"] for r in rows} == {"D-GD(lr=0.05)", "D-GD(lr=0.1)"} and {r["algorithm"] for r in rows} == {"DGD"}
     assert all(r["split"] == "gamma_similarity" and float(r["alpha"]) == 0.5 for r in rows)
     with open(tmp_path / "res" / "metrics.csv") as fh:
         metrics = list(csv.DictReader(fh))

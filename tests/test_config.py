@@ -117,6 +117,25 @@ def test_aliases_resolve_to_registered_names_and_labels_keep_the_paper_names():
     assert cfg.runs[0].columns["lr"] == 0.05 and cfg.runs[1].columns["lr"] == default_lr  # the default is a column
 
 
+def test_the_algorithm_column_is_the_specs_name_whatever_the_label():
+    """``algorithm`` (every run's column, in summary.csv and metrics.csv) is the registered name of the
+    run's algorithm (aliases resolved), or the variant its parameters select (AEG with prox = true is
+    ProxAEG, also when prox is swept: the label of AEG and ProxAEG both start "AEG")."""
+    algs = [{"name": "moDSGD", "lr": [0.1, 0.2]}, {"name": "D-NAG", "lr": 0.05}, {"name": "DSGD"},
+            {"name": "FedProxyProx", "eta": 2.0}, {"name": "AEG", "prox": [False, True]}, {"name": "AEG", "prox": True},
+            {"name": "FedAvg"}]
+    cfg = parse_config(with_("algorithm", algs))
+    got = [(r.columns["method"], r.columns["algorithm"]) for r in cfg.runs]
+    assert got == [("D-GD(lr=0.1)", "DGD"), ("D-GD(lr=0.2)", "DGD"), ("D-NAG(lr=0.05)", "DNAG"), ("D-NAG", "DNAG"),
+                   ("PIGS(eta=2)", "PIGS"), ("AEG(prox=False)", "AEG"), ("AEG(prox=True)", "ProxAEG"),
+                   ("AEG(prox=True)", "ProxAEG"), ("FedAvg", "FedAvg")]
+    assert all(list(r.columns).index("algorithm") == list(r.columns).index("method") + 1 for r in cfg.runs)
+    # a parameter named like the column would be written method_algorithm, never over it
+    from byzjax.app.config import RESERVED_COLUMNS
+
+    assert "algorithm" in RESERVED_COLUMNS
+
+
 # ---- strict validation (issue 10 "Bad input") -----------------------------------------------
 
 BAD = [

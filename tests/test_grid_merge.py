@@ -112,7 +112,7 @@ def test_merged_f_and_methods_equal_each_run_in_its_own_program():
     runs, _, meta = execute(cfg, None, show_progress=False, prepared=prepared)
     assert meta["programs"] == 1 and len(runs) == 4
     for rid, seed, cols, trace in runs:
-        if (cols["method"].startswith("D-GD"), cols["f"]) in ((True, 1), (False, 2)):
+        if (cols["algorithm"], cols["f"]) in (("DGD", 1), ("DNAG", 2)):
             _compare(trace, _alone(cfg, prepared[1], prepared[2], rid, seed), f"{cols['method']} f={cols['f']}")
 
 

@@ -60,7 +60,8 @@ def test_summary_reports_test_accuracy_at_the_best_validation_evaluation():
 
 def test_every_summary_column_is_a_measurement_or_a_config_column():
     rng = np.random.default_rng(0)
-    cols = {"f": 1, "attack": "ALIE", "aggregator": "TrMean", "method": "D-GD(lr=0.1)", "lr": 0.1, "attack_tau": 1.5}
+    cols = {"f": 1, "attack": "ALIE", "aggregator": "TrMean", "method": "D-GD(lr=0.1)", "algorithm": "DGD", "lr": 0.1,
+            "attack_tau": 1.5}
     trace = hand_trace(rng, 6, 2, 1)
     trace.metrics |= {k: rng.random(6) for k in ("error", "spread", "grad_norm", "kappa_hat", "inner_iters",
                                                   "inner_capped")}
@@ -85,8 +86,8 @@ def hand_folder(path, rng, accuracy=True, nan_run=True, instances=INSTANCES):
         for attack, agg, lr in itertools.product(ATTACKS[:1] if f == 0 else ATTACKS, AGGS, LRS):
             for seed in SEEDS:
                 r = {"run": run, "seed": seed, "f": f, "attack": attack if f else "none", "aggregator": agg,
-                     "method": f"D-GD(lr={lr:g})", "split": split, "alpha": alpha, "lam": 0.001, "n_honest": 4,
-                     "lr": lr, "l_ref": 0.4, "final_loss": float(rng.choice([0.5, 0.7, 0.9, 1.3])),
+                     "method": f"D-GD(lr={lr:g})", "algorithm": "DGD", "split": split, "alpha": alpha, "lam": 0.001,
+                     "n_honest": 4, "lr": lr, "l_ref": 0.4, "final_loss": float(rng.choice([0.5, 0.7, 0.9, 1.3])),
                      "min_loss": 0.4, "diverged": bool(rng.random() < 0.1)}
                 if accuracy:
                     best = float(rng.choice([0.6, 0.7, 0.8]))
@@ -134,8 +135,8 @@ def test_report_tables_agree_with_summary_csv(tmp_path, capsys):
     out = tmp_path / "rep"
     for name in ("selection", "results", "candidates"):
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file()
-    for stem in ("heatmap_test_acc_at_best_val_n_honest4_D-GD", "heatmap_final_loss_n_honest4_D-GD",
-                 "vs_f_test_acc_at_best_val_n_honest4_D-GD_iid", "vs_f_test_acc_at_best_val_n_honest4_D-GD_dirichlet_alpha=0.5"):
+    for stem in ("heatmap_test_acc_at_best_val_n_honest4_DGD", "heatmap_final_loss_n_honest4_DGD",
+                 "vs_f_test_acc_at_best_val_n_honest4_DGD_iid", "vs_f_test_acc_at_best_val_n_honest4_DGD_dirichlet_alpha=0.5"):
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 1000, stem
     printed = capsys.readouterr().out
@@ -177,7 +178,7 @@ def test_heatmap_grids_hold_the_worst_case_per_instance_and_f(tmp_path):
     results = tables(summary)["results"]
     grids = heatmap_grids(worst_cases(results, setting_columns(list(summary[0]) + ["attack_tau"])), "final_loss")
     ((fig, (aggs, hets, fs, values)),) = grids.items()
-    assert dict(fig) == {"n_honest": "4", "algorithm": "D-GD"}
+    assert dict(fig) == {"n_honest": "4", "algorithm": "DGD"}
     assert aggs == AGGS and hets == ["iid", "dirichlet(alpha=0.5)"] and fs == ["0", "1"]
     chosen = reference(rows, "best_val_acc", True)
     for (i, (split, alpha)), (j, f), agg in itertools.product(enumerate(INSTANCES), enumerate([0, 1]), AGGS):
@@ -198,8 +199,8 @@ def test_a_folder_without_accuracy_gets_loss_tables_and_loss_figures(tmp_path):
     header = next(csv.reader(open(out / "results.csv")))
     assert "final_loss_mean" in header and not any("acc" in c for c in header)
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert "heatmap_final_loss_n_honest4_D-GD.png" in figures and not any("acc" in p for p in figures)
-    assert "vs_f_final_loss_n_honest4_D-GD_iid.pdf" in figures
+    assert "heatmap_final_loss_n_honest4_DGD.png" in figures and not any("acc" in p for p in figures)
+    assert "vs_f_final_loss_n_honest4_DGD_iid.pdf" in figures
 
 
 def test_bad_folders_are_one_line_errors(tmp_path, capsys):
@@ -217,6 +218,56 @@ def test_bad_folders_are_one_line_errors(tmp_path, capsys):
         assert main(["report", str(p)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("byzjax: error: ") and wants[name] in err and err.count("\n") == 1, (name, err)
+
+
+OLD_GRID = {"rounds": 2, "data": {"source": "synthetic", "n_honest": 4}, "byzantine": {"f": [0, 1], "attack": "ALIE"},
+            "algorithm": [{"name": "moDSGD", "lr": [0.1, 0.5]}, {"name": "AEG", "prox": [False, True]}]}
+OLD_ALGORITHMS = ["DGD", "DGD", "AEG", "ProxAEG"]  # per algorithm point, by hand; the grid: f x algorithm
+
+
+def old_folder(path, rng, record):
+    """A folder as an older byzjax wrote it: summary.csv without the algorithm column, and ``record``
+    as its config.json; one row per run of ``OLD_GRID`` and seed."""
+    from byzjax.app.config import parse_config
+    from byzjax.app.files import write_json
+
+    runs = parse_config(OLD_GRID).runs
+    rows = [{"run": i, "seed": seed} | {k: v for k, v in r.columns.items() if k != "algorithm"}
+            | {"final_loss": float(rng.random()), "l_ref": 0.1} for i, r in enumerate(runs) for seed in (0, 1)]
+    path.mkdir(parents=True, exist_ok=True)
+    write_csv(path / "summary.csv", rows)
+    if record is not None:
+        write_json(path / "config.json", record)
+    return rows
+
+
+def test_a_folder_written_before_the_algorithm_column_gets_it_from_its_recorded_grid(tmp_path, capsys):
+    """``byzjax run``'s config.json records the resolved grid: the report reads the algorithm of each
+    row's run from it (the label "AEG(prox=True)" would say AEG); a folder without a recorded grid, or
+    whose rows are not its runs, is a one-line error naming summary.csv and the missing column."""
+    from byzjax.app.config import parse_config
+
+    rng = np.random.default_rng(2)
+    rows = old_folder(tmp_path / "old", rng, {"config": parse_config(OLD_GRID).to_dict()})
+    summary = read_summary(tmp_path / "old")
+    want = [OLD_ALGORITHMS[int(r["run"]) % len(OLD_ALGORITHMS)] for r in rows]
+    assert [r["algorithm"] for r in summary] == want
+    assert all(list(r).index("algorithm") == list(r).index("method") + 1 for r in summary)
+    assert main(["report", str(tmp_path / "old")]) == 0
+    selection = list(csv.DictReader(open(tmp_path / "old" / "report" / "selection.csv")))
+    assert sorted({r["algorithm"] for r in selection}) == ["AEG", "DGD", "ProxAEG"]
+    capsys.readouterr()
+    moved = {"config": parse_config(OLD_GRID | {"algorithm": [{"name": "DGD", "lr": [0.1, 0.5]}]}).to_dict()}
+    for name, record, message in [("reproduce", {"experiment": "short"}, "records no grid to derive it from; "
+                                   "rerun the 'byzjax reproduce short' that wrote it (it reads its runs back"),
+                                  ("none", None, "records no grid to derive it from"),
+                                  ("other", moved, "is not run"),
+                                  ("bad", {"config": {"rounds": 0}}, "does not parse")]:
+        old_folder(tmp_path / name, rng, record)
+        assert main(["report", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"byzjax: error: report: {tmp_path / name / 'summary.csv'} has no 'algorithm' column")
+        assert message in err and err.count("\n") == 1, (name, err)
 
 
 GRID = """
@@ -268,12 +319,12 @@ def test_report_of_a_real_grid_agrees_with_its_summary(tmp_path, capsys):
         got = next(r for r in rows if r["attack"] in ("none", "worst case"))
         assert float(got["test_acc_at_best_val_mean"]) == pytest.approx(
             min(np.mean(at[:2]), np.mean(at[2:])) if f == "1" else np.mean(at), abs=1e-12)  # runs tau=1, tau=3
-    assert (out / "report" / "figures" / "heatmap_final_loss_n_honest4_D-GD.pdf").is_file()
+    assert (out / "report" / "figures" / "heatmap_final_loss_n_honest4_DGD.pdf").is_file()
 
 
 def test_heatmap_rows_go_from_homogeneous_to_heterogeneous():
     splits = [("extreme", ""), ("gamma_similarity", "0.5"), ("dirichlet", "0.1"), ("iid", ""), ("dirichlet", "5.0")]
-    results = [{"f": f, "aggregator": "A", "split": s, "alpha": a, "algorithm": "D-GD", "attack": "none",
+    results = [{"f": f, "aggregator": "A", "split": s, "alpha": a, "algorithm": "DGD", "attack": "none",
                 "final_loss_mean": float(i + 10 * int(f))} for i, (s, a) in enumerate(splits) for f in ("0", "1")]
     ((_, (aggs, hets, fs, grids)),) = heatmap_grids(worst_cases(results, ["f", "aggregator", "split", "alpha"]),
                                                     "final_loss").items()

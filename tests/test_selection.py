@@ -5,15 +5,16 @@ import math
 import numpy as np
 import pytest
 
+from byzjax._validation import ConfigError
 from byzjax.app.results import config_columns
-from byzjax.app.selection import (algorithm_of, best_worst_case, candidates, hyperparameter_columns,
-                                  selected_rows, setting_columns)
+from byzjax.app.selection import best_worst_case, candidates, hyperparameter_columns, selected_rows, setting_columns
 
 
 def row(agg, f, attack, lr, seed, acc, *, loss=1.0, run=0, split="iid", alpha=""):
     """A summary.csv row as read back (text cells)."""
     return {"run": str(run), "seed": str(seed), "f": str(f), "attack": attack, "aggregator": agg,
-            "method": f"D-GD(lr={lr})", "split": split, "alpha": alpha, "lam": "0.001", "n_honest": "4",
+            "method": f"D-GD(lr={lr})", "algorithm": "DGD", "split": split, "alpha": alpha, "lam": "0.001",
+            "n_honest": "4",
             "lr": str(lr), "l_ref": "0.5", "final_loss": str(loss), "best_val_acc": "" if acc is None else str(acc),
             "diverged": "False", "compile_s": "1.0", "attack_tau": "1.5" if attack == "ALIE" else ""}
 
@@ -54,11 +55,12 @@ def _by_setting(selections):
 
 def test_columns_are_split_into_setting_attack_and_hyperparameters():
     header = list(row("A", 1, "ALIE", 0.1, 0, 0.5)) + ["momentum", "worker_momentum", "aggregator_tau", "stage"]
-    assert config_columns(header) == ["f", "attack", "aggregator", "method", "split", "alpha", "lam", "n_honest", "lr",
-                                      "attack_tau", "momentum", "worker_momentum", "aggregator_tau", "stage"]
+    assert config_columns(header) == ["f", "attack", "aggregator", "method", "algorithm", "split", "alpha", "lam",
+                                      "n_honest", "lr", "attack_tau", "momentum", "worker_momentum", "aggregator_tau",
+                                      "stage"]
     assert hyperparameter_columns(header) == ["lam", "lr", "momentum", "worker_momentum"]
-    assert setting_columns(header) == ["f", "aggregator", "split", "alpha", "n_honest", "aggregator_tau", "stage"]
-    assert algorithm_of("D-NAG(lr=0.1,momentum=0.9)") == "D-NAG" and algorithm_of("PIGS") == "PIGS"
+    assert setting_columns(header) == ["f", "aggregator", "split", "alpha", "n_honest", "aggregator_tau", "stage",
+                                       "algorithm"]
 
 
 def test_hand_made_table_worst_case_choice_with_nan_ties_and_missing_attacks():
@@ -66,7 +68,7 @@ def test_hand_made_table_worst_case_choice_with_nan_ties_and_missing_attacks():
     assert set(sel) == {(a, str(f)) for a, f, _ in HAND}
     a1 = sel[("A", "1")]
     assert a1.hyper["lr"] == "0.5" and a1.worst == pytest.approx(0.65) and a1.worst_attack == ("ALIE", "1.5")
-    assert a1.n_candidates == 2 and a1.tied == 1 and a1.setting["algorithm"] == "D-GD"
+    assert a1.n_candidates == 2 and a1.tied == 1 and a1.setting["algorithm"] == "DGD"
     assert sel[("A", "0")].hyper["lr"] == "0.1" and sel[("A", "0")].worst == pytest.approx(0.9)
     assert sel[("A", "0")].worst_attack == ("none", "")
     assert sel[("B", "1")].hyper["lr"] == "0.1" and sel[("B", "1")].worst == pytest.approx(0.5)
@@ -97,9 +99,33 @@ def test_loss_selection_minimises_the_worst_case_and_an_infinite_loss_is_a_numbe
 def test_settings_are_kept_apart_by_data_instance_and_algorithm():
     rows = [row("A", 1, "SignFlipping", lr, 0, acc, split=split, alpha=alpha) for split, alpha, lr, acc in
             [("iid", "", 0.1, 0.9), ("iid", "", 0.5, 0.8), ("dirichlet", "0.1", 0.1, 0.2), ("dirichlet", "0.1", 0.5, 0.3)]]
-    rows += [r | {"method": "D-NAG(lr=0.1)", "momentum": "0.9"} for r in rows[:2]]
+    rows += [r | {"method": "D-NAG(lr=0.1)", "algorithm": "DNAG", "momentum": "0.9"} for r in rows[:2]]
     sel = {(s.setting["split"], s.setting["algorithm"]): s.hyper["lr"] for s in best_worst_case(rows)}
-    assert sel == {("iid", "D-GD"): "0.1", ("dirichlet", "D-GD"): "0.5", ("iid", "D-NAG"): "0.1"}
+    assert sel == {("iid", "DGD"): "0.1", ("dirichlet", "DGD"): "0.5", ("iid", "DNAG"): "0.1"}
+
+
+def test_settings_are_grouped_by_the_algorithm_column_never_by_the_method_label():
+    """Two algorithms whose labels start alike (AEG and ProxAEG are both "AEG(...)") are two settings;
+    two labels of one algorithm (an alias, "moDSGD(...)" and "D-GD(...)") are one."""
+    rows = [row("A", 1, "SignFlipping", lr, 0, acc) for lr, acc in [(0.1, 0.9), (0.5, 0.8)]]
+    rows = [r | {"method": f"AEG(theta={r['lr']})", "algorithm": "AEG"} for r in rows] + \
+        [r | {"method": f"AEG(prox=True,theta={r['lr']})", "algorithm": "ProxAEG", "best_val_acc": a}
+         for r, a in zip(rows, ("0.1", "0.95"))]
+    sel = {s.setting["algorithm"]: s.hyper["lr"] for s in best_worst_case(rows)}
+    assert sel == {"AEG": "0.1", "ProxAEG": "0.5"}
+    alias = [row("A", 1, "SignFlipping", lr, 0, acc) | {"method": m} for lr, acc, m in
+             [(0.1, 0.7, "moDSGD(lr=0.1)"), (0.5, 0.8, "D-GD(lr=0.5)")]]
+    (s,) = best_worst_case(alias)
+    assert s.hyper["lr"] == "0.5" and s.n_candidates == 2
+
+
+def test_rows_without_the_algorithm_column_are_a_one_line_error():
+    rows = [{k: v for k, v in row("A", 1, "ALIE", 0.1, s, 0.5).items() if k != "algorithm"} for s in range(2)]
+    for call in (lambda: best_worst_case(rows), lambda: candidates(rows, "best_val_acc"),
+                 lambda: selected_rows(rows, [])):
+        with pytest.raises(ConfigError, match=r"^selection: 2 of 2 rows have no 'algorithm' column") as err:
+            call()
+        assert "\n" not in str(err.value)
 
 
 def test_random_tables_agree_with_a_numpy_reference():

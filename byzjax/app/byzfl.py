@@ -3,13 +3,16 @@
 ByzFL's benchmark (github.com/LPD-EPFL/byzfl, ``byzfl/benchmark/benchmark.py``) expands its
 config with ``generate_all_combinations``: every list anywhere in the file is a sweep (a list of
 tables expands each table), except ``pre_aggregators`` and ``milestones``, which are one value
-each (a list of pre-aggregator lists sweeps pipelines). Then ``tolerated_f`` is set to ``f`` where
-absent (else the pairs ``tolerated_f < f`` are dropped), the rules' and pre-aggregators' ``f`` is
-``tolerated_f``, and every combination is run for ``nb_training_seeds`` x ``nb_data_distribution_seeds``
-seeds. ``translate`` maps such a file onto byzjax's config (the dictionary ``parse_config`` reads),
-whose grid is the same Cartesian product: every swept ByzFL field is a byzjax sweep, every field
-byzjax cannot honour is refused in one line naming it, and every field mapped differently is
-reported as one ``byzfl: ...`` note.
+each (a list of pre-aggregator lists sweeps pipelines). Then ``run_benchmark`` sets ``tolerated_f``
+to ``f`` where the file has no ``tolerated_f`` (``set_tolerated_f_equal_to_real_f``), else drops the
+combinations with ``tolerated_f < f`` (``remove_real_greater_declared``, which keeps
+``tolerated_f >= f``); the rules' and pre-aggregators' ``f`` is ``tolerated_f``, and every combination
+is run for ``nb_training_seeds`` x ``nb_data_distribution_seeds`` seeds. ``translate`` maps such a
+file onto byzjax's config (the dictionary ``parse_config`` reads), whose grid is the same product:
+every swept ByzFL field is a byzjax sweep, the dropped pairs are dropped too (``[byzantine]
+drop_tolerated_below_f``; ``load_byzfl`` notes each dropped group), every field byzjax cannot honour
+is refused in one line naming it, and every field mapped differently is reported as one
+``byzfl: ...`` note.
 
 Two layouts are read: ByzFL's (``model.learning_rate``, ``honest_clients.momentum`` /
 ``weight_decay``; DSGD = server SGD on the clients' momenta) and the paper authors' fork
@@ -357,12 +360,13 @@ def _byzantine(bench: dict, attacks: list[dict], notes: list[str]) -> dict:
     if "tolerated_f" in bench:
         tolerated = [_number("benchmark_config.tolerated_f", v, low=0, integer=True)
                      for v in _values("benchmark_config.tolerated_f", bench["tolerated_f"])]
-        dropped = [(f, t) for f in fs for t in tolerated if t < f]
-        if dropped:
-            raise _fail("benchmark_config.tolerated_f", f"{tolerated} with f {fs}: ByzFL drops the pairs tolerated_f "
-                                                        f"< f {dropped}, byzjax's grid is their full product: give "
-                                                        "tolerated_f values >= every f, or one config per f")
+        if all(t < f for f in fs for t in tolerated):
+            raise _fail("benchmark_config.tolerated_f", f"{tolerated} with f {fs}: every pair has tolerated_f < f, "
+                                                        "which ByzFL drops (remove_real_greater_declared): nothing is "
+                                                        "left to run; give a tolerated_f >= some f")
         out["tolerated_f"] = tolerated
+        if any(t < f for f in fs for t in tolerated):
+            out["drop_tolerated_below_f"] = True  # ByzFL's filter; load_byzfl notes each dropped group
     if 0 in fs and len(attacks) > 1:
         notes.append(f"{NOTE}f = 0: one run per configuration, not one per attack (ByzFL repeats the same "
                      "attack-free run for each attack)")
@@ -491,9 +495,23 @@ def translate(byzfl: dict, base: str | os.PathLike = ".") -> Translation:
     return Translation(config, notes, _one("evaluation_and_results.results_directory", results))
 
 
+def dropped_notes(grid) -> list[str]:
+    """One note per ``(f, tolerated_f)`` group of runs the grid leaves out (``byzjax.app.config.dropped_runs``:
+    ByzFL's ``remove_real_greater_declared`` in ``run_benchmark``, byzfl/benchmark/benchmark.py, skips
+    the combinations with ``tolerated_f < f``), in grid order:
+    ``byzfl: dropped N runs with tolerated_f=1 < f=5 (ByzFL skips them)``."""
+    from collections import Counter
+
+    from byzjax.app.config import dropped_runs
+
+    groups = Counter((r.tolerated_f, r.f) for r in dropped_runs(grid))
+    return [f"{NOTE}dropped {n} runs with tolerated_f={t} < f={f} (ByzFL skips them)" for (t, f), n in groups.items()]
+
+
 def load_byzfl(path: str | os.PathLike):
     """Read a ByzFL benchmark ``config.json``: ``(GridSpec, Translation)``; every error is one line
-    naming the file and the field. The grid's ``raw`` (recorded as ``as_written``) is the JSON as given."""
+    naming the file and the field. The grid's ``raw`` (recorded as ``as_written``) is the JSON as given.
+    The notes end with one line per group of runs dropped as ByzFL drops them (``dropped_notes``)."""
     import dataclasses
 
     from byzjax.app.config import parse_config, read_config_text
@@ -509,4 +527,5 @@ def load_byzfl(path: str | os.PathLike):
         grid = parse_config(translation.config, base=path.parent)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    translation = translation._replace(notes=translation.notes + dropped_notes(grid))
     return dataclasses.replace(grid, raw=raw), translation

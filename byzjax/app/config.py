@@ -266,6 +266,18 @@ def method_label(name: str, params: dict) -> str:
     return f"{short}({inner})" if inner else short
 
 
+def algorithm_name(alg: ComponentSpec) -> str:
+    """The ``algorithm`` column of a run of ``alg`` (one point of a sweep): the algorithm's registered
+    name (aliases resolved: ``D-GD`` and ``moDSGD`` are ``DGD``), or the named variant its resolved
+    parameters select (``AbstractAlgorithm.variants``: AEG with ``prox = true`` is ``ProxAEG``).
+    Set from the spec, so that tables group runs by algorithm without reading the ``method`` label."""
+    params = alg.resolved()
+    for variant, values in registry.lookup("algorithm", alg.name).variants.items():
+        if all(k in params and params[k] == v and type(params[k]) is type(v) for k, v in values.items()):
+            return variant
+    return alg.name
+
+
 @dataclass(frozen=True)
 class AggregatorSpec:
     """``[aggregator]``: the robust rule and the pre-aggregators applied before it, in order.
@@ -471,23 +483,37 @@ class ProblemSpec:
 
 @dataclass(frozen=True)
 class ByzantineSpec:
-    """``[byzantine]``: Byzantine counts, the attacks, what the rules are told, participation."""
+    """``[byzantine]``: Byzantine counts, the attacks, what the rules are told, participation.
+
+    ``drop_tolerated_below_f``: leave out of the grid the runs whose ``tolerated_f`` (the f the rules
+    assume) is below their ``f``, as ByzFL's benchmark does (``byzjax run --byzfl`` sets it); by default
+    the grid is the full product of ``f`` and ``tolerated_f``.
+    """
 
     f: tuple[int, ...] = (0,)
     attacks: tuple[ComponentSpec, ...] = ()
     tolerated_f: tuple[int | None, ...] = (None,)
     max_f: int | None = None
     participation: tuple[float | None, ...] = (None,)
+    drop_tolerated_below_f: bool = False
+
+    def keeps(self, f: int, tolerated_f: int | None) -> bool:
+        """Whether the grid has runs with this ``(f, tolerated_f)`` (``drop_tolerated_below_f``)."""
+        return not (self.drop_tolerated_below_f and tolerated_f is not None and tolerated_f < f)
 
     @classmethod
     def parse(cls, table: dict) -> ByzantineSpec:
         w = "config [byzantine]"
-        _known(w, table, ["attack", "f", "max_f", "participation", "tolerated_f"])
+        _known(w, table, ["attack", "f", "max_f", "participation", "tolerated_f", "drop_tolerated_below_f"])
         fs = _listed(w, "f", table.get("f", 0), lambda v: check_int(w, "f", v, 0), "a non-negative integer")
         tolerated = (None,)
         if "tolerated_f" in table:
             tolerated = _listed(w, "tolerated_f", table["tolerated_f"], lambda v: check_int(w, "tolerated_f", v, 0),
                                 "a non-negative integer")
+        drop = check_bool(w, "drop_tolerated_below_f", table.get("drop_tolerated_below_f", False))
+        if drop and all(t is not None and t < f for f in fs for t in tolerated):
+            raise ConfigError(f"{w}: every tolerated_f {list(tolerated)} is below every f {list(fs)}, and "
+                              f"drop_tolerated_below_f drops those runs: nothing is left to run")
         max_f = table.get("max_f")
         if max_f is not None and not (_is_int(max_f) and max_f >= max(fs)):
             raise ConfigError(f"{w}: max_f must be an integer >= every f (largest f: {max(fs)}), got {max_f!r}")
@@ -501,12 +527,14 @@ class ByzantineSpec:
             raise ConfigError(f"{w}: attack is an empty list (give a name, a table or a list of them)")
         attacks = tuple(ComponentSpec.parse("attack", a, "byzantine.attack", exclude=("f",))
                         for a in (attack_raw if isinstance(attack_raw, list) else [attack_raw]))
-        return cls(fs, attacks, tolerated, max_f, part)
+        return cls(fs, attacks, tolerated, max_f, part, drop)
 
     def resolved(self) -> dict:
         out = {"f": list(self.f), "attack": [a.resolved() for a in self.attacks]}
         if self.tolerated_f != (None,):
             out["tolerated_f"] = list(self.tolerated_f)
+        if self.drop_tolerated_below_f:
+            out["drop_tolerated_below_f"] = True
         if self.max_f is not None:
             out["max_f"] = self.max_f
         if self.participation != (None,):
@@ -585,8 +613,8 @@ class RunSpec:
 # Columns a run always or optionally has; an algorithm parameter with one of these names is
 # written as ``method_<name>``.
 RESERVED_COLUMNS = {"run", "seed", "iteration", "comm_round", "stage", "f", "attack", "aggregator", "method",
-                    "split", "alpha", "lam", "n_honest", "tolerated_f", "participation", "batch_size", "worker_momentum",
-                    "local_steps", "local_lr"}
+                    "algorithm", "split", "alpha", "lam", "n_honest", "tolerated_f", "participation", "batch_size",
+                    "worker_momentum", "local_steps", "local_lr"}
 
 TOP_KEYS = {"name", "seeds", "rounds", "eval_every", "x64", "max_batch", "data", "problem", "byzantine",
             "aggregator", "algorithm", "workers", "metrics"}
@@ -748,13 +776,26 @@ def _algorithm_columns(params: dict) -> dict:
 
 
 def expand(grid: GridSpec) -> list[RunSpec]:
-    """The runs of ``grid``: the Cartesian product of every swept value, in a fixed order.
+    """The runs of ``grid``: ``product_runs`` without the ``(f, tolerated_f)`` pairs ``[byzantine]``
+    leaves out (``ByzantineSpec.keeps``: ``drop_tolerated_below_f``, ByzFL's filter)."""
+    return [r for r in product_runs(grid) if grid.byzantine.keeps(r.f, r.tolerated_f)]
+
+
+def dropped_runs(grid: GridSpec) -> list[RunSpec]:
+    """The runs of ``product_runs(grid)`` that ``expand`` leaves out, in grid order."""
+    return [r for r in product_runs(grid) if not grid.byzantine.keeps(r.f, r.tolerated_f)]
+
+
+def product_runs(grid: GridSpec) -> list[RunSpec]:
+    """Every run of the Cartesian product of ``grid``'s swept values, in a fixed order.
 
     Data instances (outermost), f, tolerated_f, participation, batch size, worker momentum,
     local lr, attack, pipeline, algorithm. At f = 0 the attack plays no part, so one run (attack
     column ``"none"``, built with the first attack so that it shares its structure under
     ``max_f``) stands for all attacks. The columns hold every number the run is built from,
-    including each component's defaults (``ComponentSpec.resolved``), e.g. CenteredClipping's tau.
+    including each component's defaults (``ComponentSpec.resolved``), e.g. CenteredClipping's tau,
+    the ``method`` label (``method_label``, for legends) and the ``algorithm`` (``algorithm_name``,
+    what tables group by).
     """
     b, wk = grid.byzantine, grid.workers
     pipelines = [p for agg in grid.aggregators for p in agg.expand()]
@@ -767,7 +808,8 @@ def expand(grid: GridSpec) -> list[RunSpec]:
         if f == 0 and k > 0:
             continue  # the f = 0 run does not depend on the attack
         cols = {"f": f, "attack": attack.label_name if f else "none", "aggregator": pipeline.label,
-                "method": method_label(alg.label_name, alg.params), "split": data.split,
+                "method": method_label(alg.label_name, alg.params), "algorithm": algorithm_name(alg),
+                "split": data.split,
                 "alpha": "" if data.alpha is None else data.alpha, "lam": grid.problem.params.get("lam", ""),
                 "n_honest": data.n_honest}
         for key, value in (("tolerated_f", tolerated_f), ("participation", participation),
@@ -804,7 +846,7 @@ def program_runs(grid: GridSpec) -> list[RunSpec]:
     ``byzjax.oracle``). f = 0 runs stay unmasked: in an attacked program they would pay the
     attack's search for rows that are never sent. Columns and labels are unchanged."""
     b = grid.byzantine
-    positive = sorted({f for f in b.f if f > 0})
+    positive = sorted({r.f for r in grid.runs if r.f > 0})  # the f that run (drop_tolerated_below_f)
     if b.max_f is not None or len(positive) < 2:
         return grid.runs
     return [dataclasses.replace(r, max_f=positive[-1])

@@ -36,8 +36,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from byzjax.app.files import OutputError, atomic_open, warn  # noqa: E402
 from byzjax.app.plotting import _save  # noqa: E402
 from byzjax.app.results import INSTANCE_COLUMNS, read_record, read_table, write_csv  # noqa: E402
-from byzjax.app.selection import (algorithm_of, attack_columns, best_worst_case, candidates,  # noqa: E402
-                                  hyperparameter_columns, number, setting_columns)
+from byzjax.app.selection import (attack_columns, best_worst_case, candidates, hyperparameter_columns,  # noqa: E402
+                                  number, setting_columns)
 
 REQUIRED = ("run", "seed", "f", "attack", "aggregator", "method", "final_loss")
 ACCURACY_METRICS = ("final_test_acc", "best_test_acc", "test_acc_at_best_val")
@@ -61,11 +61,61 @@ def read_summary(run_dir: Path) -> list[dict]:
     rows = read_table(path, required=REQUIRED)
     if not rows:
         raise OutputError(f"report: {path} has a header but no rows")
-    meta = (read_record(run_dir) or {}).get("meta") or {}
+    record = read_record(run_dir) or {}
+    meta = record.get("meta") or {}
     if meta.get("complete") is False:
         warn(f"{run_dir} is incomplete ({meta.get('finished_runs', '?')} of {meta.get('total_runs', '?')} runs "
              f"finished): the report covers only the finished runs")
-    return rows
+    return rows if "algorithm" in rows[0] else with_recorded_algorithm(rows, path, record)
+
+
+def with_recorded_algorithm(rows: list[dict], path: Path, record: dict) -> list[dict]:
+    """The rows of a ``summary.csv`` written before it had the ``algorithm`` column, with that column
+    (after ``method``) taken from the grid its ``config.json`` records: the ``record["config"]`` that
+    ``byzjax run`` writes (the resolved config) parsed again, each row's ``run`` an index into its runs
+    (``byzjax.app.config.expand``), whose ``algorithm`` column it gets. The row must hold that run's
+    numbers and split (not its labels: the resolved config writes canonical names and every default,
+    so its ``method``, ``attack`` and ``aggregator`` labels may read otherwise). A one-line ``OutputError`` when there is no recorded grid (a
+    ``byzjax reproduce`` folder: rerunning it rewrites summary.csv from its stored stages), it does not
+    parse, or a row is not the run its ``run`` names."""
+    from byzjax._validation import ConfigError
+    from byzjax.app.config import parse_config
+
+    lacks = f"report: {path} has no 'algorithm' column (written by an older byzjax)"
+    config = record.get("config")
+    if not isinstance(config, dict):
+        rerun = (f"rerun the 'byzjax reproduce {record['experiment']}' that wrote it (it reads its runs back from "
+                 f"stages/, recomputing none, and rewrites summary.csv)") if "experiment" in record else \
+            "rerun the command that wrote the folder"
+        raise OutputError(f"{lacks} and {path.with_name('config.json')} records no grid to derive it from; {rerun}")
+    try:
+        runs = parse_config(config).runs
+    except ConfigError as err:
+        raise OutputError(f"{lacks} and the grid recorded in {path.with_name('config.json')} does not parse: "
+                          f"{err}") from None
+    out = []
+    for r in rows:
+        i = int(r["run"]) if r["run"].isdigit() else -1
+        differ = ["run"] if not 0 <= i < len(runs) else [
+            k for k, v in runs[i].columns.items() if (_is_number(v) or k == "split") and not _same(r.get(k), v)]
+        if differ:
+            raise OutputError(f"{lacks} and its run {r['run']!r} ({r['method']}) is not run {r['run']} of the grid "
+                              f"recorded in {path.with_name('config.json')} (column {differ[0]!r} differs)")
+        cells = list(r.items())
+        at = [k for k, _ in cells].index("method") + 1
+        out.append(dict(cells[:at] + [("algorithm", runs[i].columns["algorithm"])] + cells[at:]))
+    return out
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _same(cell, value) -> bool:
+    """Whether a CSV cell (text, None if absent) holds a run's column ``value`` (numbers compared as numbers)."""
+    if cell is None:
+        return False
+    return number(cell) == float(value) if _is_number(value) else cell == str(value)
 
 
 def _has(rows, column) -> bool:
@@ -116,7 +166,7 @@ def _attack_labels(rows) -> dict[tuple, str]:
 
 
 def _group_key(r, setting_cols, hyper_cols, attack_cols):
-    setting = tuple(r.get(c, "") for c in setting_cols) + (algorithm_of(r.get("method", "")),)
+    setting = tuple(r.get(c, "") for c in setting_cols)
     return setting, tuple(r.get(c, "") for c in hyper_cols), tuple(r.get(c, "") for c in attack_cols)
 
 
@@ -125,7 +175,7 @@ def tables(rows: list[dict]) -> dict[str, list[dict]]:
     header = list(dict.fromkeys(k for r in rows for k in r))
     setting_cols, hyper_cols, attack_cols = setting_columns(header), hyperparameter_columns(header), \
         attack_columns(header)
-    names = setting_cols + ["algorithm"]
+    names = setting_cols
     metric, higher = selection_metric(rows)
     metrics = reported_metrics(rows)
     labels = _attack_labels(rows)
@@ -242,11 +292,11 @@ def _safe(text: str) -> str:
 
 def worst_cases(results: list[dict], setting_cols: list[str]) -> dict:
     """``{(figure key, aggregator, heterogeneity label, f): row}``: per setting (``setting_cols``, with
-    ``algorithm``) the results table's worst-case row (the one attack's row when a setting has one,
+    ``algorithm`` last) the results table's worst-case row (the one attack's row when a setting has one,
     as at f = 0); the figure key holds every setting column but aggregator, f and the heterogeneity."""
     by_setting = defaultdict(list)
     for r in results:
-        by_setting[tuple((k, r.get(k, "")) for k in [*setting_cols, "algorithm"])].append(r)
+        by_setting[tuple((k, r.get(k, "")) for k in dict.fromkeys([*setting_cols, "algorithm"]))].append(r)
     out = {}
     for setting, rs in by_setting.items():
         d = dict(setting)

@@ -8,9 +8,11 @@ method, the step whose training-loss curves at ``f = 0`` have the lowest area un
 Rows are ``summary.csv`` rows as read back (text cells) or as ``byzjax.app.results.summarise``
 returns them (numbers). A row's columns fall into
 
-- the *setting* it is tuned for: the aggregator, the algorithm (its method label without the
-  parameters), f, the data instance (split, alpha, n_honest) and every other configuration
-  column (tolerated_f, the rule's and pre-aggregators' numbers, ``stage``, ...);
+- the *setting* it is tuned for: the aggregator, the ``algorithm`` column (the algorithm's name,
+  ``byzjax.app.config.algorithm_name``: ``DGD``, ``DNAG``, ``PIGS``, ``AEG``, ``ProxAEG``, ...), f,
+  the data instance (split, alpha, n_honest) and every other configuration column (tolerated_f,
+  the rule's and pre-aggregators' numbers, ``stage``, ...); not the ``method`` label, which also
+  holds the hyperparameters;
 - the *attack*: ``attack`` and the attack's own numbers (``attack_*``);
 - the *hyperparameters* tuned in that setting (``hyperparameter_columns``): the algorithm's numbers
   (lr, momentum, eta, ...), ``lam`` (ByzFL's weight decay), ``worker_momentum`` (ByzFL's client
@@ -28,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from byzjax import registry
+from byzjax._validation import ConfigError
 from byzjax.app.results import config_columns
 
 EXTRA_HYPERPARAMETERS = ("lam", "worker_momentum", "local_lr")
@@ -59,16 +62,21 @@ def attack_columns(header) -> list[str]:
     return [c for c in header if c == "attack" or c.startswith("attack_")]
 
 
-def algorithm_of(method: str) -> str:
-    """The algorithm of a method label (``byzjax.app.config.method_label``): ``"D-GD(lr=0.1)"`` -> ``"D-GD"``."""
-    return str(method).split("(", 1)[0]
-
-
 def setting_columns(header) -> list[str]:
-    """The configuration columns that fix the setting a choice is made for (everything but the
-    attack, the hyperparameters and ``method``, which ``algorithm_of`` replaces by the algorithm)."""
-    skip = set(attack_columns(header)) | set(hyperparameter_columns(header)) | {"method"}
-    return [c for c in config_columns(header) if c not in skip]
+    """The configuration columns that fix the setting a choice is made for: everything but the
+    attack, the hyperparameters and the ``method`` label, then ``algorithm`` (last)."""
+    skip = set(attack_columns(header)) | set(hyperparameter_columns(header)) | {"method", "algorithm"}
+    return [c for c in config_columns(header) if c not in skip] + ["algorithm"]
+
+
+def check_algorithm_column(rows, where: str = "selection") -> None:
+    """A one-line ``ConfigError`` unless every row names its ``algorithm`` (summary.csv's column,
+    written by byzjax since it has one; ``byzjax.app.report.read_summary`` derives it for older
+    folders from their recorded config)."""
+    missing = sum(1 for r in rows if not _text(r.get("algorithm")))
+    if missing:
+        raise ConfigError(f"{where}: {missing} of {len(rows)} rows have no 'algorithm' column (the algorithm's "
+                          f"name, e.g. \"DGD\"); settings are grouped by it")
 
 
 def _header(rows) -> list[str]:
@@ -96,7 +104,7 @@ class Candidate(NamedTuple):
     """One hyperparameter choice in one setting: its value under each attack (mean over seeds)
     and its worst case over the setting's attacks."""
 
-    setting: dict  # setting column -> cell, and "algorithm"
+    setting: dict  # setting column (``setting_columns``, "algorithm" last) -> cell
     hyper: dict  # hyperparameter column -> cell (as in the rows)
     per_attack: dict  # attack key (tuple of attack cells) -> mean over seeds of the metric (nan: none)
     seeds: dict  # attack key -> number of seeds
@@ -120,6 +128,7 @@ def candidates(rows: list[dict], metric: str, higher_is_better: bool = True) -> 
     grid) counts as nan, and any nan makes the worst case nan, so that a candidate is never
     judged on a subset of the attacks. f = 0 runs have the one attack ``"none"``.
     """
+    check_algorithm_column(rows)
     header = _header(rows)
     setting_cols, hyper_cols, attack_cols = setting_columns(header), hyperparameter_columns(header), \
         attack_columns(header)
@@ -127,7 +136,7 @@ def candidates(rows: list[dict], metric: str, higher_is_better: bool = True) -> 
     first: dict[tuple, int] = {}
     attacks_of = defaultdict(dict)  # setting -> attacks seen (ordered)
     for i, r in enumerate(rows):
-        setting = tuple(_text(r.get(c)) for c in setting_cols) + (algorithm_of(r.get("method", "")),)
+        setting = tuple(_text(r.get(c)) for c in setting_cols)
         hyper = tuple(_text(r.get(c)) for c in hyper_cols)
         attack = tuple(_text(r.get(c)) for c in attack_cols)
         values[(setting, hyper)][attack].append(number(r.get(metric)))
@@ -141,7 +150,7 @@ def candidates(rows: list[dict], metric: str, higher_is_better: bool = True) -> 
         if not any(math.isnan(v) for v in per_attack.values()):
             worst_attack = min(per_attack, key=lambda a: _ranked(per_attack[a], higher_is_better))
             worst = per_attack[worst_attack]
-        out.append(Candidate(dict(zip(setting_cols + ["algorithm"], setting)), dict(zip(hyper_cols, hyper)),
+        out.append(Candidate(dict(zip(setting_cols, setting)), dict(zip(hyper_cols, hyper)),
                              per_attack, seeds, worst, worst_attack, first[(setting, hyper)]))
     return sorted(out, key=lambda c: c.order)
 
@@ -191,13 +200,12 @@ def best_worst_case(rows: list[dict], metric: str = "best_val_acc", higher_is_be
 
 def selected_rows(rows: list[dict], selections: list[Selection]) -> list[dict]:
     """The rows of ``rows`` run with the hyperparameters their setting selected (``best_worst_case``)."""
-    header = _header(rows)
-    setting_cols = setting_columns(header)
+    check_algorithm_column(rows)
+    setting_cols = setting_columns(_header(rows))
     chosen = {tuple(s.setting.items()): s.hyper for s in selections if s.hyper is not None}
     out = []
     for r in rows:
-        setting = tuple(zip(setting_cols + ["algorithm"], [_text(r.get(c)) for c in setting_cols]
-                            + [algorithm_of(r.get("method", ""))]))
+        setting = tuple((c, _text(r.get(c))) for c in setting_cols)
         hyper = chosen.get(setting)
         if hyper is not None and all(_text(r.get(c)) == v for c, v in hyper.items()):
             out.append(r)
