@@ -209,10 +209,11 @@ def grid_signature(cfg: GridSpec) -> str:
     """sha256 of everything that fixes a grid's results: the resolved config (``cfg.to_dict()``:
     data source and settings, seeds, rounds, evaluation interval, precision, every component's
     parameters) and every run's columns; not ``max_batch``, which only changes how runs are batched,
-    nor how the config was written or which command ran it."""
+    nor how the config was written or which command ran it, nor the ``algorithm`` column (a name the
+    config's algorithm already fixes, so folders written before that column still resume)."""
     resolved = {k: v for k, v in cfg.to_dict().items() if k != "max_batch"}
     resolved["data"] = resolved["data"] | {"source": resolve_source(cfg.data_instances[0].source)}
-    blob = {"config": resolved, "runs": [s.columns for s in cfg.runs]}
+    blob = {"config": resolved, "runs": [{k: v for k, v in s.columns.items() if k != "algorithm"} for s in cfg.runs]}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
