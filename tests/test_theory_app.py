@@ -174,8 +174,10 @@ def test_accuracy_panels_have_y_labels(tmp_path, monkeypatch):
 
 
 def cell_rows(curves: dict, f="5", split="dirichlet", alpha="1.0", attack="Optimal_ALittleIsEnough", l_star=0.5):
-    """metrics.csv-like attacked rows, one seed: ``curves`` = method -> gaps over rounds 0..T."""
-    return [{"run": str(i), "seed": "0", "stage": "attacked", "f": f, "attack": attack, "method": m, "split": split,
+    """metrics.csv-like attacked rows, one seed: ``curves`` = method label -> gaps over rounds 0..T
+    (the algorithm column is the label's name without its dash: "D-GD(lr=0.03)" -> "DGD")."""
+    return [{"run": str(i), "seed": "0", "stage": "attacked", "f": f, "attack": attack, "method": m,
+             "algorithm": m.split("(")[0].replace("-", ""), "split": split,
              "alpha": alpha, "lam": "0.001", "n_honest": "20", "iteration": str(t), "comm_round": str(t),
              "loss": repr(float(l_star + g))} for i, (m, gaps) in enumerate(curves.items()) for t, g in enumerate(gaps)]
 

@@ -91,12 +91,13 @@ def _raw(name, split, alpha, lam, rounds, seeds, fs, attacks, algorithms, aggreg
     return raw
 
 
-def _best(runs, method_prefix):
+def _best(runs, algorithm):
     """``(label, columns)`` of the hyperparameter row with the lowest median final loss among the
-    methods starting with the prefix (the columns carry its numbers: ``lr``, ``eta``, ...)."""
+    runs of ``algorithm`` (the ``algorithm`` column: ``"DGD"``, ...; the columns carry its numbers:
+    ``lr``, ``eta``, ...)."""
     finals, columns = defaultdict(list), {}
     for _, _, cols, trace in runs:
-        if cols["method"].startswith(method_prefix):
+        if cols["algorithm"] == algorithm:
             finals[cols["method"]].append(float(np.asarray(trace.metrics["loss"])[-1]))
             columns[cols["method"]] = cols
     scored = {m: np.median(v) if np.all(np.isfinite(v)) else np.inf for m, v in finals.items()}
@@ -205,8 +206,8 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
             ref1 = stage("reference", tr, [0], ["NoAttack"],
                          [{"name": "DGD", "lr": LR_GRID}, {"name": "DNAG", "lr": LR_GRID, "momentum": 0.9}],
                          reference, {"stage": "tuning"})
-            best_gd, gd = _best(ref1, "D-GD")
-            best_nag, nag = _best(ref1, "D-NAG")
+            best_gd, gd = _best(ref1, "DGD")
+            best_nag, nag = _best(ref1, "DNAG")
             lr_gd, lr_nag = float(gd["lr"]), float(nag["lr"])
             etas = [m * lr_gd for m in ETA_MULTIPLIERS]
             ref2 = stage("reference", tr, [0], ["NoAttack"], [{"name": "PIGS", "eta": etas}],
@@ -428,10 +429,6 @@ def make_figures(out_dir: Path, which: str) -> list[Path]:
     return made
 
 
-def _method_family(m: str) -> str:
-    return m.split("(")[0]
-
-
 def rounds_table(out_dir: Path, which: str) -> list[Path]:
     """``{which}_rounds.csv`` (rounds to L_H - L_ref <= 1e-2 / 1e-3, speed-up over D-GD),
     ``{which}_gaps.csv`` (``gap_table``: gaps to the exact L*, rounds to 1.1 x the cell's lowest gap)
@@ -441,6 +438,7 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
     rows = read_csv(out_dir / "metrics.csv")
     usable = [r for r in rows if r["stage"] in ("attacked", "reference") and r["loss"]]
     levels = csv_levels(usable)  # L_ref per (split, seed): the series below hold gaps L_H - L_ref
+    algorithm = {r["method"]: r["algorithm"] for r in usable}  # label -> the algorithm column
     series = defaultdict(lambda: defaultdict(list))
     for r in usable:
         key = (r["stage"], r["f"], r["split"], r["alpha"], r["attack"], r["method"])
@@ -467,7 +465,7 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
         if stage != "attacked":
             continue
         split_s = split if split == "iid" else f"dirichlet({alpha})"
-        gd = next((v[0] for k, v in medians.items() if k[:5] == key[:5] and _method_family(k[5]) == "D-GD"), None)
+        gd = next((v[0] for k, v in medians.items() if k[:5] == key[:5] and algorithm[k[5]] == "DGD"), None)
         row = {"f": f, "split": split_s, "attack": SHORT_ATTACK_NAMES.get(attack, attack), "method": method}
         for g, tag in ((1e-2, "1e-2"), (1e-3, "1e-3")):
             row[f"rounds_{tag}"] = "" if np.isinf(rounds[g]) else int(rounds[g])
@@ -476,8 +474,8 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
             row[f"speedup_{tag}"] = f"{gd[g] / rounds[g]:.2f}" if ok else ""
         table.append(row)
         ref = next((v[1] for k, v in medians.items() if k[0] == "reference" and k[2:4] == key[2:4]
-                    and _method_family(k[5]) == _method_family(method)), None)
-        gd_key = next((k for k in medians if k[:5] == key[:5] and _method_family(k[5]) == "D-GD"), None)
+                    and algorithm[k[5]] == algorithm[method]), None)
+        gd_key = next((k for k in medians if k[:5] == key[:5] and algorithm[k[5]] == "DGD"), None)
         reach = {}
         if gd_key is not None:  # rounds to reach the suboptimality D-GD ends with (median curves)
             target = median_curves[gd_key][1][-1]
@@ -516,6 +514,7 @@ def gap_table(rows: list[dict], levels: dict[tuple, float], factor: float = 1.1)
     lowest gap, so both the acceleration (rounds to the common target) and the drift (final vs
     lowest gap) are in one row (issue 14)."""
     series = defaultdict(lambda: defaultdict(list))
+    algorithm = {r["method"]: r["algorithm"] for r in rows}  # label -> the algorithm column
     for r in rows:
         key = instance_key(r, r["seed"])
         if r["stage"] != "attacked" or key not in levels:
@@ -534,9 +533,10 @@ def gap_table(rows: list[dict], levels: dict[tuple, float], factor: float = 1.1)
         finite = [np.nanmin(np.where(np.isfinite(g), g, np.nan)) for _, g in curves.values() if np.isfinite(g).any()]
         target = factor * min(finite) if finite else np.nan
         reach = {lab: rounds_to_gap(g, t, 0.0, target) for lab, (t, g) in curves.items()}
-        gd = next((reach[lab] for lab in curves if _method_family(lab[0]) == "D-GD"), None)
+        gd = next((reach[lab] for lab in curves if algorithm[lab[0]] == "DGD"), None)
         split_s = split if split == "iid" else f"dirichlet({alpha})"
-        for (method, steps), (t, g) in sorted(curves.items(), key=lambda kv: (_method_order_key(kv[0][0]), kv[0])):
+        order = {"DGD": 0, "DNAG": 1, "PIGS": 2}
+        for (method, steps), (t, g) in sorted(curves.items(), key=lambda kv: (order.get(algorithm[kv[0][0]], 3), kv[0])):
             ok = np.isfinite(g)
             i = int(np.argmin(np.where(ok, g, np.inf))) if ok.any() else 0
             mine = reach[(method, steps)]
@@ -546,8 +546,3 @@ def gap_table(rows: list[dict], levels: dict[tuple, float], factor: float = 1.1)
                         "rounds_to_target": "" if mine is None else mine,
                         "speedup_over_dgd": f"{gd / mine:.2f}" if mine and gd else ""})
     return out
-
-
-def _method_order_key(method: str) -> int:
-    family = _method_family(method)
-    return {"D-GD": 0, "D-NAG": 1, "PIGS": 2}.get(family, 3)
