@@ -14,6 +14,7 @@ This module measures every quantity of that statement:
 - ``smoothness``, ``strong_convexity``: ``L`` and ``mu`` at a point, by power iteration on
   Hessian-vector products (forward-over-reverse, one ``jvp`` of ``grad`` per step: no ``d x d``
   Hessian is formed); ``similarity_delta``: ``delta = ||hessian(L_H - L_0)||`` (PIGS's similarity);
+  ``final_constants``: ``L`` and ``mu`` at many points at once (runs' final parameters);
 - ``reference_optimum``: ``x*`` and ``L* = min L_H`` by a converged float64 Newton-CG solve;
 - ``fit_heterogeneity``: the smallest ``G^2`` for each ``B^2`` covering measured rounds;
 - ``proven_kappa``: the rule's known ``kappa`` (Allouah et al., AISTATS 2023, arXiv 2302.01772, Table 1

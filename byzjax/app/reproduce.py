@@ -14,8 +14,10 @@ Two step-size modes:
   to the eta tuned at f = 0 (its runs are rows of their own, ``steps = paper grid``).
 
 Every run's summary row carries the theory columns (``byzjax.app.results.theory_columns``: the
-rule's proven kappa, the (G, B) fit, ``kappa B^2``, the predicted D-GD floor) and the exact
-``L* = min L_H`` of its problem instance (``l_star``, ``gap_star``; ``theory.reference_optimum``).
+rule's proven kappa, the (G, B) fit, ``kappa B^2``, the predicted D-GD floor), the exact
+``L* = min L_H`` of its problem instance (``l_star``, ``gap_star``; ``theory.reference_optimum``), and
+``L`` and ``mu`` at the run's final parameters (``L_final``, ``mu_final``; ``runner.final_theory``,
+measured from the stored stages' ``final_params`` and cached beside the instance files in ``stages/``).
 
 Each stage is one grid: runs that share a structure are one compiled program.
 Finished stages are stored under ``OUT/stages/`` (keyed by a hash of their grid,

@@ -6,6 +6,15 @@ iterations where they were taken (empty elsewhere: an empty cell means "not
 measured"; a measured non-finite value is written ``nan``, ``inf`` or ``-inf``).
 Readable with the csv module, NumPy or pandas alone. Every file is replaced
 atomically (``byzjax.app.files``), ``config.json`` (the completion record) last.
+
+``summary.csv`` has one row per (run, seed) (``summarise``): the run's config columns, then its
+measurements (``SUMMARY_MEASURES``): losses, gaps and rounds to gaps, divergence, accuracies, timings;
+the per-run theory (``THEORY_COLUMNS``: the kappa used, the (G, B) fit, ``kappa_b2``, ``floor_dgd``);
+for strongly convex problems the instance's exact optimum (``l_star``, ``gap_star``) and constants
+(``INSTANCE_THEORY_COLUMNS``: ``L_x0``, ``mu_x0``, ``L_star``, ``mu_star``, ``delta``,
+``pred_rounds_*``) and the run's own ``L_final``, ``mu_final`` (``FINAL_THEORY_COLUMNS``: ``L`` and
+``mu`` of ``L_H`` at the run's final parameters, by the estimators of ``L_x0`` and ``mu_x0``;
+``nan`` for a run whose final parameters are not finite).
 """
 
 from __future__ import annotations
