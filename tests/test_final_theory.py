@@ -214,3 +214,29 @@ def test_byzjax_run_writes_the_columns_and_a_resumed_grid_keeps_them(tmp_path, m
     assert meta["resumed_runs"] == 2 and meta["programs"] == 0
     again = read_table(out / "summary.csv")
     assert [(r["L_final"], r["mu_final"]) for r in again] == [(r["L_final"], r["mu_final"]) for r in rows]
+
+
+def test_reproduce_measures_each_stored_final_point_once_and_keeps_it_in_the_stages_folder(counted, tmp_path,
+                                                                                            monkeypatch):
+    from byzjax.app.reproduce import split_theory
+
+    monkeypatch.setattr(byzjax.images, "load_source", lambda source, **kw: synthetic_dataset(
+        seed=0, n_train=150, n_test=20, num_features=P, num_classes=C, separation=1.0))
+    monkeypatch.setattr(byzjax.theory, "optimum_and_constants", lambda problem, shards, x0, key: (
+        byzjax.theory.ReferenceOptimum(np.zeros(problem.dim), 0.5, 0.0), (2.0, LAM, 1.0), (1.0, LAM, 1.0)))
+    raw = tomllib.loads(CONFIG) | {"rounds": 2, "x64": True}
+    raw["problem"]["lam"] = LAM
+    cfg = parse_config(raw)
+    prepared = runner.prepare(cfg)
+    rng = np.random.default_rng(4)
+    points = [[rng.standard_normal(prepared[1].dim) for _ in cfg.seeds] for _ in range(3)]
+    runs = [(r + 10, seed, cols, tr) for r, seed, cols, tr in fake_runs(points)]  # run ids after an offset
+    kappas, instances, finals = {}, {}, {}
+    split_theory(prepared, [(cfg, 10)], kappas, instances, tmp_path, runs, finals)
+    assert sorted(finals) == sorted((r, s) for r, s, _, _ in runs) and counted == [3, 3]
+    assert all(v.mu_final == LAM and v.L_final > LAM for v in finals.values())
+    assert len(list(tmp_path.glob("final-*.json"))) == len(list(tmp_path.glob("instance-*.json"))) == 2
+    monkeypatch.setattr(runner, "_FINAL_CACHE", {})  # a rerun in another process: read from the folder
+    again = {}
+    split_theory(prepared, [(cfg, 10)], {}, {}, tmp_path, runs, again)
+    assert again == finals and counted == [3, 3]
