@@ -180,6 +180,8 @@ def test_byzjax_run_writes_the_columns_and_a_resumed_grid_keeps_them(tmp_path, m
     monkeypatch.setattr(runner, "_FINAL_CACHE", {})
     monkeypatch.setattr(byzjax.images, "load_source", lambda source, **kw: synthetic_dataset(
         seed=0, n_train=150, n_test=20, num_features=6, num_classes=3, separation=1.0))
+    monkeypatch.setattr(byzjax.theory, "optimum_and_constants", lambda problem, shards, x0, key: (  # not tested here
+        byzjax.theory.ReferenceOptimum(np.zeros(problem.dim), 0.5, 0.0), (2.0, 0.1, 1.0), (1.0, 0.1, 1.0)))
     raw = tomllib.loads(CONFIG)
     raw |= {"rounds": 3, "x64": True, "eval_every": 3}
     raw["problem"]["lam"] = 0.1
