@@ -14,6 +14,7 @@ This module measures every quantity of that statement:
 - ``smoothness``, ``strong_convexity``: ``L`` and ``mu`` at a point, by power iteration on
   Hessian-vector products (forward-over-reverse, one ``jvp`` of ``grad`` per step: no ``d x d``
   Hessian is formed); ``similarity_delta``: ``delta = ||hessian(L_H - L_0)||`` (PIGS's similarity);
+  ``final_constants``: ``L`` and ``mu`` at many points at once (runs' final parameters);
 - ``reference_optimum``: ``x*`` and ``L* = min L_H`` by a converged float64 Newton-CG solve;
 - ``fit_heterogeneity``: the smallest ``G^2`` for each ``B^2`` covering measured rounds;
 - ``proven_kappa``: the rule's known ``kappa`` (Allouah et al., AISTATS 2023, arXiv 2302.01772, Table 1
@@ -41,7 +42,7 @@ import numpy as np
 from byzjax._validation import ConfigError, concrete_values
 from byzjax.aggregators import AbstractAggregator, Average, GeometricMedian, Krum, Median, SmoothedWeiszfeld, TrMean
 from byzjax.preaggregators import NNM, Pipeline
-from byzjax.problems import AbstractProblem
+from byzjax.problems import AbstractProblem, Quadratic
 
 # ---------------------------------------------------------------------------------------------
 # Measured constants at a point
@@ -62,6 +63,34 @@ def _power_iteration(matvec, v0, iters: int) -> jax.Array:
 
     v = jax.lax.fori_loop(0, iters, step, v0 / jnp.linalg.norm(v0))
     return v @ matvec(v)
+
+
+def _power_iteration_to_tol(matvec, v0, iters: int, rtol, check: int = 10) -> jax.Array:
+    """``_power_iteration`` stopped early: blocks of ``check`` normalised steps ``v <- M v / ||M v||``
+    until the Rayleigh quotient ``r = v^T M v`` of the block's last step moved by at most ``rtol |r|``
+    since the previous block's, or ``iters`` steps were taken. The quotient's error decreases
+    geometrically, ``~ (lambda_2 / lambda_1)^(2k)``, so a block that changes it by ``epsilon`` leaves an
+    error of about ``epsilon / (1 - (lambda_2 / lambda_1)^(2 check))``. Under ``vmap`` the loop runs until
+    every row has stopped (a stopped row is frozen)."""
+
+    def step(_, carry):
+        v, _ = carry
+        w = matvec(v)
+        return w / jnp.linalg.norm(w), v @ w
+
+    def block(state):
+        v, r, _, k = state
+        v, r_new = jax.lax.fori_loop(0, check, step, (v, r))
+        return v, r_new, r, k + check
+
+    def cond(state):
+        _, r, r_old, k = state
+        return (k < iters) & ~(jnp.abs(r - r_old) <= rtol * jnp.abs(r))
+
+    v0 = v0 / jnp.linalg.norm(v0)
+    nan = jnp.full((), jnp.nan, v0.dtype)
+    _, r, _, _ = jax.lax.while_loop(cond, block, (v0, nan, nan, jnp.asarray(0, jnp.int32)))
+    return r
 
 
 def _hvp(loss, x):
@@ -542,6 +571,84 @@ def optimum_and_constants(problem: AbstractProblem, shards, x0: jax.Array, key, 
     at = [tuple(float(v) for v in constants_at(problem, shards, x, k, iters))
           for x in (x0, jnp.asarray(ref.x_star, x0.dtype))]
     return ref, at[0], at[1]
+
+
+FINAL_BLOCK = 16
+"""The most points ``final_constants`` measures in one compiled call (a block is padded to a power
+of two up to this, so few shapes are ever compiled)."""
+
+
+@eqx.filter_jit
+def _constants_at_points(problem, shards, xs, key, iters: int, rtol):
+    """``(L [R], mu [R])`` of ``L_H`` at every row of ``xs`` ``[R, d]``: ``smoothness`` and
+    ``strong_convexity`` (or the problem's ``exact_mu``) of ``constants_at``, vmapped over the rows,
+    with the same start vectors for every row (drawn from ``key`` as ``constants_at`` draws them),
+    each power iteration stopped once converged to ``rtol`` (``_power_iteration_to_tol``, at most
+    ``iters`` steps). The gradient is linearised once per point (``jax.linearize``), so each power
+    step costs one tangent pass; vmapped, the ``R`` tangents go through the data as one matrix product."""
+    loss = honest_loss(problem, shards)
+    d = xs.shape[1]
+    v0 = jax.random.normal(key, (d,), xs.dtype)
+    v1 = jax.random.normal(jax.random.fold_in(key, 1), (d,), xs.dtype)
+    exact = problem.exact_mu()
+
+    def one(x):
+        _, hvp = jax.linearize(jax.grad(loss), x)
+        L = _power_iteration_to_tol(hvp, v0, iters, rtol)
+        if exact is not None:
+            return L, jnp.asarray(exact, L.dtype)
+        return L, L - _power_iteration_to_tol(lambda v: L * v - hvp(v), v1, iters, rtol)
+
+    return jax.vmap(one)(xs)
+
+
+def constant_hessian_constants(problem: AbstractProblem, shards) -> tuple[float, float] | None:
+    """``(L, mu)`` of ``L_H`` in closed form when its Hessian is the same at every point, else None.
+
+    ``Quadratic`` (``L_i(x) = 0.5 (x - b_i)^T A_i (x - b_i)``): the Hessian of ``L_H`` is
+    ``A = mean_i A_i`` everywhere, so ``L = lambda_max(A)`` and ``mu = lambda_min(A)`` (NumPy float64
+    ``eigvalsh``), exact at every point."""
+    if not isinstance(problem, Quadratic):
+        return None
+    eig = np.linalg.eigvalsh(np.mean(np.asarray(shards.a, np.float64), axis=0))
+    return float(eig[-1]), float(eig[0])
+
+
+def final_constants(problem: AbstractProblem, shards, xs, key, iters: int = 300,
+                    rtol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """``(L [R], mu [R])`` of ``L_H`` at each of ``R`` points ``xs`` ``[R, d]`` (runs' final
+    parameters), as float64 NumPy arrays, with the estimators of ``constants_at`` (same ``key``,
+    power iteration on Hessian-vector products from the same start vector; ``mu`` the problem's
+    ``exact_mu`` where it declares one, e.g. ``lam`` for ``LogisticRegression``), each stopped at
+    ``iters`` steps or earlier, once its Rayleigh quotient moves by at most ``rtol`` (relative) over
+    10 steps (``_power_iteration_to_tol``: on Experiment A's logistic problems the quotient settles to
+    float32 resolution in 75-100 steps, so this spares most of ``constants_at``'s 300).
+
+    A point with a non-finite coordinate gets ``nan`` for both (a diverged run), without a
+    measurement. A problem whose Hessian is constant (``constant_hessian_constants``: ``Quadratic``)
+    gets its closed form at every finite point, with no power step. Otherwise the finite points are
+    measured in blocks of at most ``FINAL_BLOCK`` (``_constants_at_points``: one vmapped, jitted
+    power iteration per block, padded by repeating its first point to a power of two, so a grid
+    compiles a few block shapes at most); ``shards``: the honest workers' (leading worker axis).
+    """
+    xs = np.asarray(xs)
+    if xs.ndim != 2 or xs.shape[1] != problem.dim:
+        raise ConfigError(f"final_constants: xs must have shape [R, {problem.dim}], got {list(xs.shape)}")
+    R = xs.shape[0]
+    L, mu = np.full(R, np.nan), np.full(R, np.nan)
+    finite = np.flatnonzero(np.all(np.isfinite(xs), axis=1))
+    closed = constant_hessian_constants(problem, shards)
+    if closed is not None:
+        L[finite], mu[finite] = closed
+        return L, mu
+    for start in range(0, finite.size, FINAL_BLOCK):
+        rows = finite[start:start + FINAL_BLOCK]
+        width = 1 << (rows.size - 1).bit_length()
+        block = np.concatenate([xs[rows], np.repeat(xs[rows[:1]], width - rows.size, axis=0)])
+        Lb, mub = _constants_at_points(problem, shards, jnp.asarray(block), key, int(iters),
+                                       jnp.asarray(rtol, block.dtype))
+        L[rows], mu[rows] = np.asarray(Lb, np.float64)[: rows.size], np.asarray(mub, np.float64)[: rows.size]
+    return L, mu
 
 
 @eqx.filter_jit

@@ -14,8 +14,10 @@ Two step-size modes:
   to the eta tuned at f = 0 (its runs are rows of their own, ``steps = paper grid``).
 
 Every run's summary row carries the theory columns (``byzjax.app.results.theory_columns``: the
-rule's proven kappa, the (G, B) fit, ``kappa B^2``, the predicted D-GD floor) and the exact
-``L* = min L_H`` of its problem instance (``l_star``, ``gap_star``; ``theory.reference_optimum``).
+rule's proven kappa, the (G, B) fit, ``kappa B^2``, the predicted D-GD floor), the exact
+``L* = min L_H`` of its problem instance (``l_star``, ``gap_star``; ``theory.reference_optimum``), and
+``L`` and ``mu`` at the run's final parameters (``L_final``, ``mu_final``; ``runner.final_theory``,
+measured from the stored stages' ``final_params`` and cached beside the instance files in ``stages/``).
 
 Each stage is one grid: runs that share a structure are one compiled program.
 Finished stages are stored under ``OUT/stages/`` (keyed by a hash of their grid,
@@ -45,7 +47,7 @@ from byzjax.app.files import DamagedArchive, load_archive, save_archive, warn, w
 from byzjax.instruments import honest_loss, smoothness
 from byzjax.app.plotting import _title, plot_accuracy, plot_convergence, plot_diagnostics
 from byzjax.app.results import csv_levels, instance_key, read_csv, rounds_to_gap, write_csv, write_results
-from byzjax.app.runner import environment, execute, instance_theory, prepare, run_kappas
+from byzjax.app.runner import environment, execute, final_theory, instance_theory, prepare, run_kappas
 from byzjax.simulate import Trace
 
 LR_GRID = [0.003, 0.01, 0.03, 0.1]
@@ -172,7 +174,8 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
     started = time.perf_counter()
     all_runs, timing, log = [], {}, {"experiment": which, "quick": quick, "mode": mode, "stages": []}
     run_offset = 0
-    kappas, instances = {}, {}  # run id -> proven kappa; instance_key -> InstanceTheory (summary's theory)
+    kappas, instances, finals = {}, {}, {}  # run id -> proven kappa; instance_key -> InstanceTheory;
+    # (run id, seed) -> FinalTheory (L, mu at the run's final parameters): summary's theory
     if mode not in ("tuned", "paper", "tuned+grid"):
         raise ValueError(f"unknown step mode {mode!r} (allowed: tuned, paper, tuned+grid)")
     tr = min(tune_rounds or s["ref_rounds"], s["ref_rounds"])
@@ -184,6 +187,7 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         common = dict(split=split, alpha=alpha, lam=s["lam"], seeds=seeds, eval_every=eval_every, x64=x64,
                       max_batch=max_batch)
         split_stages = []  # (parsed grid, run id offset) of every stage of this split
+        split_runs = []  # its runs, with the run ids of the summary
 
         def stage(name, rounds, fs, attacks, algorithms, aggregator, extra):
             nonlocal run_offset
@@ -198,6 +202,7 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
             log["stages"].append({"stage": name, "split": split, "alpha": alpha, "runs": len(cfg.runs),
                                   "seeds": len(seeds) if isinstance(seeds, list) else seeds} | meta)
             all_runs.extend(shifted)
+            split_runs.extend(shifted)
             split_stages.append((cfg, run_offset - len(cfg.runs)))
             return shifted
 
@@ -239,12 +244,13 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         prepared = stages.data(split, parse_config(_raw(f"{which}:L:{split}", rounds=1, fs=[0], attacks=["NoAttack"],
                                                         algorithms=[{"name": "DGD"}], aggregator=reference, **common)))
         with jax.enable_x64(x64):
-            split_theory(prepared, split_stages, kappas, instances, stages.folder)
+            split_theory(prepared, split_stages, kappas, instances, stages.folder, split_runs, finals)
         L0 = smoothness_at_init(prepared, seeds[0] if isinstance(seeds, list) else 0)
         log.setdefault("smoothness", {})[label] = {"L_at_init": round(L0, 3), "2/L": round(2.0 / L0, 5)}
     stages.finish()
     log["environment"] = environment()
-    log["warnings"] = write_results(out_dir, log, all_runs, timing, kappas=kappas, instances=instances)
+    log["warnings"] = write_results(out_dir, log, all_runs, timing, kappas=kappas, instances=instances,
+                                    finals=finals)
     for line in log["warnings"]:
         warn(line)
     figures = make_figures(out_dir, which)
@@ -255,12 +261,15 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
     return log
 
 
-def split_theory(prepared, stages, kappas: dict, instances: dict, cache_dir: Path | None = None) -> None:
-    """Fill ``kappas`` (run id -> ``theory.proven_kappa`` of its rule) and ``instances``
+def split_theory(prepared, stages, kappas: dict, instances: dict, cache_dir: Path | None = None, runs=(),
+                 finals: dict | None = None) -> None:
+    """Fill ``kappas`` (run id -> ``theory.proven_kappa`` of its rule), ``instances``
     (``instance_key`` -> ``InstanceTheory``: ``L``, ``mu`` and ``delta`` at ``x0`` and ``x*``, and the
-    exact ``L*``) for the stages of one split: ``stages`` = ``(parsed grid, run id offset)``; the
-    runner's ``run_kappas`` and ``instance_theory``, as ``byzjax run`` computes them (each instance
-    measured once, and kept in ``cache_dir``: the stages folder)."""
+    exact ``L*``) and ``finals`` (``(run id, seed)`` -> ``FinalTheory``: ``L`` and ``mu`` at the final
+    parameters of each of ``runs``, the split's ``(run id, seed, columns, trace)``) for the stages of
+    one split: ``stages`` = ``(parsed grid, run id offset)``; the runner's ``run_kappas``,
+    ``instance_theory`` and ``final_theory``, as ``byzjax run`` computes them (each instance and each
+    final point measured once, and kept in ``cache_dir``: the stages folder)."""
     _, problem, data = prepared
     for cfg, offset in stages:
         experiments = [build_experiment(spec, problem, cfg.data.n_honest, cfg.rounds, cfg.eval_every,
@@ -269,6 +278,8 @@ def split_theory(prepared, stages, kappas: dict, instances: dict, cache_dir: Pat
     cfg = stages[0][0]
     keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
     instances.update(instance_theory(cfg, problem, data, keys, cfg.problem.x0, cache_dir=cache_dir))
+    if finals is not None and runs:
+        finals.update(final_theory(cfg, problem, data, keys, list(runs), cfg.problem.x0, cache_dir=cache_dir))
 
 
 def with_kappa_hat(trace: Trace) -> Trace:

@@ -6,6 +6,15 @@ iterations where they were taken (empty elsewhere: an empty cell means "not
 measured"; a measured non-finite value is written ``nan``, ``inf`` or ``-inf``).
 Readable with the csv module, NumPy or pandas alone. Every file is replaced
 atomically (``byzjax.app.files``), ``config.json`` (the completion record) last.
+
+``summary.csv`` has one row per (run, seed) (``summarise``): the run's config columns, then its
+measurements (``SUMMARY_MEASURES``): losses, gaps and rounds to gaps, divergence, accuracies, timings;
+the per-run theory (``THEORY_COLUMNS``: the kappa used, the (G, B) fit, ``kappa_b2``, ``floor_dgd``);
+for strongly convex problems the instance's exact optimum (``l_star``, ``gap_star``) and constants
+(``INSTANCE_THEORY_COLUMNS``: ``L_x0``, ``mu_x0``, ``L_star``, ``mu_star``, ``delta``,
+``pred_rounds_*``) and the run's own ``L_final``, ``mu_final`` (``FINAL_THEORY_COLUMNS``: ``L`` and
+``mu`` of ``L_H`` at the run's final parameters, by the estimators of ``L_x0`` and ``mu_x0``;
+``nan`` for a run whose final parameters are not finite).
 """
 
 from __future__ import annotations
@@ -239,6 +248,20 @@ class InstanceTheory(NamedTuple):
                 "delta": self.delta} | {f"pred_rounds_{PREDICTED[m]}": v for m, v in rounds.items()}
 
 
+class FinalTheory(NamedTuple):
+    """``L`` and ``mu`` of ``L_H`` at one run's final parameters (``theory.final_constants``: the
+    estimators of ``InstanceTheory``'s ``L_x0`` and ``mu_x0``, or the closed form of a constant
+    Hessian; ``nan`` when the final parameters are not finite). Measured for strongly convex
+    problems only, once per (instance, final parameters)."""
+
+    L_final: float
+    mu_final: float
+
+
+FINAL_THEORY_COLUMNS = FinalTheory._fields
+"""summary.csv's per-run constants at the final point: ``L_final``, ``mu_final``."""
+
+
 PREDICTED = {"DGD": "dgd", "DNAG": "dnag", "PIGS": "pigs", "AEG": "aeg", "prox-AEG": "prox_aeg"}
 """``theory.predicted_rounds``'s method names -> their summary.csv column suffix."""
 INSTANCE_THEORY_COLUMNS = ("L_x0", "mu_x0", "L_star", "mu_star", "delta",
@@ -289,7 +312,7 @@ def validation_selected(val, test, rounds) -> tuple[float, int | None]:
 SUMMARY_MEASURES = frozenset(
     {"l_ref", "final_loss", "min_loss", "final_gap", "diverged", "diverged_round", "l_star", "gap_star",
      "test_acc_at_best_val", "best_val_round", "mean_inner_iters", "inner_capped_rounds", "kappa",
-     *THEORY_COLUMNS, *INSTANCE_THEORY_COLUMNS, "compile_s", "run_s", "batch", "devices",
+     *THEORY_COLUMNS, *INSTANCE_THEORY_COLUMNS, *FINAL_THEORY_COLUMNS, "compile_s", "run_s", "batch", "devices",
      *(f"{p}_{k}" for k in EVAL_METRICS for p in ("best", "final")), *(f"rounds_{g:g}" for g in GAPS)})
 """The columns of ``summary.csv`` that ``summarise`` measures (or times); every other column but
 ``run`` and ``seed`` is a configuration column of the run (``config_columns``)."""
@@ -303,7 +326,7 @@ def config_columns(header) -> list[str]:
 
 
 def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, *, kappas: dict | None = None,
-              instances: dict | None = None) -> list[dict]:
+              instances: dict | None = None, finals: dict | None = None) -> list[dict]:
     """One row per (run, seed): final/min loss, accuracies, rounds to loss gaps, divergence, timings,
     theory.
 
@@ -316,11 +339,13 @@ def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, *, kappas
     ``gap_star = final_loss - l_star``, ``L``, ``mu`` and ``delta`` at ``x0`` and ``x*`` and the
     predicted rounds (``InstanceTheory.columns``), and gives the ``mu`` of the theory columns
     (``theory_columns``; ``nan`` without it); ``kappas`` (run id -> the rule's proven kappa or
-    None) gives their kappa (missing: the measured one). ``min_loss`` is the lowest finite loss;
+    None) gives their kappa (missing: the measured one). ``finals`` (``(run id, seed)`` ->
+    ``FinalTheory``) adds ``L_final`` and ``mu_final``, ``L`` and ``mu`` at the run's final
+    parameters (``nan`` for non-finite ones). ``min_loss`` is the lowest finite loss;
     ``diverged``/``diverged_round`` follow ``diverged_at``; ``inner_capped_rounds`` counts the
     steps whose inner solve stopped at its iteration cap (the per-round metric ``inner_capped``).
     """
-    kappas, instances = kappas or {}, instances or {}
+    kappas, instances, finals = kappas or {}, instances or {}, finals or {}
     levels = reference_levels((instance_key(cols, seed), t.metrics["loss"]) for _, seed, cols, t in runs
                               if cols.get("stage") != "tuning")
     out = []
@@ -352,6 +377,8 @@ def summarise(runs: list[tuple[int, int, dict, object]], timing: dict, *, kappas
             row["inner_capped_rounds"] = int(np.sum(np.asarray(trace.metrics["inner_capped"]) > 0))
         theory = theory_columns(trace.metrics, kappas.get(run_id), math.nan if inst is None else inst.mu)
         row |= theory | ({} if inst is None else inst.columns(theory.get("kappa_b2", 0.0)))
+        if (run_id, seed) in finals:
+            row |= finals[(run_id, seed)]._asdict()
         row |= timing.get(run_id, {})
         out.append(row)
     return out
@@ -375,9 +402,9 @@ def run_warnings(summary: list[dict]) -> list[str]:
 
 
 def write_results(out_dir: Path, config: dict, runs: list[tuple[int, int, dict, object]], timing: dict, *,
-                  kappas: dict | None = None, instances: dict | None = None) -> list[str]:
-    """Write the three result files of a grid into ``out_dir`` (created if needed); ``kappas`` and
-    ``instances``: as ``summarise`` (the theory columns).
+                  kappas: dict | None = None, instances: dict | None = None, finals: dict | None = None) -> list[str]:
+    """Write the three result files of a grid into ``out_dir`` (created if needed); ``kappas``,
+    ``instances`` and ``finals``: as ``summarise`` (the theory columns).
 
     Each file is replaced atomically; ``config.json`` (the completion record, with
     ``meta.metrics_rows`` and the warnings) last. Returns the warning lines (``run_warnings``).
@@ -388,7 +415,7 @@ def write_results(out_dir: Path, config: dict, runs: list[tuple[int, int, dict, 
     except OSError as err:
         raise OutputError(f"cannot create {out_dir}: {err.strerror or err}") from None
     rows = [r for run_id, seed, cols, trace in runs for r in trace_rows(run_id, seed, cols, trace)]
-    summary = summarise(runs, timing, kappas=kappas, instances=instances)
+    summary = summarise(runs, timing, kappas=kappas, instances=instances, finals=finals)
     warnings = run_warnings(summary)
     write_csv(out_dir / "metrics.csv", rows)
     write_csv(out_dir / "summary.csv", summary)
@@ -461,3 +488,15 @@ def finished_runs(out_dir: Path, columns: list[dict], seeds: list[int]):
         srow = next((s for s in summary if s["run"] == str(rid)), {})
         timing[rid] = {k: parse_cell(srow[k]) for k in ("compile_s", "run_s", "batch", "devices") if srow.get(k, "") != ""}
     return runs, timing
+
+
+def stored_finals(out_dir: Path) -> dict[tuple[int, int], FinalTheory]:
+    """``(run id, seed)`` -> ``FinalTheory`` of a result folder's summary.csv (its ``L_final`` and
+    ``mu_final``; rows without them are left out): what a resumed grid keeps for the runs it reads
+    back from metrics.csv, which hold no final parameters to measure again."""
+    path = Path(out_dir) / "summary.csv"
+    if not path.exists():
+        return {}
+    rows = read_table(path, required=("run", "seed"))
+    return {(int(r["run"]), int(r["seed"])): FinalTheory(*(float(r[k]) for k in FINAL_THEORY_COLUMNS))
+            for r in rows if all(r.get(k, "") != "" for k in FINAL_THEORY_COLUMNS)}

@@ -19,7 +19,8 @@ from byzjax import __version__, progress
 from byzjax._validation import ConfigError
 from byzjax.app.config import GridSpec, build_experiment, program_runs, resolve_source
 from byzjax.app.files import Interrupted, OutputError, check_out_dir, warn, write_json
-from byzjax.app.results import InstanceTheory, clear_results, finished_runs, instance_key, read_record, write_results
+from byzjax.app.results import (FinalTheory, InstanceTheory, clear_results, finished_runs, instance_key, read_record,
+                                stored_finals, write_results)
 from byzjax.data import FederatedData, federated_classification, partitioned_dataset, stack_seeds
 from byzjax.sweep import group_by_structure, run_grid
 
@@ -147,10 +148,7 @@ def instance_theory(cfg: GridSpec, problem, data, keys, x0=None, columns: dict |
     for s, seed in enumerate(cfg.seeds):
         shards = jax.tree.map(lambda a: a[s], data.shards)
         key = instance_key(cols, seed)
-        h = hashlib.sha256(repr((key, bool(cfg.x64), INSTANCE_CACHE_VERSION)).encode())
-        for a in jax.tree.leaves((problem, shards, x0)):
-            h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
-        digest = h.hexdigest()
+        digest = _instance_digest(cfg, problem, shards, x0, key)
         path = None if cache_dir is None else Path(cache_dir) / f"instance-{digest[:24]}.json"
         if digest not in _INSTANCE_CACHE:
             _INSTANCE_CACHE[digest] = _read_instance(path) or _measure_instance(problem, shards, x0, keys[s], path)
@@ -158,6 +156,15 @@ def instance_theory(cfg: GridSpec, problem, data, keys, x0=None, columns: dict |
             _write_instance(path, _INSTANCE_CACHE[digest])
         out[key] = _INSTANCE_CACHE[digest]
     return out
+
+
+def _instance_digest(cfg: GridSpec, problem, shards, x0, key: tuple) -> str:
+    """sha256 of one problem instance: its ``instance_key``, the precision, the cache layout
+    version, and every array of the problem, its honest shards (one seed) and ``x0``."""
+    h = hashlib.sha256(repr((key, bool(cfg.x64), INSTANCE_CACHE_VERSION)).encode())
+    for a in jax.tree.leaves((problem, shards, x0)):
+        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    return h.hexdigest()
 
 
 def _read_instance(path: Path | None) -> InstanceTheory | None:
@@ -184,6 +191,87 @@ def _measure_instance(problem, shards, x0, key, path: Path | None) -> InstanceTh
 def _write_instance(path: Path, inst: InstanceTheory) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, inst._asdict())
+
+
+_FINAL_CACHE: dict[tuple[str, str], FinalTheory] = {}
+FINAL_CACHE_VERSION = 1  # bump when what final_theory measures changes: older cache files are remeasured
+FINAL_ITERS = 300  # power steps at each final point, as constants_at's at x0 and x*
+
+
+def params_digest(x) -> str:
+    """sha256 of one parameter vector: dtype, shape and bytes (the final-point cache key)."""
+    a = np.ascontiguousarray(np.asarray(x))
+    return hashlib.sha256(repr((a.dtype.str, a.shape)).encode() + a.tobytes()).hexdigest()
+
+
+def final_theory(cfg: GridSpec, problem, data, keys, runs, x0=None, columns: dict | None = None,
+                 cache_dir: Path | None = None) -> dict[tuple[int, int], FinalTheory]:
+    """``(run id, seed)`` -> ``FinalTheory`` (``L`` and ``mu`` of ``L_H`` at the run's final
+    parameters) for the ``runs`` (``(run id, seed, columns, trace)``) of one data instance of
+    ``cfg`` (``data``, ``x0``, ``columns``: as ``instance_theory``).
+
+    Strongly convex problems only (``strongly_convex``; nothing otherwise, no cost). Per seed, the
+    final parameters of its runs are measured together by ``theory.final_constants`` (the
+    estimators of ``L_x0`` and ``mu_x0``: ``FINAL_ITERS`` power steps from the start vector of
+    ``instance_theory``'s key, ``fold_in(key, 7)``; ``mu`` the problem's ``exact_mu``; the closed
+    form for a quadratic; ``nan`` for non-finite parameters), each distinct vector once. Results are
+    kept in memory and, with ``cache_dir``, on disk beside the instance file: one JSON file per
+    instance (``final-<instance digest>.json``) mapping ``params_digest`` of each final vector to its
+    ``[L, mu]``, so a rerun on the same final parameters (``byzjax reproduce`` on stored stages)
+    measures nothing; a damaged or outdated file is measured again and rewritten. Traces without
+    final parameters (runs read back from metrics.csv) are left out.
+    """
+    if not strongly_convex(problem):
+        return {}
+    from byzjax.theory import final_constants
+
+    cols = columns if columns is not None else (cfg.runs[0].columns if cfg.runs else {})
+    out = {}
+    for s, seed in enumerate(cfg.seeds):
+        mine = [(rid, np.asarray(tr.final_params)) for rid, sd, _, tr in runs
+                if sd == seed and np.size(tr.final_params) == problem.dim]
+        if not mine:
+            continue
+        shards = jax.tree.map(lambda a: a[s], data.shards)
+        digest = _instance_digest(cfg, problem, shards, x0, instance_key(cols, seed))
+        path = None if cache_dir is None else Path(cache_dir) / f"final-{digest[:24]}.json"
+        stored = _read_finals(path)
+        known = {h: stored[h] for h in stored}
+        hashes = [params_digest(x) for _, x in mine]
+        for h in hashes:
+            if h not in known and (digest, h) in _FINAL_CACHE:
+                known[h] = _FINAL_CACHE[(digest, h)]
+        todo = list(dict.fromkeys(h for h, (_, x) in zip(hashes, mine) if h not in known))
+        if todo:
+            first = {h: x for h, (_, x) in zip(hashes, mine)}
+            L, mu = final_constants(problem, shards, np.stack([first[h] for h in todo]),
+                                    jax.random.fold_in(keys[s], 7), FINAL_ITERS)
+            known |= {h: FinalTheory(float(a), float(b)) for h, a, b in zip(todo, L, mu)}
+        _FINAL_CACHE.update({(digest, h): v for h, v in known.items()})
+        if path is not None and known != stored:
+            _write_finals(path, known)
+        out |= {(rid, seed): known[h] for (rid, _), h in zip(mine, hashes)}
+    return out
+
+
+def _read_finals(path: Path | None) -> dict[str, FinalTheory]:
+    """A final-point cache file's ``params_digest`` -> ``FinalTheory`` (empty when absent,
+    unreadable, of another layout or another ``FINAL_CACHE_VERSION``)."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        blob = json.loads(path.read_text())
+        if blob["version"] != FINAL_CACHE_VERSION or blob["iters"] != FINAL_ITERS:
+            return {}
+        return {str(h): FinalTheory(float(v[0]), float(v[1])) for h, v in blob["points"].items()}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return {}
+
+
+def _write_finals(path: Path, known: dict[str, FinalTheory]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"version": FINAL_CACHE_VERSION, "iters": FINAL_ITERS,
+                      "points": {h: list(v) for h, v in sorted(known.items())}})
 
 
 def program_names(columns: list[dict], experiments, max_batch: int | None, n_seeds: int) -> list[tuple[str, int]]:
@@ -276,8 +364,10 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     ds, problem, data = prepared or prepare(cfg)
     datas = instance_datas(cfg, data)
     cfg, steps = resolve_grid(cfg, problem, datas[0])
+    finals = {}  # (run id, seed) -> FinalTheory: L and mu at the run's final parameters
     if resumed:
         done_runs, done_timing = finished_runs(Path(out_dir), [s.columns for s in cfg.runs], cfg.seeds)
+        finals = {k: v for k, v in stored_finals(Path(out_dir)).items() if k[0] in done_timing}
     x0 = cfg.problem.x0  # checked against the problem when it was built
     specs = program_runs(cfg)  # several positive f share a program (absent-worker path)
     experiments = [build_experiment(s, problem, s.data.n_honest, cfg.rounds, cfg.eval_every, x0=x0)
@@ -286,10 +376,10 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     keys = jax.vmap(jax.random.key)(jnp.asarray(cfg.seeds))
     members = instance_runs(cfg)
     kappas, instances = run_kappas(cfg, experiments), {}
+    cache_dir = None if out_dir is None else Path(out_dir) / "instances"
     for runs_of, inst_data in zip(members, datas):
         if runs_of:
-            instances |= instance_theory(cfg, problem, inst_data, keys, x0, cfg.runs[runs_of[0]].columns,
-                                         None if out_dir is None else Path(out_dir) / "instances")
+            instances |= instance_theory(cfg, problem, inst_data, keys, x0, cfg.runs[runs_of[0]].columns, cache_dir)
     base = environment() | {"dataset": ds.name, "normalization": [ds.mean, ds.std], "total_runs": len(cfg.runs),
                             "resumed_runs": len(done_timing), "data_instances": len(cfg.data_instances)}
     record = {"config": cfg.to_dict(), "as_written": cfg.raw, "command_line": command_line,
@@ -310,12 +400,18 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
         if out_dir is None:
             return []
         return write_results(Path(out_dir), record | {"meta": meta}, runs, timing, kappas=kappas,
-                             instances=instances)
+                             instances=instances, finals=finals)
 
-    def keep(ids, chunk_traces, chunk_timing):
+    def keep(ids, chunk_traces, chunk_timing, inst_data):
+        new = []
         for i, trace, tim in zip(ids, chunk_traces, chunk_timing):
             if trace is not None:
+                if i not in traces:
+                    new += [(i, seed, cfg.runs[i].columns, jax.tree.map(lambda a, s=s: a[s], trace))
+                            for s, seed in enumerate(cfg.seeds)]
                 traces[i], timings[i] = (_unmasked_trace(trace) if i in masked_here else trace), tim
+        if out_dir is not None and new:  # L and mu at the new runs' final points (only written, so only then)
+            finals.update(final_theory(cfg, problem, inst_data, keys, new, x0, new[0][2], cache_dir))
 
     # one run_grid call per data instance (its own data and shard width), in config order
     blocks = [(d, [i for i in runs_of if i not in done_timing]) for d, runs_of in zip(datas, members)]
@@ -332,8 +428,8 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
     try:
         with progress.grid(names, label=cfg.name):
             for inst_data, todo in blocks:
-                def partial(chunk_traces, chunk_timing, todo=todo):
-                    keep(todo, chunk_traces, chunk_timing)
+                def partial(chunk_traces, chunk_timing, todo=todo, inst_data=inst_data):
+                    keep(todo, chunk_traces, chunk_timing, inst_data)
                     runs, timing = collect()
                     write(runs, timing, base | {"finished_runs": len(timing), "complete": False})
 
@@ -341,7 +437,7 @@ def _execute(cfg: GridSpec, out_dir, show_progress, prepared, command_line, forc
                                   show_progress=show_progress, label=cfg.name,
                                   on_chunk=partial if out_dir is not None else None, devices=devices,
                                   max_memory=max_memory)
-                keep(todo, result.traces, result.timing)
+                keep(todo, result.traces, result.timing, inst_data)
                 totals["programs"] += result.programs
                 totals["compile_s"] += result.compile_s
                 totals["run_s"] += result.run_s
