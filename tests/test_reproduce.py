@@ -84,12 +84,14 @@ def test_rounds_table_agrees_with_metrics(quick):
 
 def test_rerun_resumes_from_finished_stages(quick, capsys):
     before = (quick / "metrics.csv").read_text()
-    stages = sorted(p.name for p in (quick / "stages").glob("*.json") if not p.name.startswith("instance-"))
+    stages = sorted(p.name for p in (quick / "stages").glob("*.json") if not p.name.startswith(("instance-", "final-")))
     assert len(stages) == 4  # tuning lr grid, tuning eta grid, two (f, attack) chunks
     instances = sorted(p.name for p in (quick / "stages").glob("instance-*.json"))
     assert len(instances) == 1  # one split, one seed: its L*, L, mu and delta, measured once
+    finals = sorted(p.name for p in (quick / "stages").glob("final-*.json"))
+    assert len(finals) == 1  # the same instance: L and mu at every run's final point
     assert sorted(p.name for p in (quick / "stages").iterdir()) == sorted(
-        [n for s in stages for n in (s, s.replace(".json", ".npz"))] + instances)  # data only: no pickle
+        [n for s in stages for n in (s, s.replace(".json", ".npz"))] + instances + finals)  # data only: no pickle
     (quick / "metrics.csv").unlink()
     capsys.readouterr()
     assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(quick), "--quiet"]) == 0
