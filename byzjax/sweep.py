@@ -16,6 +16,7 @@ the compiled program's own memory analysis).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -30,6 +31,31 @@ from byzjax import progress
 from byzjax._validation import ConfigError
 from byzjax.data import FederatedData
 from byzjax.simulate import Experiment, Trace, run
+
+
+CACHE_DIR_ENV = "BYZJAX_CACHE_DIR"
+
+
+def use_compilation_cache(path) -> None:
+    """Keep every compiled program in JAX's persistent compilation cache under ``path``.
+
+    A program compiled again, by this process or a later one (same HLO, JAX version, device and
+    ``XLA_FLAGS``), is then read back from disk instead of compiled; on CPU a byzjax program's
+    time is mostly XLA compile time. Every program is stored, however short its compilation
+    (``jax_persistent_cache_min_compile_time_secs = 0``, ``jax_persistent_cache_min_entry_size_bytes
+    = 0``), except those with host callbacks (JAX does not store them: the progress bar's, so runs
+    without a progress bar are the ones cached). Setting the environment variable
+    ``BYZJAX_CACHE_DIR`` before importing byzjax does the same.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConfigError(f"use_compilation_cache: path must be a folder name, got {path!r}")
+    jax.config.update("jax_compilation_cache_dir", os.fspath(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+if os.environ.get(CACHE_DIR_ENV):
+    use_compilation_cache(os.environ[CACHE_DIR_ENV])
 
 
 def stack_experiments(experiments: list[Experiment]) -> Experiment:
@@ -58,29 +84,35 @@ def group_by_structure(experiments: list[Experiment]) -> list[list[int]]:
     return [members for _, members in groups]
 
 
-def _batched(static: Experiment):
+def _batched(static: Experiment, ticks: bool):
     def single(arrays, key, data):
-        return run(key, eqx.combine(arrays, static), data)
+        with progress.ticking(ticks):  # traced here: the switch belongs to this function
+            return run(key, eqx.combine(arrays, static), data)
 
     return jax.vmap(jax.vmap(single, in_axes=(0, None, None)), in_axes=(None, 0, 0))
 
 
-def sweep_function(static: Experiment):
-    """``(arrays [C,...], keys [S], data [S,...]) -> Trace [S, C, ...]`` for one structure, on one device."""
-    return jax.jit(_batched(static))
+def sweep_function(static: Experiment, ticks: bool = False):
+    """``(arrays [C,...], keys [S], data [S,...]) -> Trace [S, C, ...]`` for one structure, on one device.
+
+    ``ticks``: the program reports its rounds to the active progress bar (``progress.tick``, a
+    host callback); without, it has no callback, and JAX's persistent compilation cache can store it.
+    """
+    return jax.jit(_batched(static, ticks))
 
 
-def sharded_sweep_function(static: Experiment, mesh, key_impl):
+def sharded_sweep_function(static: Experiment, mesh, key_impl, ticks: bool = False):
     """``(arrays [C,...], key data [S, k], data [S,...]) -> Trace [S, C, ...]`` over ``mesh``.
 
     ``jax.shard_map`` gives every device of the ``("seeds", "configs")`` mesh its block
     ``[S/d_s, C/d_c]`` of runs: arrays sharded along ``"configs"``, keys and data along
     ``"seeds"`` (replicated along ``"configs"``); no collective runs inside the program, so each
     run computes what it computes on one device. Keys travel as raw key data (``key_data``).
+    ``ticks``: as in ``sweep_function``.
     """
 
     def block(arrays, key_data, data):
-        return _batched(static)(arrays, jax.random.wrap_key_data(key_data, impl=key_impl), data)
+        return _batched(static, ticks)(arrays, jax.random.wrap_key_data(key_data, impl=key_impl), data)
 
     return jax.jit(jax.shard_map(block, mesh=mesh, in_specs=(P(dev.CONFIGS), P(dev.SEEDS), P(dev.SEEDS)),
                                  out_specs=P(dev.SEEDS, dev.CONFIGS), check_vma=False))
@@ -129,7 +161,8 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
     analysis of the compiled program (one recompilation at a smaller chunk if it does not fit).
     The configurations of a group are then run in equal chunks (the last padded) so one
     compilation serves all chunks; the chosen plan is printed (with ``show_progress``) and
-    returned in ``SweepResult.plans``. Compile time is measured apart (AOT).
+    returned in ``SweepResult.plans``. Compile time is measured apart (AOT). Only with
+    ``show_progress`` do the programs carry the progress callback (``progress.tick``).
     ``on_chunk(traces, timing)``, if given, is called after every program call
     with the traces finished so far (``None`` for the others), e.g. to write
     partial results that survive a later failure.
@@ -175,13 +208,13 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
             mesh = dev.run_mesh(devs, n_seeds, cap)
             d_s, d_c = mesh.devices.shape
             s_pad = math.ceil(n_seeds / d_s) * d_s
-            fn = sharded_sweep_function(static, mesh, key_impl)
+            fn = sharded_sweep_function(static, mesh, key_impl, show_progress)
             g_keys = dev.global_array(dev.pad_axis(key_np, s_pad), mesh, P(dev.SEEDS))
             g_data = jax.tree.map(lambda a: dev.global_array(dev.pad_axis(a, s_pad), mesh, P(dev.SEEDS)), data_np)
         else:
             d_s = d_c = 1
             s_pad = n_seeds
-            fn, g_keys, g_data = sweep_function(static), keys, data
+            fn, g_keys, g_data = sweep_function(static, show_progress), keys, data
         seeds_per_device = s_pad // d_s
         shared = seeds_per_device * seed_bytes
         per_run = _per_run_estimate(first, data_one)
