@@ -15,6 +15,7 @@ the compiled program's own memory analysis).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -141,6 +142,39 @@ def _per_run_estimate(experiment: Experiment, data_one_seed) -> int:
     return dev.estimate_run_bytes(n, problem.dim, itemsize, trace + itemsize * problem.dim, samples)
 
 
+PROGRAM_CACHE_SIZE = 16  # jitted sweep programs kept in memory between run_grid calls
+_PROGRAMS: list[tuple[tuple, object]] = []  # [(key, jitted function)], the most recently used last
+
+
+def clear_program_cache() -> None:
+    """Forget the sweep programs kept between ``run_grid`` calls (frees their executables)."""
+    _PROGRAMS.clear()
+
+
+def _signature(tree) -> tuple:
+    """What a jitted function is compiled for: each array's abstract value (shape, dtype, weak
+    type) and its sharding over devices."""
+    return tuple((jax.typeof(a), getattr(a, "sharding", None)) for a in jax.tree.leaves(tree))
+
+
+def _same_key(a: tuple, b: tuple) -> bool:
+    (static_a, *rest_a), (static_b, *rest_b) = a, b
+    return rest_a == rest_b and bool(eqx.tree_equal(static_a, static_b))
+
+
+def _program(make, static: Experiment, ticks: bool, where: tuple, args: tuple):
+    """The jitted sweep function for ``static`` and these arguments: the one made by an earlier call
+    with the same structure, progress switch, device placement (``where``) and argument shapes,
+    dtypes and shardings, so that its compiled executable is reused (JAX keeps it with the
+    function) and nothing is traced or compiled again; else ``make()``. The last
+    ``PROGRAM_CACHE_SIZE`` are kept (least recently used dropped)."""
+    key = (static, bool(ticks), where, _signature(args))
+    found = [i for i, (k, _) in enumerate(_PROGRAMS) if _same_key(k, key)]
+    _PROGRAMS.append(_PROGRAMS.pop(found[0]) if found else (key, make()))
+    del _PROGRAMS[:-PROGRAM_CACHE_SIZE]
+    return _PROGRAMS[-1][1]
+
+
 def _compile(fn, arrays, keys, data):
     t0 = time.perf_counter()
     compiled = fn.lower(arrays, keys, data).compile()
@@ -208,13 +242,15 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
             mesh = dev.run_mesh(devs, n_seeds, cap)
             d_s, d_c = mesh.devices.shape
             s_pad = math.ceil(n_seeds / d_s) * d_s
-            fn = sharded_sweep_function(static, mesh, key_impl, show_progress)
+            make = functools.partial(sharded_sweep_function, static, mesh, key_impl, show_progress)
+            where = (mesh, str(key_impl))
             g_keys = dev.global_array(dev.pad_axis(key_np, s_pad), mesh, P(dev.SEEDS))
             g_data = jax.tree.map(lambda a: dev.global_array(dev.pad_axis(a, s_pad), mesh, P(dev.SEEDS)), data_np)
         else:
             d_s = d_c = 1
             s_pad = n_seeds
-            fn, g_keys, g_data = sweep_function(static, show_progress), keys, data
+            make, where = functools.partial(sweep_function, static, show_progress), ()
+            g_keys, g_data = keys, data
         seeds_per_device = s_pad // d_s
         shared = seeds_per_device * seed_bytes
         per_run = _per_run_estimate(first, data_one)
@@ -230,7 +266,11 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
         def padded(chunk):
             return chunk + [chunk[-1]] * (per_call - len(chunk))
 
-        compiled, group_compile = _compile(fn, stacked(padded(members[:per_call])), g_keys, g_data)
+        def compile_for(chunk):
+            args = (stacked(padded(chunk)), g_keys, g_data)
+            return _compile(_program(make, static, show_progress, where, args), *args)
+
+        compiled, group_compile = compile_for(members[:per_call])
         measured = dev.compiled_bytes(compiled)
         if measured is not None and measured > budget and per_call > d_c:
             per_run_measured = max(1, (measured - shared) // max(1, seeds_per_device * per_call // d_c))
@@ -238,7 +278,7 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
             if smaller < per_call:
                 per_call = smaller
                 estimate = shared + seeds_per_device * (per_call // d_c) * per_run
-                compiled, extra = _compile(fn, stacked(padded(members[:per_call])), g_keys, g_data)
+                compiled, extra = compile_for(members[:per_call])
                 group_compile += extra
                 measured = dev.compiled_bytes(compiled)
         compile_s += group_compile

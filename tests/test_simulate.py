@@ -149,3 +149,45 @@ def test_label_flipping_workers_send_gradients_on_flipped_labels():
     expected = (grads.sum(0) + 2 * fgrads.mean(0)) / 6
     np.testing.assert_allclose(out.g_hat, expected, rtol=1e-10)
     np.testing.assert_allclose(out.honest_grad, grads.mean(0), rtol=1e-12)
+
+
+def test_a_second_grid_of_the_same_structure_is_not_traced_or_compiled_again(monkeypatch):
+    """run_grid keeps its jitted programs: a second grid of the same structure and shapes (other
+    step sizes) traces nothing and compiles nothing, and its rows are still its own runs; another
+    structure is a new program; the least recently used program goes when the cache is full."""
+    import byzjax.sweep as sweep_mod
+
+    ds, data, problem = tiny_classification(n_honest=4)
+    oracle = RobustOracle(problem, Average(), None, n_honest=4, n_byz=0)
+    traced = []
+
+    def counting(key, experiment, data):
+        traced.append(experiment.rounds)
+        return run(key, experiment, data)
+
+    compiled = []
+    listener = lambda event, secs, **kw: compiled.append(event) if event.endswith("backend_compile_duration") else None  # noqa: E731
+    monkeypatch.setattr(sweep_mod, "run", counting)
+    monkeypatch.setattr(sweep_mod, "_PROGRAMS", [])
+    datas = stack_seeds([data])
+    keys = jax.vmap(jax.random.key)(jnp.arange(1))
+    grid = lambda lrs, rounds=4: run_grid([Experiment(oracle, DGD(lr=lr), rounds=rounds, eval_every=2)  # noqa: E731
+                                           for lr in lrs], keys, datas, show_progress=False)
+    first = grid([0.1, 0.3])
+    assert traced == [4]
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        second = grid([0.3, 0.1])
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert traced == [4] and compiled == [] and second.compile_s < first.compile_s
+    for a, b in ((second.traces[0], first.traces[1]), (second.traces[1], first.traces[0])):  # its own arrays
+        np.testing.assert_array_equal(a.metrics["loss"], b.metrics["loss"])
+    assert not np.allclose(first.traces[0].metrics["loss"], first.traces[1].metrics["loss"])
+    grid([0.1, 0.3], rounds=6)  # another structure: traced
+    assert traced == [4, 6]
+    monkeypatch.setattr(sweep_mod, "PROGRAM_CACHE_SIZE", 1)
+    grid([0.2, 0.4], rounds=6)  # the most recent: kept
+    assert traced == [4, 6] and len(sweep_mod._PROGRAMS) == 1
+    grid([0.2, 0.4])  # dropped for it: traced again
+    assert traced == [4, 6, 4]
