@@ -3,6 +3,7 @@
 import io
 
 import chex
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,8 @@ from byzjax.preaggregators import NNM, Pipeline
 from byzjax.simulate import Experiment, run
 from byzjax.sweep import group_by_structure, run_grid, stack_experiments, sweep_function
 from helpers import tiny_classification
+
+jit_run = eqx.filter_jit(run)  # one compilation per structure and shapes (an eager run compiles each scan apart)
 
 
 def setup(n_h=5, f=1, attack=None):
@@ -37,18 +40,17 @@ def test_sweep_row_equals_single_run_and_same_key_is_identical():
     assert res.programs == 1
     for c, exp in enumerate(exps):
         for s in range(2):
-            single = run(keys[s], exp, jax.tree.map(lambda a: jnp.asarray(a[s]), datas))
+            single = jit_run(keys[s], exp, jax.tree.map(lambda a: jnp.asarray(a[s]), datas))
             np.testing.assert_allclose(res.traces[c].metrics["loss"][s], single.metrics["loss"], rtol=1e-10)
             np.testing.assert_allclose(res.traces[c].eval_metrics["val_acc"][s], single.eval_metrics["val_acc"])
-    again = run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
-    first = run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
+    again = jit_run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
+    first = jit_run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), again, first))
 
 
 def test_swept_number_does_not_recompile():
     ds, data, problem, oracle = setup()
     exps = [Experiment(oracle, DGD(lr=lr), rounds=3, eval_every=3) for lr in (0.1, 0.2, 0.3, 0.4)]
-    import equinox as eqx
 
     st = eqx.partition(exps[0], eqx.is_array)[1]
     sweep = sweep_function(st)
@@ -69,7 +71,7 @@ def test_swept_number_does_not_recompile():
 
 def test_eval_schedule_and_comm_rounds():
     ds, data, problem, oracle = setup()
-    trace = run(jax.random.key(0), Experiment(oracle, DGD(lr=0.1), rounds=7, eval_every=3), data)
+    trace = jit_run(jax.random.key(0), Experiment(oracle, DGD(lr=0.1), rounds=7, eval_every=3), data)
     np.testing.assert_array_equal(trace.eval_iters, [0, 3, 6, 7])
     np.testing.assert_array_equal(trace.metrics["comm_rounds"], np.arange(1, 8))
     assert trace.metrics["loss"].shape == (7,) and trace.eval_metrics["test_acc"].shape == (4,)
@@ -86,7 +88,7 @@ class NaNInf(AbstractAttack):
 
 def test_inf_and_nan_rows_never_poison_a_run():
     ds, data, problem, oracle = setup(f=2, attack=NaNInf())
-    trace = run(jax.random.key(0), Experiment(oracle, DNAG(lr=0.2), rounds=10, eval_every=5), data)
+    trace = jit_run(jax.random.key(0), Experiment(oracle, DNAG(lr=0.2), rounds=10, eval_every=5), data)
     assert np.all(np.isfinite(trace.metrics["loss"])) and np.all(np.isfinite(trace.final_params))
     assert trace.metrics["loss"][-1] < trace.metrics["loss"][0]
 
