@@ -193,3 +193,37 @@ def test_a_second_grid_of_the_same_structure_is_not_traced_or_compiled_again(mon
     assert traced == [4, 6] and len(sweep_mod._PROGRAMS) == 1
     grid([0.2, 0.4])  # dropped for it: traced again
     assert traced == [4, 6, 4]
+
+
+def test_programs_without_a_progress_bar_are_read_back_from_the_persistent_cache(monkeypatch):
+    """The test session keeps JAX's persistent compilation cache (tests/conftest.py,
+    ``sweep.use_compilation_cache``): a grid compiled again after ``clear_program_cache`` is read
+    back from it when it has no progress bar; with one (a host callback in the program, which JAX
+    does not store) it is compiled again every time."""
+    import byzjax.sweep as sweep_mod
+
+    assert jax.config.jax_compilation_cache_dir and jax.config.jax_persistent_cache_min_compile_time_secs == 0
+    ds, data, problem = tiny_classification(n_honest=3)
+    oracle = RobustOracle(problem, Average(), None, n_honest=3, n_byz=0)
+    datas, keys = stack_seeds([data]), jax.vmap(jax.random.key)(jnp.arange(1))
+    hits = []
+    listener = lambda event, **kw: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None  # noqa: E731
+    monkeypatch.setattr(sweep_mod, "_PROGRAMS", [])
+
+    def grid(show_progress):
+        sweep_mod.clear_program_cache()
+        hits.clear()
+        res = run_grid([Experiment(oracle, DGD(lr=0.1), rounds=3, eval_every=3)], keys, datas,
+                       show_progress=show_progress)
+        return len(hits), res.traces[0].metrics["loss"]
+
+    jax.monitoring.register_event_listener(listener)
+    try:
+        grid(False)
+        quiet_hits, quiet = grid(False)
+        grid(True)
+        bar_hits, bar = grid(True)
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
+    assert (quiet_hits, bar_hits) == (1, 0)  # the sweep program; the small eager ops are kept in memory
+    np.testing.assert_array_equal(quiet, bar)
