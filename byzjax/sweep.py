@@ -196,7 +196,9 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
     The configurations of a group are then run in equal chunks (the last padded) so one
     compilation serves all chunks; the chosen plan is printed (with ``show_progress``) and
     returned in ``SweepResult.plans``. Compile time is measured apart (AOT). Only with
-    ``show_progress`` do the programs carry the progress callback (``progress.tick``).
+    ``show_progress`` do the programs carry the progress callback (``progress.tick``). The last
+    ``PROGRAM_CACHE_SIZE`` jitted programs are kept between calls: a later grid of the same
+    structure and argument shapes is neither traced nor compiled again (``clear_program_cache``).
     ``on_chunk(traces, timing)``, if given, is called after every program call
     with the traces finished so far (``None`` for the others), e.g. to write
     partial results that survive a later failure.

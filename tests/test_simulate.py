@@ -113,6 +113,10 @@ def test_bad_input_is_a_one_line_error_before_compiling():
         Experiment(RobustOracle(problem, Average(), None, n_honest=4, n_byz=0), DGD(), rounds=0)
     with pytest.raises(ConfigError, match="expected an integer"):
         TrMean(1.5)
+    from byzjax.sweep import use_compilation_cache
+
+    with pytest.raises(ConfigError, match="use_compilation_cache: path must be a folder name, got 3"):
+        use_compilation_cache(3)
 
 
 def test_progress_reports_once_per_round_for_vmapped_runs():
