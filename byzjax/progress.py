@@ -4,6 +4,11 @@ The compiled loop calls ``report(t)`` through ``jax.debug.callback`` every
 ``every`` rounds; ``t`` is the unbatched scan index, so a vmapped grid of runs
 reports once per round, not once per run. The host side prints to stderr.
 
+The callback is put into a program only when it is traced inside ``with ticking(True)``
+(``sweep.run_grid`` with ``show_progress``); elsewhere ``tick`` traces to nothing, so a program
+without a progress bar has no host callback, and JAX's persistent compilation cache (which does
+not store programs with host callbacks) can keep it.
+
 Inside ``with grid(programs)`` (the runner's list of compiled program calls, each with a name
 and its work = iterations x runs), every new bar is the next program: it says
 "program i of N", names the program (methods, attacks, f) and adds an ETA for the whole grid:
@@ -134,8 +139,33 @@ class active:
         _CURRENT.remove(self.bar)
 
 
+_TICKING: list[bool] = [False]
+
+
+class ticking:
+    """Context manager for tracing: ``tick`` calls traced inside ``ticking(True)`` put the progress
+    callback into the program, inside ``ticking(False)`` (and outside any) they trace to nothing.
+
+    A trace-time switch, so it belongs to the traced function (enter it inside the function that
+    is jitted): a jitted function reuses its first trace whatever the switch says later.
+    """
+
+    def __init__(self, on: bool = True):
+        self.on = bool(on)
+
+    def __enter__(self):
+        _TICKING.append(self.on)
+        return self
+
+    def __exit__(self, *exc):
+        _TICKING.pop()
+
+
 def tick(t: jax.Array, total: int, every: int | None = None) -> None:
-    """Inside a scan: report round ``t`` to the active bar every ``every`` rounds."""
+    """Inside a scan: report round ``t`` to the active bar every ``every`` rounds, when traced
+    inside ``ticking(True)``; otherwise nothing (no callback in the program)."""
+    if not _TICKING[-1]:
+        return
     every = every or max(1, total // 50)
     jax.lax.cond(
         (t % every == 0) | (t == total - 1),

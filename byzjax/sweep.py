@@ -15,7 +15,9 @@ the compiled program's own memory analysis).
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -30,6 +32,31 @@ from byzjax import progress
 from byzjax._validation import ConfigError
 from byzjax.data import FederatedData
 from byzjax.simulate import Experiment, Trace, run
+
+
+CACHE_DIR_ENV = "BYZJAX_CACHE_DIR"
+
+
+def use_compilation_cache(path) -> None:
+    """Keep every compiled program in JAX's persistent compilation cache under ``path``.
+
+    A program compiled again, by this process or a later one (same HLO, JAX version, device and
+    ``XLA_FLAGS``), is then read back from disk instead of compiled; on CPU a byzjax program's
+    time is mostly XLA compile time. Every program is stored, however short its compilation
+    (``jax_persistent_cache_min_compile_time_secs = 0``, ``jax_persistent_cache_min_entry_size_bytes
+    = 0``), except those with host callbacks (JAX does not store them: the progress bar's, so runs
+    without a progress bar are the ones cached). Setting the environment variable
+    ``BYZJAX_CACHE_DIR`` before importing byzjax does the same.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConfigError(f"use_compilation_cache: path must be a folder name, got {path!r}")
+    jax.config.update("jax_compilation_cache_dir", os.fspath(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+if os.environ.get(CACHE_DIR_ENV):
+    use_compilation_cache(os.environ[CACHE_DIR_ENV])
 
 
 def stack_experiments(experiments: list[Experiment]) -> Experiment:
@@ -58,29 +85,35 @@ def group_by_structure(experiments: list[Experiment]) -> list[list[int]]:
     return [members for _, members in groups]
 
 
-def _batched(static: Experiment):
+def _batched(static: Experiment, ticks: bool):
     def single(arrays, key, data):
-        return run(key, eqx.combine(arrays, static), data)
+        with progress.ticking(ticks):  # traced here: the switch belongs to this function
+            return run(key, eqx.combine(arrays, static), data)
 
     return jax.vmap(jax.vmap(single, in_axes=(0, None, None)), in_axes=(None, 0, 0))
 
 
-def sweep_function(static: Experiment):
-    """``(arrays [C,...], keys [S], data [S,...]) -> Trace [S, C, ...]`` for one structure, on one device."""
-    return jax.jit(_batched(static))
+def sweep_function(static: Experiment, ticks: bool = False):
+    """``(arrays [C,...], keys [S], data [S,...]) -> Trace [S, C, ...]`` for one structure, on one device.
+
+    ``ticks``: the program reports its rounds to the active progress bar (``progress.tick``, a
+    host callback); without, it has no callback, and JAX's persistent compilation cache can store it.
+    """
+    return jax.jit(_batched(static, ticks))
 
 
-def sharded_sweep_function(static: Experiment, mesh, key_impl):
+def sharded_sweep_function(static: Experiment, mesh, key_impl, ticks: bool = False):
     """``(arrays [C,...], key data [S, k], data [S,...]) -> Trace [S, C, ...]`` over ``mesh``.
 
     ``jax.shard_map`` gives every device of the ``("seeds", "configs")`` mesh its block
     ``[S/d_s, C/d_c]`` of runs: arrays sharded along ``"configs"``, keys and data along
     ``"seeds"`` (replicated along ``"configs"``); no collective runs inside the program, so each
     run computes what it computes on one device. Keys travel as raw key data (``key_data``).
+    ``ticks``: as in ``sweep_function``.
     """
 
     def block(arrays, key_data, data):
-        return _batched(static)(arrays, jax.random.wrap_key_data(key_data, impl=key_impl), data)
+        return _batched(static, ticks)(arrays, jax.random.wrap_key_data(key_data, impl=key_impl), data)
 
     return jax.jit(jax.shard_map(block, mesh=mesh, in_specs=(P(dev.CONFIGS), P(dev.SEEDS), P(dev.SEEDS)),
                                  out_specs=P(dev.SEEDS, dev.CONFIGS), check_vma=False))
@@ -109,6 +142,39 @@ def _per_run_estimate(experiment: Experiment, data_one_seed) -> int:
     return dev.estimate_run_bytes(n, problem.dim, itemsize, trace + itemsize * problem.dim, samples)
 
 
+PROGRAM_CACHE_SIZE = 16  # jitted sweep programs kept in memory between run_grid calls
+_PROGRAMS: list[tuple[tuple, object]] = []  # [(key, jitted function)], the most recently used last
+
+
+def clear_program_cache() -> None:
+    """Forget the sweep programs kept between ``run_grid`` calls (frees their executables)."""
+    _PROGRAMS.clear()
+
+
+def _signature(tree) -> tuple:
+    """What a jitted function is compiled for: each array's abstract value (shape, dtype, weak
+    type) and its sharding over devices."""
+    return tuple((jax.typeof(a), getattr(a, "sharding", None)) for a in jax.tree.leaves(tree))
+
+
+def _same_key(a: tuple, b: tuple) -> bool:
+    (static_a, *rest_a), (static_b, *rest_b) = a, b
+    return rest_a == rest_b and bool(eqx.tree_equal(static_a, static_b))
+
+
+def _program(make, static: Experiment, ticks: bool, where: tuple, args: tuple):
+    """The jitted sweep function for ``static`` and these arguments: the one made by an earlier call
+    with the same structure, progress switch, device placement (``where``) and argument shapes,
+    dtypes and shardings, so that its compiled executable is reused (JAX keeps it with the
+    function) and nothing is traced or compiled again; else ``make()``. The last
+    ``PROGRAM_CACHE_SIZE`` are kept (least recently used dropped)."""
+    key = (static, bool(ticks), where, _signature(args))
+    found = [i for i, (k, _) in enumerate(_PROGRAMS) if _same_key(k, key)]
+    _PROGRAMS.append(_PROGRAMS.pop(found[0]) if found else (key, make()))
+    del _PROGRAMS[:-PROGRAM_CACHE_SIZE]
+    return _PROGRAMS[-1][1]
+
+
 def _compile(fn, arrays, keys, data):
     t0 = time.perf_counter()
     compiled = fn.lower(arrays, keys, data).compile()
@@ -129,7 +195,10 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
     analysis of the compiled program (one recompilation at a smaller chunk if it does not fit).
     The configurations of a group are then run in equal chunks (the last padded) so one
     compilation serves all chunks; the chosen plan is printed (with ``show_progress``) and
-    returned in ``SweepResult.plans``. Compile time is measured apart (AOT).
+    returned in ``SweepResult.plans``. Compile time is measured apart (AOT). Only with
+    ``show_progress`` do the programs carry the progress callback (``progress.tick``). The last
+    ``PROGRAM_CACHE_SIZE`` jitted programs are kept between calls: a later grid of the same
+    structure and argument shapes is neither traced nor compiled again (``clear_program_cache``).
     ``on_chunk(traces, timing)``, if given, is called after every program call
     with the traces finished so far (``None`` for the others), e.g. to write
     partial results that survive a later failure.
@@ -175,13 +244,15 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
             mesh = dev.run_mesh(devs, n_seeds, cap)
             d_s, d_c = mesh.devices.shape
             s_pad = math.ceil(n_seeds / d_s) * d_s
-            fn = sharded_sweep_function(static, mesh, key_impl)
+            make = functools.partial(sharded_sweep_function, static, mesh, key_impl, show_progress)
+            where = (mesh, str(key_impl))
             g_keys = dev.global_array(dev.pad_axis(key_np, s_pad), mesh, P(dev.SEEDS))
             g_data = jax.tree.map(lambda a: dev.global_array(dev.pad_axis(a, s_pad), mesh, P(dev.SEEDS)), data_np)
         else:
             d_s = d_c = 1
             s_pad = n_seeds
-            fn, g_keys, g_data = sweep_function(static), keys, data
+            make, where = functools.partial(sweep_function, static, show_progress), ()
+            g_keys, g_data = keys, data
         seeds_per_device = s_pad // d_s
         shared = seeds_per_device * seed_bytes
         per_run = _per_run_estimate(first, data_one)
@@ -197,7 +268,11 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
         def padded(chunk):
             return chunk + [chunk[-1]] * (per_call - len(chunk))
 
-        compiled, group_compile = _compile(fn, stacked(padded(members[:per_call])), g_keys, g_data)
+        def compile_for(chunk):
+            args = (stacked(padded(chunk)), g_keys, g_data)
+            return _compile(_program(make, static, show_progress, where, args), *args)
+
+        compiled, group_compile = compile_for(members[:per_call])
         measured = dev.compiled_bytes(compiled)
         if measured is not None and measured > budget and per_call > d_c:
             per_run_measured = max(1, (measured - shared) // max(1, seeds_per_device * per_call // d_c))
@@ -205,7 +280,7 @@ def run_grid(experiments: list[Experiment], keys, data: FederatedData, *, max_ba
             if smaller < per_call:
                 per_call = smaller
                 estimate = shared + seeds_per_device * (per_call // d_c) * per_run
-                compiled, extra = _compile(fn, stacked(padded(members[:per_call])), g_keys, g_data)
+                compiled, extra = compile_for(members[:per_call])
                 group_compile += extra
                 measured = dev.compiled_bytes(compiled)
         compile_s += group_compile

@@ -5,9 +5,17 @@ is XLA's compile time, most of it LLVM's optimisation passes: the tests compile 
 optimisation level 0 (``--xla_backend_optimization_level=0``, about half the compile time; the
 same HLO passes, no fast-math either way, so results agree with the default level to rounding).
 An ``XLA_FLAGS`` that already sets the level is kept as it is.
+
+Programs compiled twice (the same HLO from several tests) are compiled once: the session keeps
+JAX's persistent compilation cache (``byzjax.sweep.use_compilation_cache``) in a temporary folder,
+removed at the end, or in ``BYZJAX_CACHE_DIR`` if set (kept: a later session reads it back). The
+terminal summary says how many compilations it answered.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 _FLAGS = os.environ.get("XLA_FLAGS", "")
 if "--xla_backend_optimization_level" not in _FLAGS:  # read when the backend starts: before any computation
@@ -17,7 +25,29 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from byzjax.sweep import CACHE_DIR_ENV, use_compilation_cache  # noqa: E402
+
 jax.config.update("jax_enable_x64", True)
+
+if not os.environ.get(CACHE_DIR_ENV):  # else byzjax.sweep already uses it
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="byzjax-test-jax-cache-")
+    atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
+    use_compilation_cache(_SESSION_CACHE)
+
+_CACHE_EVENTS = {"/jax/compilation_cache/compile_requests_use_cache": 0, "/jax/compilation_cache/cache_hits": 0}
+
+
+def _count(event: str, **_) -> None:
+    if event in _CACHE_EVENTS:
+        _CACHE_EVENTS[event] += 1
+
+
+jax.monitoring.register_event_listener(_count)
+
+
+def pytest_terminal_summary(terminalreporter):
+    asked, hits = _CACHE_EVENTS.values()
+    terminalreporter.write_line(f"persistent compilation cache: {hits} of {asked} compilations read back")
 
 
 @pytest.fixture

@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+import pytest
 from references import np_nnm, np_trmean
 
+import byzjax.images
 from byzjax.data import federated_classification, synthetic_dataset
 from byzjax.problems import LogisticRegression
 
-__all__ = ["np_logistic_loss_grad", "np_nnm", "np_trmean", "tiny_classification"]
+__all__ = ["np_logistic_loss_grad", "np_nnm", "np_trmean", "small_synthetic", "tiny_classification"]
+
+SMALL_SYNTHETIC = {"n_train": 1500, "n_test": 300, "num_features": 24, "num_classes": 10, "separation": 0.35}
+"""The data set ``small_synthetic`` gives for ``source = "synthetic"``: the Gaussian mixture of
+``byzjax.data.synthetic_dataset`` (the source's own generator, 10 classes) at a size where a
+config's runs and its per-instance theory (``L*``, ``L``, ``mu``, ``delta``: Newton-CG and power
+iterations over the whole training set) take a fraction of a second instead of the full source's
+6000 x 784 (d = 7850)."""
+
+
+@contextlib.contextmanager
+def small_synthetic():
+    """Within: configs with ``source = "synthetic"`` (flat layout) load ``SMALL_SYNTHETIC``; every
+    other source, and the image layout, load as they do. For tests of the config, runner and file
+    paths, whose assertions do not depend on the data's size; the commands a user runs as they are
+    (``reproduce ... --quick`` end to end) keep the real source."""
+    real = byzjax.images.load_source
+
+    def load(source, *, layout="flat", seed=0, **kw):
+        if str(source) == "synthetic" and layout == "flat":
+            return synthetic_dataset(seed=seed, **SMALL_SYNTHETIC)
+        return real(source, layout=layout, seed=seed, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(byzjax.images, "load_source", load)
+        yield
 
 
 def tiny_classification(n_honest=5, split="dirichlet", alpha=1.0, seed=0, p=12, c=3, n_train=400):

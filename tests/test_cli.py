@@ -8,6 +8,16 @@ import pytest
 
 from byzjax.app.cli import main
 from byzjax.app.config import parse_config
+from helpers import small_synthetic
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_data():
+    """``source = "synthetic"`` is ``helpers.SMALL_SYNTHETIC`` here: these tests check files and the
+    command line, not the data (the full source: tests/test_reproduce.py)."""
+    with small_synthetic():
+        yield
+
 
 CONFIG = """
 name = "cli-test"

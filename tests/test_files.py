@@ -21,8 +21,18 @@ import byzjax.app.runner as runner
 from byzjax.app.cli import main
 from byzjax.app.files import OutputError
 from byzjax.app.results import read_table, write_results
+from helpers import small_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_data():
+    """``source = "synthetic"`` is ``helpers.SMALL_SYNTHETIC`` here: these tests check files and the
+    command line, not the data (the full source: tests/test_reproduce.py)."""
+    with small_synthetic():
+        yield
+
 
 CONFIG = """
 name = "files-test"

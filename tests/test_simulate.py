@@ -3,6 +3,7 @@
 import io
 
 import chex
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,8 @@ from byzjax.preaggregators import NNM, Pipeline
 from byzjax.simulate import Experiment, run
 from byzjax.sweep import group_by_structure, run_grid, stack_experiments, sweep_function
 from helpers import tiny_classification
+
+jit_run = eqx.filter_jit(run)  # one compilation per structure and shapes (an eager run compiles each scan apart)
 
 
 def setup(n_h=5, f=1, attack=None):
@@ -37,18 +40,17 @@ def test_sweep_row_equals_single_run_and_same_key_is_identical():
     assert res.programs == 1
     for c, exp in enumerate(exps):
         for s in range(2):
-            single = run(keys[s], exp, jax.tree.map(lambda a: jnp.asarray(a[s]), datas))
+            single = jit_run(keys[s], exp, jax.tree.map(lambda a: jnp.asarray(a[s]), datas))
             np.testing.assert_allclose(res.traces[c].metrics["loss"][s], single.metrics["loss"], rtol=1e-10)
             np.testing.assert_allclose(res.traces[c].eval_metrics["val_acc"][s], single.eval_metrics["val_acc"])
-    again = run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
-    first = run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
+    again = jit_run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
+    first = jit_run(keys[0], exps[0], jax.tree.map(lambda a: jnp.asarray(a[0]), datas))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), again, first))
 
 
 def test_swept_number_does_not_recompile():
     ds, data, problem, oracle = setup()
     exps = [Experiment(oracle, DGD(lr=lr), rounds=3, eval_every=3) for lr in (0.1, 0.2, 0.3, 0.4)]
-    import equinox as eqx
 
     st = eqx.partition(exps[0], eqx.is_array)[1]
     sweep = sweep_function(st)
@@ -69,7 +71,7 @@ def test_swept_number_does_not_recompile():
 
 def test_eval_schedule_and_comm_rounds():
     ds, data, problem, oracle = setup()
-    trace = run(jax.random.key(0), Experiment(oracle, DGD(lr=0.1), rounds=7, eval_every=3), data)
+    trace = jit_run(jax.random.key(0), Experiment(oracle, DGD(lr=0.1), rounds=7, eval_every=3), data)
     np.testing.assert_array_equal(trace.eval_iters, [0, 3, 6, 7])
     np.testing.assert_array_equal(trace.metrics["comm_rounds"], np.arange(1, 8))
     assert trace.metrics["loss"].shape == (7,) and trace.eval_metrics["test_acc"].shape == (4,)
@@ -86,7 +88,7 @@ class NaNInf(AbstractAttack):
 
 def test_inf_and_nan_rows_never_poison_a_run():
     ds, data, problem, oracle = setup(f=2, attack=NaNInf())
-    trace = run(jax.random.key(0), Experiment(oracle, DNAG(lr=0.2), rounds=10, eval_every=5), data)
+    trace = jit_run(jax.random.key(0), Experiment(oracle, DNAG(lr=0.2), rounds=10, eval_every=5), data)
     assert np.all(np.isfinite(trace.metrics["loss"])) and np.all(np.isfinite(trace.final_params))
     assert trace.metrics["loss"][-1] < trace.metrics["loss"][0]
 
@@ -111,6 +113,10 @@ def test_bad_input_is_a_one_line_error_before_compiling():
         Experiment(RobustOracle(problem, Average(), None, n_honest=4, n_byz=0), DGD(), rounds=0)
     with pytest.raises(ConfigError, match="expected an integer"):
         TrMean(1.5)
+    from byzjax.sweep import use_compilation_cache
+
+    with pytest.raises(ConfigError, match="use_compilation_cache: path must be a folder name, got 3"):
+        use_compilation_cache(3)
 
 
 def test_progress_reports_once_per_round_for_vmapped_runs():
@@ -149,3 +155,79 @@ def test_label_flipping_workers_send_gradients_on_flipped_labels():
     expected = (grads.sum(0) + 2 * fgrads.mean(0)) / 6
     np.testing.assert_allclose(out.g_hat, expected, rtol=1e-10)
     np.testing.assert_allclose(out.honest_grad, grads.mean(0), rtol=1e-12)
+
+
+def test_a_second_grid_of_the_same_structure_is_not_traced_or_compiled_again(monkeypatch):
+    """run_grid keeps its jitted programs: a second grid of the same structure and shapes (other
+    step sizes) traces nothing and compiles nothing, and its rows are still its own runs; another
+    structure is a new program; the least recently used program goes when the cache is full."""
+    import byzjax.sweep as sweep_mod
+
+    ds, data, problem = tiny_classification(n_honest=4)
+    oracle = RobustOracle(problem, Average(), None, n_honest=4, n_byz=0)
+    traced = []
+
+    def counting(key, experiment, data):
+        traced.append(experiment.rounds)
+        return run(key, experiment, data)
+
+    compiled = []
+    listener = lambda event, secs, **kw: compiled.append(event) if event.endswith("backend_compile_duration") else None  # noqa: E731
+    monkeypatch.setattr(sweep_mod, "run", counting)
+    monkeypatch.setattr(sweep_mod, "_PROGRAMS", [])
+    datas = stack_seeds([data])
+    keys = jax.vmap(jax.random.key)(jnp.arange(1))
+    grid = lambda lrs, rounds=4: run_grid([Experiment(oracle, DGD(lr=lr), rounds=rounds, eval_every=2)  # noqa: E731
+                                           for lr in lrs], keys, datas, show_progress=False)
+    first = grid([0.1, 0.3])
+    assert traced == [4]
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        second = grid([0.3, 0.1])
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert traced == [4] and compiled == [] and second.compile_s < first.compile_s
+    for a, b in ((second.traces[0], first.traces[1]), (second.traces[1], first.traces[0])):  # its own arrays
+        np.testing.assert_array_equal(a.metrics["loss"], b.metrics["loss"])
+    assert not np.allclose(first.traces[0].metrics["loss"], first.traces[1].metrics["loss"])
+    grid([0.1, 0.3], rounds=6)  # another structure: traced
+    assert traced == [4, 6]
+    monkeypatch.setattr(sweep_mod, "PROGRAM_CACHE_SIZE", 1)
+    grid([0.2, 0.4], rounds=6)  # the most recent: kept
+    assert traced == [4, 6] and len(sweep_mod._PROGRAMS) == 1
+    grid([0.2, 0.4])  # dropped for it: traced again
+    assert traced == [4, 6, 4]
+
+
+def test_programs_without_a_progress_bar_are_read_back_from_the_persistent_cache(monkeypatch):
+    """The test session keeps JAX's persistent compilation cache (tests/conftest.py,
+    ``sweep.use_compilation_cache``): a grid compiled again after ``clear_program_cache`` is read
+    back from it when it has no progress bar; with one (a host callback in the program, which JAX
+    does not store) it is compiled again every time."""
+    import byzjax.sweep as sweep_mod
+
+    assert jax.config.jax_compilation_cache_dir and jax.config.jax_persistent_cache_min_compile_time_secs == 0
+    ds, data, problem = tiny_classification(n_honest=3)
+    oracle = RobustOracle(problem, Average(), None, n_honest=3, n_byz=0)
+    datas, keys = stack_seeds([data]), jax.vmap(jax.random.key)(jnp.arange(1))
+    hits = []
+    listener = lambda event, **kw: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None  # noqa: E731
+    monkeypatch.setattr(sweep_mod, "_PROGRAMS", [])
+
+    def grid(show_progress):
+        sweep_mod.clear_program_cache()
+        hits.clear()
+        res = run_grid([Experiment(oracle, DGD(lr=0.1), rounds=3, eval_every=3)], keys, datas,
+                       show_progress=show_progress)
+        return len(hits), res.traces[0].metrics["loss"]
+
+    jax.monitoring.register_event_listener(listener)
+    try:
+        grid(False)
+        quiet_hits, quiet = grid(False)
+        grid(True)
+        bar_hits, bar = grid(True)
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
+    assert (quiet_hits, bar_hits) == (1, 0)  # the sweep program; the small eager ops are kept in memory
+    np.testing.assert_array_equal(quiet, bar)

@@ -122,20 +122,21 @@ def test_progress_names_each_program_and_counts_i_of_n():
 
 def test_a_run_from_a_config_starts_at_the_given_initial_point(tmp_path):
     """End to end: [problem] init reaches Experiment(x0=...), so every seed's first logged loss is
-    the honest loss at that point (NumPy float64 on that seed's shards)."""
+    the honest loss at that point (NumPy float64 on that seed's shards). The synthetic source at
+    ``helpers.SMALL_SYNTHETIC``'s size: the path from the file to the run is what is tested."""
     from byzjax.app.runner import execute, prepare
-    from byzjax.data import load_dataset
-    from helpers import np_logistic_loss_grad
+    from helpers import SMALL_SYNTHETIC, np_logistic_loss_grad, small_synthetic
 
-    ds = load_dataset("synthetic")
-    p, c = ds.num_features, ds.num_classes
+    p, c = SMALL_SYNTHETIC["num_features"], SMALL_SYNTHETIC["num_classes"]
     x0 = np.random.default_rng(1).normal(size=(p + 1) * c) * 0.01
     save(tmp_path / "i.npz", x0=x0)
     cfg = parse_config({"seeds": 2, "rounds": 2, "eval_every": 1, "data": {"source": "synthetic", "n_honest": 3},
                         "problem": {"init": str(tmp_path / "i.npz"), "lam": 1e-2},
                         "algorithm": [{"name": "DGD", "lr": 0.1}]})
-    prepared = prepare(cfg)
-    runs, _, _ = execute(cfg, None, show_progress=False, prepared=prepared)
+    with small_synthetic():
+        prepared = prepare(cfg)
+        runs, _, _ = execute(cfg, None, show_progress=False, prepared=prepared)
+    assert prepared[0].num_features == p and prepared[0].num_classes == c
     shards = prepared[2].shards
     assert len(runs) == 2
     for _, seed, _, trace in runs:
