@@ -62,6 +62,18 @@ class AbstractProblem(eqx.Module):
         when ``mu << L``)."""
         return None
 
+    def strongly_convex(self) -> bool:
+        """Whether ``L_H`` is strongly convex for every data set, so that ``L* = min L_H`` is
+        attained and ``byzjax.theory.reference_optimum``'s Newton solve converges (then the
+        application measures the per-instance theory: ``L*``, L, mu, delta). Default False."""
+        return False
+
+    def constant_hessian(self, shards) -> jax.Array | None:
+        """The Hessian ``[d, d]`` of ``L_H`` (the mean over the honest ``shards``, leading worker axis)
+        when it is the same at every point, else None (then ``byzjax.theory`` measures L and mu by
+        power iteration at each point)."""
+        return None
+
     @classmethod
     def from_dataset(cls, dataset, **params) -> "AbstractProblem":
         """The problem shaped by a loaded data set (``byzjax.data.Dataset``), with keyword ``params``
@@ -138,6 +150,10 @@ class LogisticRegression(AbstractProblem):
         smallest eigenvalue of the regularised loss is exactly ``lam``."""
         return self.lam
 
+    def strongly_convex(self) -> bool:
+        """True when ``lam > 0`` (the regularised cross-entropy is ``lam``-strongly convex)."""
+        return float(np.asarray(self.lam)) > 0
+
     def evaluate(self, x, evaluation):
         return {
             f"{name}_acc": jnp.mean(jnp.argmax(self.logits(x, feats), axis=1) == labels)
@@ -180,6 +196,14 @@ class Quadratic(AbstractProblem):
     def loss(self, x, shard: QuadraticShard):
         r = x - shard.b
         return 0.5 * r @ (shard.a @ r)
+
+    def strongly_convex(self) -> bool:
+        """True: ``mean_i A_i`` is positive definite by construction (``make_quadratic``)."""
+        return True
+
+    def constant_hessian(self, shards: QuadraticShard) -> jax.Array:
+        """``A = mean_i A_i``, the Hessian of ``L_H`` at every point."""
+        return jnp.mean(shards.a, axis=0)
 
 
 def make_quadratic(n_workers: int, d: int, *, mu: float = 1.0, L: float = 10.0, spread: float = 1.0,

@@ -42,7 +42,7 @@ import numpy as np
 from byzjax._validation import ConfigError, concrete_values
 from byzjax.aggregators import AbstractAggregator, Average, GeometricMedian, Krum, Median, SmoothedWeiszfeld, TrMean
 from byzjax.preaggregators import NNM, Pipeline
-from byzjax.problems import AbstractProblem, Quadratic
+from byzjax.problems import AbstractProblem
 
 # ---------------------------------------------------------------------------------------------
 # Measured constants at a point
@@ -94,8 +94,9 @@ def _power_iteration_to_tol(matvec, v0, iters: int, rtol, check: int = 10) -> ja
 
 
 def _hvp(loss, x):
-    grad = jax.grad(loss)
-    return lambda v: jax.jvp(grad, (x,), (v,))[1]
+    """``v -> hessian(loss)(x) v``: the gradient linearised once at ``x`` (``jax.linearize``), so each
+    product is one tangent pass."""
+    return jax.linearize(jax.grad(loss), x)[1]
 
 
 def smoothness(loss, x: jax.Array, key, iters: int = 100) -> jax.Array:
@@ -115,19 +116,25 @@ def strong_convexity(loss, x: jax.Array, key, iters: int = 300, L=None) -> jax.A
     return L - top
 
 
-def similarity_delta(problem: AbstractProblem, shards, x: jax.Array, key, iters: int = 200) -> jax.Array:
+def similarity_delta(problem: AbstractProblem, shards, x: jax.Array, key, iters: int = 200,
+                     rtol: float | None = None) -> jax.Array:
     """``delta = ||hessian(L_H - L_0)(x)||_2``, PIGS's similarity constant (arXiv 2602.03329, the reduction to an inexact gradient oracle).
 
     ``L_0`` is honest worker 0's loss (the server's data). ``h = L_H - L_0`` may be indefinite, so
     ``delta = sqrt(lambda_max(M^2))`` with ``M = hessian(h)``: power iteration on ``v -> M (M v)``
     (two Hessian-vector products of ``h`` per step), which converges to the spectral norm whatever
-    the signs of the extreme eigenvalues.
+    the signs of the extreme eigenvalues. ``iters`` steps, or with ``rtol`` fewer: stopped once the
+    quotient moves by at most ``rtol`` (relative) over 10 steps (``_power_iteration_to_tol``).
     """
     shard0 = jax.tree.map(lambda a: a[0], shards)
     full = honest_loss(problem, shards)
     h = lambda z: full(z) - problem.loss(z, shard0)
     hvp = _hvp(h, x)
-    top = _power_iteration(lambda v: hvp(hvp(v)), jax.random.normal(key, x.shape, x.dtype), iters)
+    v0 = jax.random.normal(key, x.shape, x.dtype)
+    if rtol is None:
+        top = _power_iteration(lambda v: hvp(hvp(v)), v0, iters)
+    else:
+        top = _power_iteration_to_tol(lambda v: hvp(hvp(v)), v0, iters, jnp.asarray(rtol, x.dtype))
     return jnp.sqrt(jnp.maximum(top, 0.0))
 
 
@@ -550,16 +557,14 @@ class TheoryProbe:
 
 
 @eqx.filter_jit
-def constants_at(problem, shards, x, key, iters: int = 300):
-    """``(L, mu, delta)`` of ``L_H`` at ``x`` (``shards``: the honest workers'): ``smoothness``,
-    ``strong_convexity`` (or the problem's ``exact_mu`` where its form gives it) and
-    ``similarity_delta``, each by ``iters`` power steps on Hessian-vector products; compiled once
-    per problem structure."""
-    loss = honest_loss(problem, shards)
-    L = smoothness(loss, x, key, iters)
-    exact = problem.exact_mu()
-    mu = strong_convexity(loss, x, key, iters, L=L) if exact is None else jnp.asarray(exact, L.dtype)
-    return L, mu, similarity_delta(problem, shards, x, key, iters)
+def constants_at(problem, shards, x, key, iters: int = 300, rtol: float = 1e-6):
+    """``(L, mu, delta)`` of ``L_H`` at ``x`` (``shards``: the honest workers'): the largest and
+    smallest Hessian eigenvalues (``_constants_at_points``; ``mu`` the problem's ``exact_mu`` where
+    its form gives it) and ``similarity_delta``, each a power iteration on Hessian-vector products
+    stopped once its Rayleigh quotient moves by at most ``rtol`` (relative) over 10 steps, or at
+    ``iters`` steps (``_power_iteration_to_tol``); compiled once per problem structure."""
+    L, mu = _constants_at_points(problem, shards, x[None], key, iters, jnp.asarray(rtol, x.dtype))
+    return L[0], mu[0], similarity_delta(problem, shards, x, key, iters, rtol)
 
 
 def optimum_and_constants(problem: AbstractProblem, shards, x0: jax.Array, key, iters: int = 300):
@@ -603,14 +608,13 @@ def _constants_at_points(problem, shards, xs, key, iters: int, rtol):
 
 
 def constant_hessian_constants(problem: AbstractProblem, shards) -> tuple[float, float] | None:
-    """``(L, mu)`` of ``L_H`` in closed form when its Hessian is the same at every point, else None.
-
-    ``Quadratic`` (``L_i(x) = 0.5 (x - b_i)^T A_i (x - b_i)``): the Hessian of ``L_H`` is
-    ``A = mean_i A_i`` everywhere, so ``L = lambda_max(A)`` and ``mu = lambda_min(A)`` (NumPy float64
-    ``eigvalsh``), exact at every point."""
-    if not isinstance(problem, Quadratic):
+    """``(L, mu)`` of ``L_H`` in closed form when its Hessian is the same at every point
+    (``AbstractProblem.constant_hessian``, e.g. ``Quadratic``'s ``A = mean_i A_i``), else None:
+    ``L = lambda_max(A)`` and ``mu = lambda_min(A)`` (NumPy float64 ``eigvalsh``), exact at every point."""
+    hessian = problem.constant_hessian(shards)
+    if hessian is None:
         return None
-    eig = np.linalg.eigvalsh(np.mean(np.asarray(shards.a, np.float64), axis=0))
+    eig = np.linalg.eigvalsh(np.asarray(hessian, np.float64))
     return float(eig[-1]), float(eig[0])
 
 

@@ -103,13 +103,9 @@ def instance_runs(cfg: GridSpec) -> list[list[int]]:
 
 def strongly_convex(problem) -> bool:
     """Whether ``L_H`` is strongly convex, so that ``L* = min L_H`` is attained and the Newton
-    solve of ``theory.reference_optimum`` converges: ``Quadratic`` (positive definite mean
-    Hessian by construction) and ``LogisticRegression`` with ``lam > 0``."""
-    from byzjax.problems import LogisticRegression, Quadratic
-
-    if isinstance(problem, Quadratic):
-        return True
-    return isinstance(problem, LogisticRegression) and float(np.asarray(problem.lam)) > 0
+    solve of ``theory.reference_optimum`` converges: the problem's declared
+    ``AbstractProblem.strongly_convex`` (``Quadratic``; ``LogisticRegression`` with ``lam > 0``)."""
+    return problem.strongly_convex()
 
 
 def run_kappas(cfg: GridSpec, experiments) -> dict[int, float | None]:
