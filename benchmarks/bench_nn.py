@@ -13,6 +13,7 @@ The date, the device and the machine's load average are printed with the table; 
 prints the process's CPU ms/round (all threads), less dependent on the load of a shared machine.
 
     python benchmarks/bench_nn.py [--model cnn_mnist] [--runs 1 8 64] [--rounds 5] [--shard 32] [--repeats 2]
+                                  [--honest 25] [--byzantine 5]
                                   [--torch-python /path/to/torchvenv/bin/python] [--json out.json]
 """
 
@@ -62,14 +63,14 @@ def timed(fn, *args, repeats=2):
     return compile_s, best, best_cpu
 
 
-def torch_baseline(python: str, shards, rounds: int) -> dict:
+def torch_baseline(python: str, shards, rounds: int, f: int = F) -> dict:
     """The ByzFL-style PyTorch loop (``bench_nn_torch.py``) run by ``python`` (a Python with torch) on
     the first ``BATCH`` samples of every honest worker's shard; its JSON result."""
     here = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "shards.npz", Path(tmp) / "torch.json"
         np.savez(data, x=np.asarray(shards.x)[:, :BATCH], y=np.asarray(shards.y)[:, :BATCH])
-        cmd = [python, str(here / "bench_nn_torch.py"), "--data", str(data), "--f", str(F), "--tau", str(TAU),
+        cmd = [python, str(here / "bench_nn_torch.py"), "--data", str(data), "--f", str(f), "--tau", str(TAU),
                "--clip", str(CLIP), "--lr", "0.01", "--rounds", str(rounds), "--out", str(out)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         return json.loads(out.read_text())
@@ -86,22 +87,27 @@ def main(argv=None):
     p.add_argument("--runs", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--shard", type=int, default=BATCH, help="samples per honest worker (>= 32)")
+    p.add_argument("--honest", type=int, default=N_HONEST, help="honest workers (issue 11's setting: 25)")
+    p.add_argument("--byzantine", type=int, default=F, help="Byzantine workers, also NNM's and TrMean's f (5)")
     p.add_argument("--repeats", type=int, default=2, help="timings after the warm-up run; the best counts")
     p.add_argument("--torch-python", default=None,
                    help="a Python with torch for the ByzFL-style baseline (cnn_mnist only; default: this one if "
                         "it has torch, else the baseline is skipped)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
+    n_honest, f = args.honest, args.byzantine
+    if n_honest < 1 or f < 0 or 2 * f >= n_honest + f:
+        raise SystemExit(f"need --honest >= 1 and 2 --byzantine < --honest + --byzantine, got {n_honest}, {f}")
     if args.shard < BATCH:
         raise SystemExit(f"--shard must be >= {BATCH}")
     problem = network_problem(args.model, batch_capacity=BATCH if args.shard > BATCH else None)
     shape = problem.input_shape
-    n_train = int(np.ceil(N_HONEST * args.shard / 0.8))
+    n_train = int(np.ceil(n_honest * args.shard / 0.8))
     ds = synthetic_images(shape, seed=0, n_train=n_train, n_test=256, num_classes=10)
-    ds = ds._replace(train_x=ds.train_x[: N_HONEST * args.shard], train_y=ds.train_y[: N_HONEST * args.shard])
-    data = jax.tree.map(jnp.asarray, federated_images(ds, N_HONEST, "iid", None, 0))
-    oracle = RobustOracle(problem, Pipeline([Clipping(CLIP), NNM(F)], TrMean(F)), ALittleIsEnough(tau=TAU),
-                          n_honest=N_HONEST, n_byz=F, batch_size=BATCH if args.shard > BATCH else None)
+    ds = ds._replace(train_x=ds.train_x[: n_honest * args.shard], train_y=ds.train_y[: n_honest * args.shard])
+    data = jax.tree.map(jnp.asarray, federated_images(ds, n_honest, "iid", None, 0))
+    oracle = RobustOracle(problem, Pipeline([Clipping(CLIP), NNM(f)], TrMean(f)), ALittleIsEnough(tau=TAU),
+                          n_honest=n_honest, n_byz=f, batch_size=BATCH if args.shard > BATCH else None)
     exp = Experiment(oracle, DGD(lr=0.01), rounds=args.rounds, eval_every=args.rounds)
     exp.check()
     dev = jax.devices()[0]
@@ -111,7 +117,7 @@ def main(argv=None):
               "model": args.model, "d": problem.dim}
     print(f"{header['date']}; device: {header['device']}, {jax.local_device_count()} device(s), {os.cpu_count()} CPUs, "
           f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; jax {jax.__version__}; "
-          f"{args.model} d = {problem.dim:,}; n = {N_HONEST}+{F}; {args.shard} samples per worker, batch {BATCH}; "
+          f"{args.model} d = {problem.dim:,}; n = {n_honest}+{f}; {args.shard} samples per worker, batch {BATCH}; "
           f"ALIE tau {TAU}, Clipping({CLIP}) -> NNM -> TrMean; {args.rounds} rounds per timing (+1 evaluation "
           f"pass on 256 test images at each end)", flush=True)
     print(f"{'':10s} {'runs':>5s} {'compile s':>10s} {'ms/round':>10s} {'cpu ms/round':>13s} {'run-rounds/s':>13s}",
@@ -138,7 +144,7 @@ def main(argv=None):
     elif python is None:
         print("baseline skipped: no torch (give --torch-python PYTHON, a Python with torch, to time the ByzFL-style loop)")
     else:
-        res = torch_baseline(python, data.shards, args.rounds)
+        res = torch_baseline(python, data.shards, args.rounds, f)
         rows.append({"impl": "torch", "runs": 1, "compile_s": None, "ms_per_round": res["ms_per_round"],
                      "cpu_ms_per_round": res.get("cpu_ms_per_round"), "run_rounds_per_s": 1e3 / res["ms_per_round"],
                      "torch": res["torch"], "threads": res["threads"], "load_1": round(os.getloadavg()[0], 2)})

@@ -42,6 +42,26 @@ def sort_rows(vectors: jax.Array) -> jax.Array:
     return x[:n]
 
 
+def column_mean(vectors: jax.Array) -> jax.Array:
+    """``(1/n) sum_i x_i`` of ``[n, d]`` rows, as the matrix-vector product ``(1_n / n)^T X``.
+
+    Same value as ``jnp.mean(vectors, axis=0)``, but XLA:CPU runs a reduction over the leading
+    (worker) axis of a wide ``[n, d]`` block as a strided loop: at ``[25, 431080]`` (cnn_mnist's
+    honest gradients) the product is ~10x cheaper (measured 2026-12-01 on the 2-core CPU).
+    """
+    n = vectors.shape[0]
+    return jnp.full((n,), 1.0 / max(n, 1), vectors.dtype) @ vectors
+
+
+def column_std(vectors: jax.Array, ddof: int = 1) -> jax.Array:
+    """Coordinate-wise standard deviation ``sqrt(sum_i (x_i - mean)^2 / (n - ddof))`` of ``[n, d]``
+    rows (``n - ddof`` floored at 1), both sums as matrix-vector products (``column_mean``)."""
+    n = vectors.shape[0]
+    centred = vectors - column_mean(vectors)
+    ones = jnp.ones((n,), vectors.dtype)
+    return jnp.sqrt(ones @ (centred * centred) / max(n - ddof, 1))
+
+
 def trimmed_weights(n: int, f: jax.Array, dtype, count=None) -> jax.Array:
     """Weights ``w[r] = 1{f <= r < m - f} / (m - 2f)`` over sorted ranks ``r < n``.
 

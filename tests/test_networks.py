@@ -222,6 +222,39 @@ def test_flat_gradient_equals_pytree_gradient(name, rng):
     np.testing.assert_allclose(np.asarray(flat_grad), expected, rtol=1e-9, atol=1e-12)
 
 
+def test_per_worker_gradients_at_shared_params_equal_a_loop_of_grads(rng):
+    """The oracle's honest gradients (one ``vmap`` over workers of ``grad`` at the shared server model,
+    D-SGD) equal ``jax.grad`` called worker by worker, in float64, with padded samples masked out."""
+    p = network_problem("cnn_mnist", lam=0.01)
+    x = p.init(jax.random.key(4))
+    n, m = 3, 4
+    mask = np.ones((n, m))
+    mask[1, 3] = mask[2, 0] = 0.0
+    shards = Shards(jnp.asarray(rng.standard_normal((n, m, 28, 28, 1))), jnp.asarray(rng.integers(0, 10, (n, m)),
+                    jnp.int32), jnp.asarray(mask))
+    losses, grads = jax.jit(jax.vmap(jax.value_and_grad(p.loss), in_axes=(None, 0)))(x, shards)
+    one = jax.jit(jax.value_and_grad(p.loss))
+    for i in range(n):
+        loss_i, grad_i = one(x, jax.tree.map(lambda a: a[i], shards))
+        np.testing.assert_allclose(float(losses[i]), float(loss_i), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(grads[i]), np.asarray(grad_i), rtol=1e-9, atol=1e-13)
+    assert np.linalg.norm(np.asarray(grads[0] - grads[1])) > 1e-3  # the workers' gradients do differ
+
+
+def test_column_kernels_equal_numpy(rng):
+    """``_kernels.column_mean`` / ``column_std`` (the worker-axis mean and std as matrix-vector
+    products, for the ``[n, d]`` rows of a network round) equal NumPy's, over seeded shapes."""
+    from byzjax import _kernels
+
+    mean, std = jax.jit(_kernels.column_mean), jax.jit(_kernels.column_std, static_argnums=1)
+    for n, d in [(1, 7), (2, 5), (25, 301), (30, 1000)]:
+        x = rng.standard_normal((n, d)) * rng.uniform(0.1, 10.0) + rng.uniform(-5.0, 5.0)
+        np.testing.assert_allclose(np.asarray(mean(jnp.asarray(x))), x.mean(axis=0), rtol=1e-12, atol=1e-12)
+        for ddof in (0, 1):
+            expected = x.std(axis=0, ddof=ddof) if n > ddof else np.sqrt(((x - x.mean(0)) ** 2).sum(0))
+            np.testing.assert_allclose(np.asarray(std(jnp.asarray(x), ddof)), expected, rtol=1e-10, atol=1e-12)
+
+
 def test_minibatch_gather_selects_the_masked_samples(rng):
     """With batch_capacity the gathered mini-batch holds exactly the samples the mask version keeps
     (same key): same loss, b = min(batch_size, real samples) of them, never a padded one."""

@@ -25,7 +25,7 @@ class Average(AbstractAggregator):
 
     def aggregate(self, vectors, state, key, valid=None):
         if valid is None:
-            return jnp.mean(vectors, axis=0), state
+            return _kernels.column_mean(vectors), state
         x, _ = present_rows(vectors, valid)
         return _masked_mean(valid, x), state
 
