@@ -59,6 +59,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from byzjax._kernels import column_mean
 from byzjax._validation import ConfigError, check_count, check_param, concrete_values, float_array, int_array
 from byzjax.aggregators import AbstractAggregator
 from byzjax.attacks import AbstractAttack, AttackerView, NoAttack
@@ -265,7 +266,7 @@ class RobustOracle(eqx.Module):
         else:
             vectors = sent
         g_hat, agg_state = self.aggregator.aggregate(vectors, state.aggregator, k_agg, valid)
-        out = OracleOutput(g_hat, jnp.mean(losses), jnp.mean(grads, axis=0), grads, byz_sent)
+        out = OracleOutput(g_hat, jnp.mean(losses), column_mean(grads), grads, byz_sent)
         return out, OracleState(agg_state, state.rounds + 1, None if self.momentum is None else sent)
 
 

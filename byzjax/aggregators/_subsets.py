@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax import _kernels
 from byzjax._validation import check_count, component_error
 from byzjax.aggregators._base import AbstractAggregator, AbstractFRequirement
 from byzjax.aggregators._common import _unit_normal, centred_frame, far_sq_dists, nan_to_inf, require_all_present, rows

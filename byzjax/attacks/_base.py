@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from byzjax._kernels import column_std
 from byzjax._validation import ConfigError, concrete_values
 from byzjax.aggregators import AbstractAggregator, eager_call
 from byzjax.problems import AbstractProblem
@@ -104,7 +105,7 @@ class AbstractPerWorkerAttack(AbstractAttack):
 
 
 def _honest_std(honest: jax.Array) -> jax.Array:
-    """Coordinate-wise standard deviation with ddof = 1 (torch's default, as ByzFL)."""
-    n = honest.shape[0]
-    centred = honest - jnp.mean(honest, axis=0)
-    return jnp.sqrt(jnp.sum(centred * centred, axis=0) / max(n - 1, 1))
+    """Coordinate-wise standard deviation with ddof = 1 (torch's default, as ByzFL), its sums as
+    matrix-vector products (``_kernels.column_std``: XLA:CPU reduces a wide ``[n, d]`` block over its
+    leading axis slowly)."""
+    return column_std(honest, 1)

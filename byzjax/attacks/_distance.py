@@ -62,7 +62,7 @@ class _DistanceBoundedAttack(AbstractCopyAttack):
 
     def byzantine_vector(self, view, key):
         honest = view.honest
-        mean = jnp.mean(honest, axis=0)
+        mean = _kernels.column_mean(honest)
         if self.direction == "std":
             p = -_honest_std(honest)
         elif self.direction == "unit_vec":

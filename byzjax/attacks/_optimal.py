@@ -61,7 +61,7 @@ def _nnm_mixed(honest, base, direction, n_byz: int, f, valid=None):
     quadratic in tau, and the mixed vectors are ``A(tau) H + c(tau) b(tau)``. ``valid [n_h +
     n_byz]``: the rows present (NNM mixes present rows only)."""
     n_h = honest.shape[0]
-    mean = jnp.mean(honest, axis=0)
+    mean = _kernels.column_mean(honest)
     h, b0 = honest - mean, base - mean  # distances are translation invariant: centre for precision
     gram = _kernels.pairwise_sq_dists(h)
     hh, hb0, hd = jnp.sum(h * h, axis=1), h @ b0, h @ direction
@@ -193,7 +193,7 @@ class _OptimalAttack(AbstractAttack):
         the pipeline on the concatenated rows (the reference for the reusing paths)."""
         honest, pipe = view.honest, self.target(view)
         pre, agg = (pipe.pre_aggs, pipe.agg) if isinstance(pipe, Pipeline) else ((), pipe)
-        mean = jnp.mean(honest, axis=0)
+        mean = _kernels.column_mean(honest)
         base, direction = self.base_and_direction(honest)
         n_h, d = honest.shape
         state0 = pipe.init(d, honest.dtype)
@@ -235,7 +235,7 @@ class Optimal_InnerProductManipulation(_OptimalAttack):
     Sees: honest vectors and the aggregation pipeline."""
 
     def base_and_direction(self, honest):
-        mean = jnp.mean(honest, axis=0)
+        mean = _kernels.column_mean(honest)
         return jnp.zeros_like(mean), -mean
 
 
@@ -244,4 +244,4 @@ class Optimal_ALittleIsEnough(_OptimalAttack):
     Sees: honest vectors and the aggregation pipeline."""
 
     def base_and_direction(self, honest):
-        return jnp.mean(honest, axis=0), _honest_std(honest)
+        return _kernels.column_mean(honest), _honest_std(honest)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.stats import norm
 
+from byzjax._kernels import column_mean
 from byzjax._validation import ConfigError, float_array, int_array, is_concrete
 from byzjax.attacks._base import AbstractCopyAttack, AbstractPerWorkerAttack, _honest_std, _require
 
@@ -18,14 +19,14 @@ class NoAttack(AbstractCopyAttack):
     """Byzantine workers send the honest mean (harmless; used when ``f = 0``). Sees: honest vectors."""
 
     def byzantine_vector(self, view, key):
-        return jnp.mean(view.honest, axis=0)
+        return column_mean(view.honest)
 
 
 class SignFlipping(AbstractCopyAttack):
     """``b = -mean(honest)`` (Allen-Zhu et al., ICLR 2020; ByzFL). Sees: honest vectors."""
 
     def byzantine_vector(self, view, key):
-        return -jnp.mean(view.honest, axis=0)
+        return -column_mean(view.honest)
 
 
 class InnerProductManipulation(AbstractCopyAttack):
@@ -34,7 +35,7 @@ class InnerProductManipulation(AbstractCopyAttack):
     tau: jax.Array = eqx.field(converter=float_array, default=2.0)
 
     def byzantine_vector(self, view, key):
-        return -self.tau * jnp.mean(view.honest, axis=0)
+        return -self.tau * column_mean(view.honest)
 
 
 class ALittleIsEnough(AbstractCopyAttack):
@@ -64,7 +65,7 @@ class ALittleIsEnough(AbstractCopyAttack):
         return cls(tau=norm.ppf(float_array(n - s) / float_array(n)))
 
     def byzantine_vector(self, view, key):
-        return jnp.mean(view.honest, axis=0) + self.tau * _honest_std(view.honest)
+        return column_mean(view.honest) + self.tau * _honest_std(view.honest)
 
 
 class Mimic(AbstractCopyAttack):
@@ -95,7 +96,7 @@ class MimicHeuristic(AbstractCopyAttack):
 
     def target(self, honest: jax.Array) -> jax.Array:
         """Index of the honest worker to copy."""
-        centred = honest - jnp.mean(honest, axis=0)
+        centred = honest - column_mean(honest)
         _, vecs = jnp.linalg.eigh(centred @ centred.T)
         return jnp.argmax(jnp.abs(vecs[:, -1]))  # projections on z are proportional to this eigenvector
 
@@ -139,7 +140,7 @@ class LabelFlipping(AbstractCopyAttack):
 
     def byzantine_vector(self, view, key):
         flipped = view.gradients(view.problem.flip_labels(view.shards)) if view.has_data else view.honest
-        return jnp.mean(flipped, axis=0)
+        return column_mean(flipped)
 
 
 class Fang(AbstractPerWorkerAttack):
@@ -161,7 +162,7 @@ class Fang(AbstractPerWorkerAttack):
 
     def byzantine_vectors(self, view, n_byz, key, present=None):
         honest = view.honest
-        below = jnp.mean(honest, axis=0) > 0
+        below = column_mean(honest) > 0
         edge = jnp.where(below, jnp.min(honest, axis=0), jnp.max(honest, axis=0))
         outward = jnp.where(below, edge < 0, edge > 0)  # multiplying by u >= 1 moves edge away
         u = jax.random.uniform(key, (n_byz, honest.shape[1]), honest.dtype, 1.0, self.b)
