@@ -14,6 +14,17 @@ from byzjax.app.runner import execute
 from byzjax.data import federated_classification, stack_seeds, synthetic_dataset
 from byzjax.problems import LogisticRegression
 
+from helpers import small_synthetic
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_data():
+    """``source = "synthetic"`` is ``helpers.SMALL_SYNTHETIC`` here: these tests check the config path
+    and its columns, not the data (the full source: tests/test_reproduce.py)."""
+    with small_synthetic():
+        yield
+
+
 BASE = {"rounds": 2, "eval_every": 1, "data": {"source": "synthetic", "n_honest": 4},
         "byzantine": {"f": 1, "attack": "SignFlipping"}, "aggregator": {"name": "TrMean"},
         "algorithm": [{"name": "DGD", "lr": 0.1}]}

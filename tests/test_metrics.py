@@ -16,7 +16,15 @@ from byzjax.preaggregators import NNM, Pipeline
 from byzjax.aggregators import TrMean
 from byzjax.attacks import SignFlipping
 from byzjax.simulate import Experiment, run
-from helpers import tiny_classification
+from helpers import small_synthetic, tiny_classification
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_data():
+    """``source = "synthetic"`` is ``helpers.SMALL_SYNTHETIC`` here: these tests check the config path
+    and its columns, not the data (the full source: tests/test_reproduce.py)."""
+    with small_synthetic():
+        yield
 
 
 @pytest.mark.parametrize("name", sorted(registry.registry("algorithm")))
