@@ -20,7 +20,16 @@ from byzjax.app.runner import execute
 from byzjax.oracle import RobustOracle
 from byzjax.problems import make_quadratic
 from byzjax.simulate import Experiment, run
+from helpers import small_synthetic
 from test_config import tiny_prepared
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_data():
+    """``source = "synthetic"`` is ``helpers.SMALL_SYNTHETIC`` here: the schedules do not depend on the
+    data (the full source: tests/test_reproduce.py)."""
+    with small_synthetic():
+        yield
 
 
 def byzfl_lrs(lr: float, gamma: float, milestones, rounds: int) -> list[float]:
