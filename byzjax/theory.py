@@ -99,20 +99,30 @@ def _hvp(loss, x):
     return jax.linearize(jax.grad(loss), x)[1]
 
 
-def smoothness(loss, x: jax.Array, key, iters: int = 100) -> jax.Array:
+def _power(matvec, v0, iters: int, rtol=None) -> jax.Array:
+    """``_power_iteration`` (``iters`` steps), or with ``rtol`` ``_power_iteration_to_tol`` (stopped
+    once the Rayleigh quotient moves by at most ``rtol`` relative over 10 steps)."""
+    if rtol is None:
+        return _power_iteration(matvec, v0, iters)
+    return _power_iteration_to_tol(matvec, v0, iters, jnp.asarray(rtol, v0.dtype))
+
+
+def smoothness(loss, x: jax.Array, key, iters: int = 100, rtol=None) -> jax.Array:
     """Largest Hessian eigenvalue ``L`` of ``loss`` at ``x`` (for a convex loss, its largest
-    magnitude), by ``iters`` power steps from a random start drawn from ``key``. The step of D-GD
-    must stay below ``2 / L`` (arXiv 2602.03329, the reduction to an inexact gradient oracle)."""
-    return _power_iteration(_hvp(loss, x), jax.random.normal(key, x.shape, x.dtype), iters)
+    magnitude), by ``iters`` power steps (fewer with ``rtol``: ``_power``) from a random start drawn
+    from ``key``. The step of D-GD must stay below ``2 / L`` (arXiv 2602.03329, the reduction to an
+    inexact gradient oracle)."""
+    return _power(_hvp(loss, x), jax.random.normal(key, x.shape, x.dtype), iters, rtol)
 
 
-def strong_convexity(loss, x: jax.Array, key, iters: int = 300, L=None) -> jax.Array:
+def strong_convexity(loss, x: jax.Array, key, iters: int = 300, L=None, rtol=None) -> jax.Array:
     """Smallest Hessian eigenvalue ``mu`` of ``loss`` at ``x``: ``L - lambda_max(L I - H)`` by power
-    iteration on the shifted operator (slower to converge than ``smoothness`` when ``mu << L``)."""
+    iteration on the shifted operator (slower to converge than ``smoothness`` when ``mu << L``;
+    ``rtol``: as ``smoothness``)."""
     hvp = _hvp(loss, x)
-    L = smoothness(loss, x, key) if L is None else L
-    top = _power_iteration(lambda v: L * v - hvp(v), jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype),
-                           iters)
+    L = smoothness(loss, x, key, rtol=rtol) if L is None else L
+    top = _power(lambda v: L * v - hvp(v), jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype),
+                 iters, rtol)
     return L - top
 
 
@@ -130,11 +140,7 @@ def similarity_delta(problem: AbstractProblem, shards, x: jax.Array, key, iters:
     full = honest_loss(problem, shards)
     h = lambda z: full(z) - problem.loss(z, shard0)
     hvp = _hvp(h, x)
-    v0 = jax.random.normal(key, x.shape, x.dtype)
-    if rtol is None:
-        top = _power_iteration(lambda v: hvp(hvp(v)), v0, iters)
-    else:
-        top = _power_iteration_to_tol(lambda v: hvp(hvp(v)), v0, iters, jnp.asarray(rtol, x.dtype))
+    top = _power(lambda v: hvp(hvp(v)), jax.random.normal(key, x.shape, x.dtype), iters, rtol)
     return jnp.sqrt(jnp.maximum(top, 0.0))
 
 
@@ -589,20 +595,15 @@ def _constants_at_points(problem, shards, xs, key, iters: int, rtol):
     ``strong_convexity`` (or the problem's ``exact_mu``) of ``constants_at``, vmapped over the rows,
     with the same start vectors for every row (drawn from ``key`` as ``constants_at`` draws them),
     each power iteration stopped once converged to ``rtol`` (``_power_iteration_to_tol``, at most
-    ``iters`` steps). The gradient is linearised once per point (``jax.linearize``), so each power
+    ``iters`` steps). Each estimator linearises the gradient once per point (``_hvp``), so each power
     step costs one tangent pass; vmapped, the ``R`` tangents go through the data as one matrix product."""
     loss = honest_loss(problem, shards)
-    d = xs.shape[1]
-    v0 = jax.random.normal(key, (d,), xs.dtype)
-    v1 = jax.random.normal(jax.random.fold_in(key, 1), (d,), xs.dtype)
     exact = problem.exact_mu()
 
     def one(x):
-        _, hvp = jax.linearize(jax.grad(loss), x)
-        L = _power_iteration_to_tol(hvp, v0, iters, rtol)
-        if exact is not None:
-            return L, jnp.asarray(exact, L.dtype)
-        return L, L - _power_iteration_to_tol(lambda v: L * v - hvp(v), v1, iters, rtol)
+        L = smoothness(loss, x, key, iters, rtol)
+        mu = strong_convexity(loss, x, key, iters, L=L, rtol=rtol) if exact is None else jnp.asarray(exact, L.dtype)
+        return L, mu
 
     return jax.vmap(one)(xs)
 

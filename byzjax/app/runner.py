@@ -232,7 +232,7 @@ def final_theory(cfg: GridSpec, problem, data, keys, runs, x0=None, columns: dic
         digest = _instance_digest(cfg, problem, shards, x0, instance_key(cols, seed))
         path = None if cache_dir is None else Path(cache_dir) / f"final-{digest[:24]}.json"
         stored = _read_finals(path)
-        known = {h: stored[h] for h in stored}
+        known = dict(stored)
         hashes = [params_digest(x) for _, x in mine]
         for h in hashes:
             if h not in known and (digest, h) in _FINAL_CACHE:
