@@ -191,3 +191,18 @@ def test_l_ref_is_per_problem_instance():
     summary = {r["run"]: r for r in summarise(runs, {})}
     assert [summary[i]["l_ref"] for i in range(4)] == [0.8, 0.8, 0.4, 0.6]
     assert summary[0]["final_gap"] == pytest.approx(0.1) and summary[3]["final_gap"] == pytest.approx(0.1)
+
+
+def test_output_is_line_buffered_into_a_log_file(tmp_path):
+    """``nohup byzjax ... > log``: stdout is a file, which Python block-buffers; the CLI switches it to
+    line buffering so the plan and result lines are in the log while the runs go on."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from byzjax.app.cli import main; main(['list']); "
+              "sys.stderr.write(f'line_buffering={sys.stdout.line_buffering}')")
+    with open(tmp_path / "log", "w") as log:
+        done = subprocess.run([sys.executable, "-c", script], stdout=log, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith("line_buffering=True")
+    assert "aggregator" in (tmp_path / "log").read_text().lower()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 
 EPILOG = "Config format and examples: see README.md (section 'Config files')."
@@ -100,6 +101,9 @@ def main(argv=None) -> int:
     command_line = ["byzjax", *(sys.argv[1:] if argv is None else argv)]
     args = _parser().parse_args(argv)
     args.command_line = command_line
+    for stream in (sys.stdout, sys.stderr):  # plan and result lines reach a log file (nohup ... > log) as printed
+        if isinstance(stream, io.TextIOWrapper):  # not pytest's captured streams
+            stream.reconfigure(line_buffering=True)
     if getattr(args, "x64", False):
         import jax
 
