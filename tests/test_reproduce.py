@@ -10,7 +10,7 @@ import pytest
 
 from byzjax.app.cli import main
 
-ROUNDS_COLUMNS = ["f", "split", "attack", "method", "rounds_1e-2", "rounds_1e-3", "speedup_1e-2", "speedup_1e-3"]
+ROUNDS_COLUMNS = ["f", "split", "attack", "method", "steps", "rounds_1e-2", "rounds_1e-3", "speedup_1e-2", "speedup_1e-3"]
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +133,44 @@ def test_damaged_stages_are_recomputed_with_a_warning(quick, tmp_path, capsys):
     assert captured.err.count("recomputing it") == 2
     assert json.loads((out / "reproduce.json").read_text())["stages_computed"] == 2
     assert (out / "metrics.csv").read_text() == (quick / "metrics.csv").read_text()
+
+
+def test_paper_eta_grid_under_attack_adds_one_stage_per_eta(quick, tmp_path, capsys, monkeypatch):
+    """``--steps tuned+grid`` on the stored tuned stages: in every attacked cell PIGS runs once per eta
+    of the paper's grid, each a stage of its own (an interrupted grid keeps its finished runs), as
+    rows with ``steps = paper grid``; the tuned rows are unchanged, and the gap table's target is
+    1.1 x the lowest gap of every row of the cell, grid rows included."""
+    import byzjax.app.reproduce as reproduce
+
+    etas, settings = [4.0, 1.0], reproduce.settings  # two of the paper's six: the same code path, a third of the time
+    monkeypatch.setattr(reproduce, "settings", lambda *a, **k: settings(*a, **k) | {"paper_etas": etas})
+    monkeypatch.setattr(reproduce, "plot_diagnostics", lambda *a, **k: None)  # per-run figures: tests/test_theory_app.py
+    out = tmp_path / "short"
+    shutil.copytree(quick / "stages", out / "stages")
+    capsys.readouterr()
+    args = ["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(out), "--quiet", "--steps", "tuned+grid"]
+    assert main(args) == 0
+    assert f"resuming: 4 of {4 + 2 * len(etas)} stages done" in capsys.readouterr().out
+    summary = rows(out / "summary.csv")
+    grid = [r for r in summary if r["steps"] == "paper grid"]
+    assert sorted((r["attack"], float(r["eta"])) for r in grid) == sorted(
+        (a, e) for a in ("Optimal_ALittleIsEnough", "Optimal_InnerProductManipulation") for e in etas)
+    assert {(r["algorithm"], r["stage"], r["f"]) for r in grid} == {("PIGS", "attacked", "1")}
+
+    def curves(folder, keep):
+        return {(r["stage"], r["attack"], r["method"], r["iteration"]): r["loss"]
+                for r in rows(folder / "metrics.csv") if keep(r)}
+
+    assert curves(out, lambda r: r["steps"] != "paper grid") == curves(quick, lambda r: True)
+    gaps = rows(out / "short_gaps.csv")
+    for attack in ("Optimal IPM", "Optimal ALIE"):
+        cell = [r for r in gaps if r["attack"] == attack]
+        assert sum(r["steps"] == "paper grid" for r in cell) == len(etas)
+        lowest = min(float(r["lowest_gap"]) for r in cell)
+        assert all(float(r["target_gap"]) == pytest.approx(1.1 * lowest, rel=1e-3) for r in cell)
+    assert sum(r["steps"] == "paper grid" for r in rows(out / "short_rounds.csv")) == 2 * len(etas)
+    assert main(args) == 0
+    assert f"resuming: {4 + 2 * len(etas)} of {4 + 2 * len(etas)} stages done (nothing to compute)" in capsys.readouterr().out
 
 
 def test_stage_cache_says_where_it_resumes(tmp_path, monkeypatch, capsys):

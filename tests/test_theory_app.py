@@ -224,7 +224,7 @@ def test_convergence_figure_draws_the_predicted_floor_per_method(tmp_path, monke
     ax = figs[0].axes[0]
     flat = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
     assert len(flat) == 1 and np.allclose(flat[0].get_ydata(), 0.02)  # the infinite floor is not drawn
-    assert ax.get_ylabel() == "$L_H(x_t) - L^*$" and "L^* = 0.5" in figs[0]._suptitle.get_text()
+    assert ax.get_ylabel() == "$L_H(x_t) - L^*$" and "$L^*$ = 0.5" in figs[0]._suptitle.get_text()
 
 
 def test_diagnostic_figure_shows_error_against_the_bound_and_kappa_hat(tmp_path):

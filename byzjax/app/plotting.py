@@ -201,7 +201,7 @@ def plot_convergence(rows, path: Path, levels: dict | None = None, title: str = 
     handles = {label: h for a in axes[0] for h, label in zip(*a.get_legend_handles_labels())}
     rows_of_legend = -(-len(handles) // 3)
     fig.legend(list(handles.values()), list(handles), fontsize=7, loc="lower center", ncol=3, frameon=False)
-    fig.suptitle(f"{title}\n{level_name.replace('{', '').replace('}', '')} = {l_ref}; {band_text(rows)}", fontsize=9)
+    fig.suptitle(f"{title}\n${level_name}$ = {l_ref}; {band_text(rows)}", fontsize=9)
     fig.tight_layout(rect=(0, 0.045 * rows_of_legend + 0.02, 1, 1))  # the legend below the panels hides no curve
     _save(fig, path)
 

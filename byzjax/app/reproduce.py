@@ -11,7 +11,10 @@ Two step-size modes:
   {32, 16, 8, 4, 2, 1} or 4), meaningful with MNIST (``--data DIR``).
 * ``tuned+grid``: ``tuned``, plus the paper's per-cell step grid under attack: in every attacked
   cell PIGS also runs with each eta of the paper's grid ({32, 16, 8, 4, 2, 1}, Experiment A), next
-  to the eta tuned at f = 0 (its runs are rows of their own, ``steps = paper grid``).
+  to the eta tuned at f = 0 (its runs are rows of their own, ``steps = paper grid``). Each eta of
+  a cell is a stage of its own: with a large eta the inner solves are ill conditioned and a run
+  takes long (about 15 minutes per 500 rounds on 2 CPU cores), so an interrupted grid keeps every
+  finished run.
 
 Every run's summary row carries the theory columns (``byzjax.app.results.theory_columns``: the
 rule's proven kappa, the (G, B) fit, ``kappa B^2``, the predicted D-GD floor), the exact
@@ -180,7 +183,7 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         raise ValueError(f"unknown step mode {mode!r} (allowed: tuned, paper, tuned+grid)")
     tr = min(tune_rounds or s["ref_rounds"], s["ref_rounds"])
     cells = len(s["fs"]) * len(s["attacks"])
-    per_split = (2 + (tr < s["ref_rounds"]) if mode != "paper" else 1) + cells * (2 if mode == "tuned+grid" else 1)
+    per_split = (2 + (tr < s["ref_rounds"]) if mode != "paper" else 1) + cells * (1 + len(s["paper_etas"]) if mode == "tuned+grid" else 1)
     stages = StageCache(out_dir / "stages", data_source, per_split * len(s["splits"]), show_progress)
     agg = {"name": "TrMean", "pre_aggs": ["NNM"]}
     for split, alpha in s["splits"]:
@@ -234,11 +237,12 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         for f in s["fs"]:  # one stage (one resumable chunk) per (f, attack)
             for attack in s["attacks"]:
                 stage("attacked", s["rounds"], [f], [attack], algorithms, agg, {"stage": "attacked"})
-        if mode == "tuned+grid":  # the paper's eta grid under attack, after every tuned stage of the split
-            for f in s["fs"]:
+        if mode == "tuned+grid":  # the paper's eta grid under attack, after every tuned stage of the split;
+            for f in s["fs"]:  # one stage per eta: a large eta's inner solves take long, and each run is kept
                 for attack in s["attacks"]:
-                    stage("attacked", s["rounds"], [f], [attack], [{"name": "PIGS", "eta": s["paper_etas"]}], agg,
-                          {"stage": "attacked", "steps": "paper grid"})
+                    for eta in s["paper_etas"]:
+                        stage("attacked", s["rounds"], [f], [attack], [{"name": "PIGS", "eta": eta}], agg,
+                              {"stage": "attacked", "steps": "paper grid"})
         label = f"{split}{'' if alpha is None else f'(alpha={alpha})'}"
         log.setdefault("chosen_steps", {})[label] = chosen
         prepared = stages.data(split, parse_config(_raw(f"{which}:L:{split}", rounds=1, fs=[0], attacks=["NoAttack"],
@@ -390,6 +394,12 @@ def convert_pickle_stages(folder: Path) -> list[Path]:
     return made
 
 
+def _grid_label(row: dict) -> dict:
+    """A row of the paper's eta grid (``steps = paper grid``) named apart from a tuned run of the
+    same step in figures: ``"PIGS(eta=4), paper grid"``."""
+    return row | {"method": f"{row['method']}, paper grid"} if row.get("steps") == "paper grid" else row
+
+
 def make_figures(out_dir: Path, which: str) -> list[Path]:
     """The paper's panels from ``out_dir/metrics.csv``: per (f, split), one panel per attack.
 
@@ -397,8 +407,8 @@ def make_figures(out_dir: Path, which: str) -> list[Path]:
     ``L_ref``; each tuned method's predicted D-GD floor (summary's ``floor_dgd``) is a dotted line.
     Per attacked run, ``figures/diagnostics/`` holds ``plotting.plot_diagnostics`` (measured
     oracle error vs the bound, ``kappa_hat``)."""
-    rows = read_csv(out_dir / "metrics.csv")
-    summary = read_csv(out_dir / "summary.csv") if (out_dir / "summary.csv").exists() else []
+    rows = [_grid_label(r) for r in read_csv(out_dir / "metrics.csv")]
+    summary = [_grid_label(r) for r in read_csv(out_dir / "summary.csv")] if (out_dir / "summary.csv").exists() else []
     attacked = [r for r in rows if r["stage"] == "attacked"]
     reference = [r for r in rows if r["stage"] == "reference"]
     stars = star_levels(out_dir)
@@ -431,7 +441,7 @@ def make_figures(out_dir: Path, which: str) -> list[Path]:
         attack = SHORT_ATTACK_NAMES.get(s["attack"], s["attack"]).replace(" ", "")
         stem = (f"diag_{which}_f{s['f']}_{s['split']}" + (f"_alpha{s['alpha']}" if s["split"] == "dirichlet" else "")
                 + f"_{attack}_{s['method']}_seed{s['seed']}").replace("=", "").replace(",", "_").replace("(", "_")
-        stem = stem.replace(")", "")
+        stem = stem.replace(")", "").replace(" ", "")
         path = out_dir / "figures" / "diagnostics" / stem
         plot_diagnostics(by_run[(s["run"], s["seed"])], path, kappa, mu,
                          f"{_title((s['f'], s['split'], s['alpha'], s['lam'], s['aggregator']), 20)}; "
@@ -452,7 +462,7 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
     algorithm = {r["method"]: r["algorithm"] for r in usable}  # label -> the algorithm column
     series = defaultdict(lambda: defaultdict(list))
     for r in usable:
-        key = (r["stage"], r["f"], r["split"], r["alpha"], r["attack"], r["method"])
+        key = (r["stage"], r["f"], r["split"], r["alpha"], r["attack"], r["method"], r.get("steps", ""))
         gap = float(r["loss"]) - levels[instance_key(r, r["seed"])]
         series[key][r["seed"]].append((int(r["comm_round"]), gap))
     table, floor = [], []
@@ -472,12 +482,13 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
         medians[key] = ({g: float(np.median(v)) for g, v in per_seed.items()}, float(np.median(finals)))
         median_curves[key] = (comm, np.median(np.array(curves), axis=0))
     for key, (rounds, final) in sorted(medians.items()):
-        stage, f, split, alpha, attack, method = key
+        stage, f, split, alpha, attack, method, steps = key
         if stage != "attacked":
             continue
         split_s = split if split == "iid" else f"dirichlet({alpha})"
         gd = next((v[0] for k, v in medians.items() if k[:5] == key[:5] and algorithm[k[5]] == "DGD"), None)
-        row = {"f": f, "split": split_s, "attack": SHORT_ATTACK_NAMES.get(attack, attack), "method": method}
+        row = {"f": f, "split": split_s, "attack": SHORT_ATTACK_NAMES.get(attack, attack), "method": method,
+               "steps": steps}
         for g, tag in ((1e-2, "1e-2"), (1e-3, "1e-3")):
             row[f"rounds_{tag}"] = "" if np.isinf(rounds[g]) else int(rounds[g])
         for g, tag in ((1e-2, "1e-2"), (1e-3, "1e-3")):
@@ -495,7 +506,8 @@ def rounds_table(out_dir: Path, which: str) -> list[Path]:
                 reach[k] = rounds_to_gap(loss, comm, target, 0.0)
         mine, theirs = reach.get(key), reach.get(gd_key)
         comm, med = median_curves[key]
-        floor.append({"f": f, "split": split_s, "attack": row["attack"], "method": method, "final_gap": f"{final:.4g}",
+        floor.append({"f": f, "split": split_s, "attack": row["attack"], "method": method, "steps": steps,
+                      "final_gap": f"{final:.4g}",
                       "min_gap": f"{np.min(med):.4g}", "min_gap_round": int(comm[np.argmin(med)]),
                       "reference_final_gap": "" if ref is None else f"{ref:.4g}",
                       "ratio_to_reference": "" if not ref else f"{final / ref:.3g}",
