@@ -26,8 +26,8 @@ iterations over the whole training set) take a fraction of a second instead of t
 def small_synthetic():
     """Within: configs with ``source = "synthetic"`` (flat layout) load ``SMALL_SYNTHETIC``; every
     other source, and the image layout, load as they do. For tests of the config, runner and file
-    paths, whose assertions do not depend on the data's size; the commands a user runs as they are
-    (``reproduce ... --quick`` end to end) keep the real source."""
+    paths, whose assertions do not depend on the data's size; one command a user runs keeps the real
+    source end to end (``reproduce short --quick``, tests/test_reproduce.py)."""
     real = byzjax.images.load_source
 
     def load(source, *, layout="flat", seed=0, **kw):

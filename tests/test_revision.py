@@ -9,10 +9,19 @@ import pytest
 
 from byzjax.app import revision
 from byzjax.app.cli import main
+from helpers import small_synthetic
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_data():
+    """``source = "synthetic"`` is ``helpers.SMALL_SYNTHETIC`` here: the protocol's stages, choices and
+    files do not depend on the data's size (the full source: tests/test_reproduce.py's short --quick)."""
+    with small_synthetic():
+        yield
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick(tmp_path_factory, small_data):
     out = tmp_path_factory.mktemp("revision") / "quick"
     assert main(["reproduce", "revision", "--quick", "--data", "synthetic", "--out", str(out), "--quiet"]) == 0
     return out
