@@ -150,6 +150,12 @@ def test_paper_eta_grid_under_attack_adds_one_stage_per_eta(quick, tmp_path, cap
     shutil.copytree(quick / "stages", out / "stages")
     capsys.readouterr()
     args = ["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(out), "--quiet", "--steps", "tuned+grid"]
+    assert main(args + ["--stored-only"]) == 0  # the grid's stages are not stored yet: left out, named, not computed
+    said = capsys.readouterr().out
+    assert f"stored only: 4 of {4 + 2 * len(etas)} stages stored; {2 * len(etas)} not computed yet" in said
+    assert said.count("attacked-iid-") == 2 * len(etas)
+    assert not [r for r in rows(out / "summary.csv") if r.get("steps") == "paper grid"]
+    assert rows(out / "summary.csv") == rows(quick / "summary.csv")
     assert main(args) == 0
     assert f"resuming: 4 of {4 + 2 * len(etas)} stages done" in capsys.readouterr().out
     summary = rows(out / "summary.csv")
@@ -172,6 +178,11 @@ def test_paper_eta_grid_under_attack_adds_one_stage_per_eta(quick, tmp_path, cap
     assert sum(r["steps"] == "paper grid" for r in rows(out / "short_rounds.csv")) == 2 * len(etas)
     assert main(args) == 0
     assert f"resuming: {4 + 2 * len(etas)} of {4 + 2 * len(etas)} stages done (nothing to compute)" in capsys.readouterr().out
+    assert main(["reproduce", "short", "--quick", "--data", "synthetic", "--out", str(tmp_path / "empty"), "--quiet",
+                 "--stored-only"]) == 2  # nothing stored: the tuning stage is named, nothing is written
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--stored-only: stage reference-iid-" in err and "is not stored" in err
+    assert not (tmp_path / "empty" / "summary.csv").exists()
 
 
 def test_stage_cache_says_where_it_resumes(tmp_path, monkeypatch, capsys):

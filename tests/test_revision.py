@@ -113,3 +113,5 @@ def test_rerun_resumes_from_the_stages(quick, capsys):
 def test_short_long_options_are_refused_for_revision(tmp_path, capsys):
     assert main(["reproduce", "revision", "--steps", "paper", "--out", str(tmp_path / "r")]) == 2
     assert "byzjax: error: command line: reproduce revision tunes its steps" in capsys.readouterr().err
+    assert main(["reproduce", "revision", "--stored-only", "--out", str(tmp_path / "r")]) == 2
+    assert "--stored-only applies to reproduce short|long only" in capsys.readouterr().err

@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
                     help="short|long: run only this split (iid or dirichlet; repeat for several); default: all "
                          "of the experiment's splits. Stages are shared with the whole run.")
+    rp.add_argument("--stored-only", action="store_true",
+                    help="short|long: compute nothing; write the results, tables and figures of the stages stored "
+                         "in --out so far (a long reproduction's partial results; the others are named)")
     rp.add_argument("--eval-every", type=int, default=2, help="accuracy evaluation interval in rounds (paper: 2)")
     rp.add_argument("--max-batch", type=int, help="cap on runs per compiled call (memory)")
     rp.add_argument("--x64", action="store_true", help="run in float64")
@@ -246,6 +249,8 @@ def _dispatch(args) -> int:
             if args.splits:
                 raise ConfigError("command line: --split applies to reproduce short|long only "
                                   "(revision runs its heterogeneity levels as one grid)")
+            if args.stored_only:
+                raise ConfigError("command line: --stored-only applies to reproduce short|long only")
 
             log = reproduce_revision(out, quick=args.quick, data_source=args.data, seeds=args.seeds, x64=args.x64,
                                      max_batch=args.max_batch, show_progress=not args.quiet)
@@ -255,7 +260,8 @@ def _dispatch(args) -> int:
             return 0
         log = reproduce(args.which, out, quick=args.quick, data_source=args.data, seeds=args.seeds or 1, mode=args.steps,
                         x64=args.x64, eval_every=args.eval_every, max_batch=args.max_batch,
-                        show_progress=not args.quiet, tune_rounds=args.tune_rounds, splits=args.splits)
+                        show_progress=not args.quiet, tune_rounds=args.tune_rounds, splits=args.splits,
+                        stored_only=args.stored_only)
         total, comp = log["wall_s"], log["compile_s"]  # this invocation's, not the stored stages'
         print(f"wrote {out}/ (metrics.csv, summary.csv, {args.which}_rounds.csv, {args.which}_floor.csv, figures/)")
         print(f"steps: {log.get('chosen_steps')}  estimated L at the start: {log.get('smoothness')}  "

@@ -27,7 +27,8 @@ Finished stages are stored under ``OUT/stages/`` (keyed by a hash of their grid,
 data source and byzjax version) in a data-only format (``.npz`` arrays and a ``.json``
 record with their sha256, ``byzjax.app.files.save_archive``): rerunning the same command
 resumes after the last finished stage, so a long CPU reproduction can run in chunks across
-sessions; a damaged stage is recomputed with a warning.
+sessions; a damaged stage is recomputed with a warning. ``--stored-only`` writes the results,
+tables and figures of the stages stored so far and computes none (the others are named).
 """
 
 from __future__ import annotations
@@ -127,11 +128,13 @@ class StageCache:
     data_source: str | None
     total: int  # stages of the whole call
     show_progress: bool = True
+    stored_only: bool = False  # skip the stages not stored instead of computing them
     loaded: int = 0
     computed: int = 0
     compile_s: float = 0.0
     run_s: float = 0.0
     run_rounds: int = 0
+    skipped: list = field(default_factory=list)  # stems of the stages not stored (stored_only)
     _data: dict = field(default_factory=dict)
 
     def data(self, group: str, cfg):
@@ -140,13 +143,22 @@ class StageCache:
             self._data = {group: prepare(cfg, self.data_source)}
         return self._data[group]
 
-    def run(self, name: str, group: str, raw: dict):
+    def run(self, name: str, group: str, raw: dict, required: bool = False):
+        """``(cfg, runs, timing, meta)`` of the stage; ``None`` when ``stored_only`` and it is not
+        stored (a ``ConfigError`` if it is ``required``: later stages depend on its runs)."""
         cfg = parse_config(raw)
         path = self.folder / f"{name}-{group}-{stage_key(raw, self.data_source)}"
         stored = find_stage(path)
         if stored is not None:
             self.loaded += 1
             return (cfg, *stored)
+        if self.stored_only:
+            if required:
+                raise ConfigError(f"reproduce --stored-only: stage {path.name} ({group}), which chooses the steps of "
+                                  f"the stages after it, is not stored in {self.folder}; compute it first (without "
+                                  f"--stored-only), or leave its split out with --split")
+            self.skipped.append(path.name)
+            return None
         if self.loaded and not self.computed:
             print(f"resuming: {self.loaded} of {self.total} stages done")
         self.computed += 1
@@ -158,19 +170,25 @@ class StageCache:
         return cfg, runs, timing, meta
 
     def finish(self) -> None:
-        """Say so when every stage came from the cache."""
-        if not self.computed:
+        """Say so when every stage came from the cache, or which were skipped (``stored_only``)."""
+        if self.skipped:
+            print(f"stored only: {self.loaded} of {self.total} stages stored; {len(self.skipped)} not computed yet, "
+                  f"left out of the results: {', '.join(self.skipped)}")
+        elif not self.computed:
             print(f"resuming: {self.loaded} of {self.total} stages done (nothing to compute)")
 
 
 def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds=1, mode="tuned",
-              x64=False, eval_every=2, max_batch=None, show_progress=True, tune_rounds=None, splits=None) -> dict:
+              x64=False, eval_every=2, max_batch=None, show_progress=True, tune_rounds=None, splits=None,
+              stored_only=False) -> dict:
     """Run Experiment A or B; write results, figures and rounds tables into ``out_dir``.
 
     ``tune_rounds`` (tuned mode) shortens the tuning runs; the chosen steps are then
     rerun for the full reference length. By default tuning runs are the reference runs.
     ``splits`` (names, e.g. ``["dirichlet"]``) runs only those halves of the experiment; the
     stages are the ones the whole experiment stores, so a later run of every split reuses them.
+    ``stored_only``: compute no stage; the results, tables and figures are those of the stages stored
+    so far (a long reproduction's partial results; the tuning stages must be stored).
     """
     s = settings(which, quick, splits)
     out_dir = Path(out_dir)
@@ -184,7 +202,7 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
     tr = min(tune_rounds or s["ref_rounds"], s["ref_rounds"])
     cells = len(s["fs"]) * len(s["attacks"])
     per_split = (2 + (tr < s["ref_rounds"]) if mode != "paper" else 1) + cells * (1 + len(s["paper_etas"]) if mode == "tuned+grid" else 1)
-    stages = StageCache(out_dir / "stages", data_source, per_split * len(s["splits"]), show_progress)
+    stages = StageCache(out_dir / "stages", data_source, per_split * len(s["splits"]), show_progress, stored_only)
     agg = {"name": "TrMean", "pre_aggs": ["NNM"]}
     for split, alpha in s["splits"]:
         common = dict(split=split, alpha=alpha, lam=s["lam"], seeds=seeds, eval_every=eval_every, x64=x64,
@@ -192,11 +210,13 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         split_stages = []  # (parsed grid, run id offset) of every stage of this split
         split_runs = []  # its runs, with the run ids of the summary
 
-        def stage(name, rounds, fs, attacks, algorithms, aggregator, extra):
+        def stage(name, rounds, fs, attacks, algorithms, aggregator, extra, required=False):
             nonlocal run_offset
-            cfg, runs, tim, meta = stages.run(name, split, _raw(
-                f"{which}:{name}:{split}", rounds=rounds, fs=fs, attacks=attacks, algorithms=algorithms,
-                aggregator=aggregator, **common))
+            got = stages.run(name, split, _raw(f"{which}:{name}:{split}", rounds=rounds, fs=fs, attacks=attacks,
+                                               algorithms=algorithms, aggregator=aggregator, **common), required)
+            if got is None:  # stored_only, and not stored yet
+                return []
+            cfg, runs, tim, meta = got
             # the columns of this grid's runs as parsed now (a stored stage may predate a column, e.g. lr)
             shifted = [(rid + run_offset, seed, cfg.runs[rid].columns | extra, with_kappa_hat(tr))
                        for rid, seed, _, tr in runs]
@@ -213,13 +233,13 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         if mode != "paper":
             ref1 = stage("reference", tr, [0], ["NoAttack"],
                          [{"name": "DGD", "lr": LR_GRID}, {"name": "DNAG", "lr": LR_GRID, "momentum": 0.9}],
-                         reference, {"stage": "tuning"})
+                         reference, {"stage": "tuning"}, required=True)
             best_gd, gd = _best(ref1, "DGD")
             best_nag, nag = _best(ref1, "DNAG")
             lr_gd, lr_nag = float(gd["lr"]), float(nag["lr"])
             etas = [m * lr_gd for m in ETA_MULTIPLIERS]
             ref2 = stage("reference", tr, [0], ["NoAttack"], [{"name": "PIGS", "eta": etas}],
-                         reference, {"stage": "tuning"})
+                         reference, {"stage": "tuning"}, required=True)
             best_pigs, pigs = _best(ref2, "PIGS")
             algorithms = [{"name": "DGD", "lr": lr_gd}, {"name": "DNAG", "lr": lr_nag, "momentum": 0.9},
                           {"name": "PIGS", "eta": float(pigs["eta"])}]
@@ -259,7 +279,7 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         warn(line)
     figures = make_figures(out_dir, which)
     tables = rounds_table(out_dir, which)
-    log |= {"stages_loaded": stages.loaded, "stages_computed": stages.computed,
+    log |= {"stages_loaded": stages.loaded, "stages_computed": stages.computed, "stages_skipped": stages.skipped,
             "compile_s": stages.compile_s, "wall_s": time.perf_counter() - started}  # this invocation's
     write_json(out_dir / "reproduce.json", log | {"figures": [str(p) for p in figures], "tables": [str(t) for t in tables]})
     return log
