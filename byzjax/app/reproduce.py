@@ -13,7 +13,7 @@ Two step-size modes:
   cell PIGS also runs with each eta of the paper's grid ({32, 16, 8, 4, 2, 1}, Experiment A), next
   to the eta tuned at f = 0 (its runs are rows of their own, ``steps = paper grid``). Each eta of
   a cell is a stage of its own: with a large eta the inner solves are ill conditioned and a run
-  takes long (about 15 minutes per 500 rounds on 2 CPU cores), so an interrupted grid keeps every
+  takes long (eta = 32: 18 minutes for 500 rounds on 2 CPU cores), so an interrupted grid keeps every
   finished run.
 
 Every run's summary row carries the theory columns (``byzjax.app.results.theory_columns``: the
@@ -201,7 +201,8 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
         raise ValueError(f"unknown step mode {mode!r} (allowed: tuned, paper, tuned+grid)")
     tr = min(tune_rounds or s["ref_rounds"], s["ref_rounds"])
     cells = len(s["fs"]) * len(s["attacks"])
-    per_split = (2 + (tr < s["ref_rounds"]) if mode != "paper" else 1) + cells * (1 + len(s["paper_etas"]) if mode == "tuned+grid" else 1)
+    per_cell = 1 + len(s["paper_etas"]) if mode == "tuned+grid" else 1  # the tuned stage, and one per grid eta
+    per_split = (2 + (tr < s["ref_rounds"]) if mode != "paper" else 1) + cells * per_cell
     stages = StageCache(out_dir / "stages", data_source, per_split * len(s["splits"]), show_progress, stored_only)
     agg = {"name": "TrMean", "pre_aggs": ["NNM"]}
     for split, alpha in s["splits"]:
