@@ -10,6 +10,13 @@ Programs compiled twice (the same HLO from several tests) are compiled once: the
 JAX's persistent compilation cache (``byzjax.sweep.use_compilation_cache``) in a temporary folder,
 removed at the end, or in ``BYZJAX_CACHE_DIR`` if set (kept: a later session reads it back). The
 terminal summary says how many compilations it answered.
+
+Test files run in parallel worker processes (pytest-xdist, ``-n auto --dist loadfile`` in
+pyproject.toml: a file's tests and its module fixtures stay in one worker). A test is mostly a
+single-threaded compilation, so workers overlap where one process would wait on LLVM. Workers are
+as many as the CPU cores, at most ``MAX_WORKERS`` (memory: a worker holds up to ~3 GB). The
+temporary cache folder is made before the workers start and shared by them, and the summary adds
+up their counts. ``pytest -n 0`` runs in one process.
 """
 
 import atexit
@@ -29,8 +36,12 @@ from byzjax.sweep import CACHE_DIR_ENV, use_compilation_cache  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+MAX_WORKERS = 4
+
 if not os.environ.get(CACHE_DIR_ENV):  # else byzjax.sweep already uses it
-    _SESSION_CACHE = tempfile.mkdtemp(prefix="byzjax-test-jax-cache-")
+    # made in the first process (xdist's controller, before it starts the workers, which inherit the
+    # variable) and removed when that process ends, after its workers
+    os.environ[CACHE_DIR_ENV] = _SESSION_CACHE = tempfile.mkdtemp(prefix="byzjax-test-jax-cache-")
     atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
     use_compilation_cache(_SESSION_CACHE)
 
@@ -43,6 +54,24 @@ def _count(event: str, **_) -> None:
 
 
 jax.monitoring.register_event_listener(_count)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)  # set on an xdist worker only
+    if workeroutput is not None:
+        workeroutput["compilation_cache"] = list(_CACHE_EVENTS.values())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """On xdist's controller: a worker's compilation-cache counts, added to this process's."""
+    for event, n in zip(_CACHE_EVENTS, node.workeroutput.get("compilation_cache", (0, 0))):
+        _CACHE_EVENTS[event] += n
 
 
 def pytest_terminal_summary(terminalreporter):
