@@ -360,8 +360,8 @@ def trace_theory(metrics: dict, kappa: float | None, mu: float) -> dict:
     used, source = (kappa, "proven") if kappa is not None else (kappa_hat_max, "measured")
     used = 0.0 if not np.isfinite(used) else float(used)
     G2, B2 = fit.best_for_floor(used)
-    bound = np.min(oracle_error_bound(used, fit.g2[:, None], fit.b2[:, None], gn2[None, :]), axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # a diverged run's rounds: inf * 0 is nan, as reported
+        bound = np.min(oracle_error_bound(used, fit.g2[:, None], fit.b2[:, None], gn2[None, :]), axis=0)
         ratio = np.where(bound > 0, error**2 / np.where(bound > 0, bound, 1.0), np.where(error > 0, np.inf, 0.0))
     return {"kappa": used, "kappa_source": source, "kappa_hat_max": kappa_hat_max, "G2_b0": fit.g2_at_b0,
             "G2": G2, "B2": B2, "kappa_b2": used * B2, "kappa_b2_lt_1": bool(used * B2 < 1),
