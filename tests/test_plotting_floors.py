@@ -36,3 +36,18 @@ def test_a_floor_above_the_curves_is_a_note_not_a_line(tmp_path, monkeypatch):
         assert not ax.texts and f"above the axis: PIGS(eta=1.5): {far:.3g}" in ax.get_title()  # nothing over the curves
         assert all(a.get_legend() is None for a in fig.axes) and len(fig.legends) == 1  # below, not over a panel
         assert "PIGS(eta=1.5): predicted D-GD floor" not in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_legend_orders_methods_by_family_then_by_their_numbers(tmp_path, monkeypatch):
+    """D-GD, D-NAG, then the others; a step grid in numeric order (eta = 2 before 16), whatever the
+    order of the rows."""
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    ordered = ["D-GD(lr=1e-3)", "D-GD(lr=0.03)", "D-NAG(lr=0.03,momentum=0.9)", "PIGS(eta=1), paper grid",
+               "PIGS(eta=1.5)", "PIGS(eta=2), paper grid", "PIGS(eta=16), paper grid", "PIGS(eta=32), paper grid"]
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        shuffled = [ordered[i] for i in rng.permutation(len(ordered))]
+        rows = cell_rows({m: np.geomspace(1.0, 0.1 * (1 + i), 10) for i, m in enumerate(shuffled)})
+        plotting.plot_convergence(rows, tmp_path / "loss", {instance_key(rows[0], "0"): 0.5}, "t", level_name="L^*")
+        assert [t.get_text() for t in figs.pop().legends[0].get_texts()] == ordered

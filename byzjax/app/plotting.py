@@ -9,6 +9,7 @@ Non-finite values (a diverged run) are left out of the curves; figures are writt
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -94,9 +95,15 @@ def curves(rows: list[dict], y: str, variants=None) -> dict:
     return out
 
 
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?(?:e-?\d+)?)")
+
+
 def _method_order(methods):
+    """Legend order: D-GD, D-NAG, then the rest; within each, numbers in the labels in numeric order
+    ("PIGS(eta=2)" before "PIGS(eta=16)")."""
     def key(m):
-        return (0 if m.startswith("D-GD") else 1 if m.startswith("D-NAG") else 2, m)
+        parts = [(0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(_NUMBER.split(m))]
+        return (0 if m.startswith("D-GD") else 1 if m.startswith("D-NAG") else 2, parts)
 
     return sorted(methods, key=key)
 
