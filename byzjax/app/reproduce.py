@@ -57,6 +57,7 @@ from byzjax.simulate import Trace
 LR_GRID = [0.003, 0.01, 0.03, 0.1]
 ETA_MULTIPLIERS = [5, 10, 20, 50]
 ATTACKS = ["Optimal_InnerProductManipulation", "Optimal_ALittleIsEnough"]
+GRID_STEPS = "paper grid"  # the steps column of the paper's eta grid runs (--steps tuned+grid)
 SHORT_ATTACK_NAMES = {"Optimal_InnerProductManipulation": "Optimal IPM", "Optimal_ALittleIsEnough": "Optimal ALIE"}
 
 
@@ -263,7 +264,7 @@ def reproduce(which: str, out_dir: Path, *, quick=False, data_source=None, seeds
                 for attack in s["attacks"]:
                     for eta in s["paper_etas"]:
                         stage("attacked", s["rounds"], [f], [attack], [{"name": "PIGS", "eta": eta}], agg,
-                              {"stage": "attacked", "steps": "paper grid"})
+                              {"stage": "attacked", "steps": GRID_STEPS})
         label = f"{split}{'' if alpha is None else f'(alpha={alpha})'}"
         log.setdefault("chosen_steps", {})[label] = chosen
         prepared = stages.data(split, parse_config(_raw(f"{which}:L:{split}", rounds=1, fs=[0], attacks=["NoAttack"],
@@ -418,7 +419,7 @@ def convert_pickle_stages(folder: Path) -> list[Path]:
 def _grid_label(row: dict) -> dict:
     """A row of the paper's eta grid (``steps = paper grid``) named apart from a tuned run of the
     same step in figures: ``"PIGS(eta=4), paper grid"``."""
-    return row | {"method": f"{row['method']}, paper grid"} if row.get("steps") == "paper grid" else row
+    return row | {"method": f"{row['method']}, {GRID_STEPS}"} if row.get("steps") == GRID_STEPS else row
 
 
 def make_figures(out_dir: Path, which: str) -> list[Path]:
